@@ -1,0 +1,71 @@
+//! Configuration: TOML text → validated [`Config`], or every error.
+//!
+//! Loading is a pure function of the text (plus DNS for endpoint host names):
+//! [`parse`] returns the model or the complete list of errors, each naming
+//! the file, line, column and key path. Nothing here touches running state;
+//! callers decide what to do with a result, so a bad file can never apply
+//! half a config.
+
+mod error;
+mod model;
+mod raw;
+mod validate;
+
+pub use error::{ConfigError, KeyPath, Problem};
+pub use model::*;
+pub use raw::TenantStatus;
+pub use validate::check_tenant_id;
+
+use std::path::{Path, PathBuf};
+
+/// The example config shipped in `conf/`, served when no file is found.
+pub const EMBEDDED: &str = include_str!("../../conf/mirador-router.toml");
+
+/// The path used when `--config` is not given.
+pub const DEFAULT_PATH: &str = "conf/mirador-router.toml";
+
+/// Where the config text comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    File(PathBuf),
+    Embedded,
+}
+
+impl Source {
+    /// `--config PATH` when given; else the default path if it exists; else the embedded default.
+    pub fn choose(explicit: Option<PathBuf>) -> Source {
+        match explicit {
+            Some(path) => Source::File(path),
+            None if Path::new(DEFAULT_PATH).exists() => Source::File(DEFAULT_PATH.into()),
+            None => Source::Embedded,
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Source::File(path) => path.display().to_string(),
+            Source::Embedded => "<embedded default config>".to_string(),
+        }
+    }
+
+    /// Reads and validates the config.
+    pub fn load(&self) -> Result<Config, Vec<ConfigError>> {
+        match self {
+            Source::Embedded => parse(&self.name(), EMBEDDED),
+            Source::File(path) => match std::fs::read_to_string(path) {
+                Ok(text) => parse(&self.name(), &text),
+                Err(e) => Err(vec![error::Locator::new(&self.name(), "").whole_file(format!("cannot read the file: {e}"))]),
+            },
+        }
+    }
+}
+
+/// Parses and validates config text; `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
+    let locator = error::Locator::new(file, text);
+    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| vec![locator.parse_error(&e)])?;
+    validate::validate(raw).map_err(|problems| problems.into_iter().map(|p| locator.place(p)).collect())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+//! The file format: serde structs that mirror the TOML one to one.
+//!
+//! Nothing here is trusted or defaulted beyond "absent": every field is an
+//! `Option` or a plain container, and [`super::validate`] turns these into the
+//! internal model. Unknown keys are errors (`deny_unknown_fields`) so that a
+//! typo never silently changes behaviour.
+
+use crate::routing::Signal;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub tenancy: RawTenancy,
+    #[serde(default)]
+    pub health_check: RawHealthCheck,
+    #[serde(default)]
+    pub tenants: BTreeMap<String, RawTenant>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<Vec<String>>,
+    pub threads: Option<i64>,
+    #[serde(default)]
+    pub signal_listeners: RawSignalListeners,
+    pub grace_period: Option<String>,
+    pub pid_file: Option<String>,
+    pub upgrade_sock: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignalListeners {
+    pub metrics: Option<String>,
+    pub logs: Option<String>,
+    pub traces: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenancy {
+    pub header: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub path: Option<String>,
+    pub healthy_threshold: Option<i64>,
+    pub unhealthy_threshold: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    pub name: Option<String>,
+    pub admin_email: Option<String>,
+    pub status: Option<TenantStatus>,
+    pub metrics: Option<RawDeployment>,
+    pub logs: Option<RawDeployment>,
+    pub traces: Option<RawDeployment>,
+    #[serde(default)]
+    pub quotas: RawQuotas,
+    #[serde(default)]
+    pub features: RawFeatures,
+}
+
+/// Whether a tenant's requests are served.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantStatus {
+    #[default]
+    Active,
+    Suspended,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeployment {
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    #[serde(default)]
+    pub backup_endpoints: Vec<String>,
+    pub timeout: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuotas {
+    pub requests_per_second: Option<i64>,
+    pub max_concurrent_requests: Option<i64>,
+    pub max_body_bytes: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFeatures {
+    pub signals: Option<Vec<Signal>>,
+    pub read_only: Option<bool>,
+}

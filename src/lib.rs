@@ -1,0 +1,14 @@
+//! mirador-router: a multi-tenant reverse-proxy data plane for the
+//! VictoriaMetrics stack, on Pingora.
+//!
+//! Modules follow the path of a request: `config` (TOML → validated model),
+//! `routing` (signal, tenant, routing table), `upstream` (pools and endpoint
+//! selection), `proxy` (the Pingora phases and the error → status map),
+//! `reload` (build aside, swap once) and `server` (assembly).
+
+pub mod config;
+pub mod proxy;
+pub mod reload;
+pub mod routing;
+pub mod server;
+pub mod upstream;

@@ -1,0 +1,157 @@
+//! The one map from everything that can go wrong to what the client sees.
+//!
+//! Every refusal and upstream failure becomes a status and a JSON body in the
+//! Prometheus/VictoriaMetrics API error shape
+//! (`{"status":"error","errorType":"...","error":"..."}`), so Grafana and
+//! vmalert show the reason. The `errorType` values form a closed set.
+
+use crate::routing::Refusal;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorSource, ErrorType};
+
+/// Longest client-supplied text echoed back in an error message.
+const MAX_ECHO: usize = 200;
+
+/// An error answer: status, closed-set type, and a sentence for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReply {
+    pub status: u16,
+    pub error_type: &'static str,
+    pub message: String,
+}
+
+impl ErrorReply {
+    fn new(status: u16, error_type: &'static str, message: impl Into<String>) -> Self {
+        ErrorReply { status, error_type, message: message.into() }
+    }
+
+    /// The answer to a request the routing table refused.
+    pub fn refusal(refusal: &Refusal, header: &str, tenant: &str, path: &str) -> Self {
+        let tenant = echo(tenant);
+        match refusal {
+            Refusal::NoTenant => Self::new(401, "unauthorized", format!("missing tenant: set the {header} header")),
+            Refusal::UnknownTenant => Self::new(403, "forbidden", format!("unknown tenant {tenant:?}")),
+            Refusal::Suspended => Self::new(403, "forbidden", format!("tenant {tenant:?} is suspended")),
+            Refusal::SignalNotEnabled(signal) => {
+                Self::new(403, "forbidden", format!("signal {signal} is not enabled for tenant {tenant:?}"))
+            }
+            Refusal::ReadOnly => {
+                Self::new(403, "forbidden", format!("tenant {tenant:?} is read-only: writes are refused"))
+            }
+            Refusal::Unroutable => Self::new(
+                404,
+                "not_found",
+                format!("path {:?} maps to no signal on this listener", echo(path)),
+            ),
+        }
+    }
+
+    /// The answer to a failed proxy attempt, or `None` when the client is gone.
+    pub fn from_error(e: &Error) -> Option<Self> {
+        use ErrorType::*;
+        let timeout = matches!(e.etype(), ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout);
+        let reply = match (e.etype(), e.esource()) {
+            (HTTPStatus(code), _) => Self::new(*code, status_type(*code), e.to_string()),
+            (_, ErrorSource::Upstream) if timeout => {
+                Self::new(504, "timeout", format!("upstream did not answer in time: {}", e.etype().as_str()))
+            }
+            (_, ErrorSource::Upstream) => Self::new(502, "bad_gateway", format!("upstream failed: {}", e.etype().as_str())),
+            (ReadError | WriteError | ConnectionClosed, ErrorSource::Downstream) => return None,
+            (_, ErrorSource::Downstream) if timeout => Self::new(408, "timeout", "the client sent the request too slowly"),
+            (_, ErrorSource::Downstream) => Self::new(400, "bad_data", format!("bad request: {}", e.etype().as_str())),
+            (_, ErrorSource::Internal | ErrorSource::Unset) => Self::new(500, "internal", "internal error"),
+        };
+        Some(reply)
+    }
+
+    pub fn body(&self) -> Bytes {
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body<'a> {
+            status: &'static str,
+            error_type: &'static str,
+            error: &'a str,
+        }
+        let body = Body { status: "error", error_type: self.error_type, error: &self.message };
+        serde_json::to_vec(&body).map(Bytes::from).unwrap_or_default()
+    }
+
+    /// Writes the answer as a complete response.
+    pub async fn send(&self, session: &mut Session) -> pingora::Result<()> {
+        let body = self.body();
+        let mut header = ResponseHeader::build(self.status, Some(3))?;
+        header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+        session.write_response_header(Box::new(header), false).await?;
+        session.write_response_body(Some(body), true).await
+    }
+}
+
+fn status_type(code: u16) -> &'static str {
+    match code {
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        408 | 504 => "timeout",
+        413 => "payload_too_large",
+        429 => "too_many_requests",
+        502 => "bad_gateway",
+        503 => "unavailable",
+        400..=499 => "bad_data",
+        _ => "internal",
+    }
+}
+
+fn echo(text: &str) -> &str {
+    match text.char_indices().nth(MAX_ECHO) {
+        Some((cut, _)) => &text[..cut],
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_errors_map_to_gateway_statuses() {
+        let status = |etype, source| ErrorReply::from_error(&Error::create(etype, source, None, None)).map(|r| r.status);
+        assert_eq!(status(ErrorType::ConnectRefused, ErrorSource::Upstream), Some(502));
+        assert_eq!(status(ErrorType::ConnectionClosed, ErrorSource::Upstream), Some(502));
+        assert_eq!(status(ErrorType::InvalidHTTPHeader, ErrorSource::Upstream), Some(502));
+        assert_eq!(status(ErrorType::ReadTimedout, ErrorSource::Upstream), Some(504));
+        assert_eq!(status(ErrorType::ConnectTimedout, ErrorSource::Upstream), Some(504));
+        assert_eq!(status(ErrorType::ConnectionClosed, ErrorSource::Downstream), None);
+        assert_eq!(status(ErrorType::InvalidHTTPHeader, ErrorSource::Downstream), Some(400));
+        assert_eq!(status(ErrorType::HTTPStatus(503), ErrorSource::Internal), Some(503));
+    }
+
+    #[test]
+    fn refusals_map_to_product_statuses() {
+        let status = |r: Refusal| ErrorReply::refusal(&r, "X-Tenant-ID", "t", "/p").status;
+        assert_eq!(status(Refusal::NoTenant), 401);
+        assert_eq!(status(Refusal::UnknownTenant), 403);
+        assert_eq!(status(Refusal::Suspended), 403);
+        assert_eq!(status(Refusal::SignalNotEnabled(crate::routing::Signal::Logs)), 403);
+        assert_eq!(status(Refusal::ReadOnly), 403);
+        assert_eq!(status(Refusal::Unroutable), 404);
+    }
+
+    #[test]
+    fn body_is_json_in_the_prometheus_error_shape_and_escapes_client_text() {
+        let reply = ErrorReply::refusal(&Refusal::Unroutable, "X-Tenant-ID", "t", "/a\"b\n");
+        let body: serde_json::Value = serde_json::from_slice(&reply.body()).unwrap();
+        assert_eq!(body["status"], "error");
+        assert_eq!(body["errorType"], "not_found");
+        assert_eq!(body["error"], "path \"/a\\\"b\\n\" maps to no signal on this listener");
+    }
+
+    #[test]
+    fn echoed_text_is_bounded() {
+        let long = "x".repeat(10_000);
+        let reply = ErrorReply::refusal(&Refusal::UnknownTenant, "X-Tenant-ID", &long, "/");
+        assert!(reply.message.len() < MAX_ECHO + 40);
+    }
+}

@@ -1,0 +1,211 @@
+//! The `ProxyHttp` implementation: thin phases over `routing` and `upstream`.
+//!
+//! One [`RequestCtx`] flows through Pingora's phases:
+//! `request_filter` resolves (tenant, signal) to a pool or answers with the
+//! JSON error → `upstream_peer` picks an untried endpoint →
+//! (`fail_to_connect` → `upstream_peer`)* on connect failures →
+//! `upstream_request_filter` rewrites headers → `response_filter` →
+//! `fail_to_proxy` on errors. The request path loads the table once and
+//! keeps the pool's `Arc` for the whole request.
+
+mod errors;
+
+pub use errors::ErrorReply;
+
+use crate::routing::{classify_path, Access, Listener, Refusal, RouteStore, Signal};
+use crate::upstream::{Pool, Tried};
+use async_trait::async_trait;
+use http::{HeaderName, HeaderValue};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType, Result};
+use std::sync::Arc;
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// Victoria's tenant headers: only the router may set them.
+static ACCOUNT_ID: HeaderName = HeaderName::from_static("accountid");
+static PROJECT_ID: HeaderName = HeaderName::from_static("projectid");
+
+/// Longest client-sent `X-Request-ID` that is propagated as is.
+const MAX_REQUEST_ID: usize = 128;
+
+/// The proxy for one listener.
+pub struct Router {
+    listener: Listener,
+    routes: Arc<RouteStore>,
+}
+
+impl Router {
+    pub fn new(listener: Listener, routes: Arc<RouteStore>) -> Self {
+        Router { listener, routes }
+    }
+
+    /// The pool for this request, or the refusal to answer with.
+    fn resolve(&self, session: &Session) -> std::result::Result<Arc<Pool>, ErrorReply> {
+        let table = self.routes.load();
+        let request = session.req_header();
+        let path = request.uri.path();
+        let header = table.tenant_header();
+        let tenant = request.headers.get(header).map(|v| v.to_str().unwrap_or("\u{fffd}")).unwrap_or("");
+        let refuse = |refusal: Refusal| ErrorReply::refusal(&refusal, header.as_str(), tenant, path);
+        if tenant.is_empty() {
+            return Err(refuse(Refusal::NoTenant));
+        }
+        let (signal, access): (Signal, Access) = match (self.listener, classify_path(path)) {
+            (Listener::DropIn(signal), by_path) => (signal, by_path.map_or(Access::Query, |(_, access)| access)),
+            (Listener::Unified, Some(by_path)) => by_path,
+            (Listener::Unified, None) => return Err(refuse(Refusal::Unroutable)),
+        };
+        table.route(tenant, signal, access).cloned().map_err(refuse)
+    }
+}
+
+/// Per-request state, carried through every phase.
+#[derive(Default)]
+pub struct RequestCtx {
+    /// The pool chosen by `request_filter`, from the table in force then.
+    pool: Option<Arc<Pool>>,
+    tried: Tried,
+    /// The endpoint of the current attempt.
+    endpoint: Option<usize>,
+    request_id: Option<HeaderValue>,
+}
+
+#[async_trait]
+impl ProxyHttp for Router {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    /// Resolves the route; refusals are answered here and never reach an upstream.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.request_id = Some(request_id(session));
+        match self.resolve(session) {
+            Ok(pool) => {
+                ctx.pool = Some(pool);
+                Ok(false)
+            }
+            Err(reply) => {
+                tracing::debug!(status = reply.status, error = %reply.message, "request refused");
+                reply.send(session).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// An endpoint of the pool this request has not tried yet.
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let pool = ctx.pool.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool resolved"))?;
+        let index = pool
+            .select(ctx.tried)
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), "every endpoint of the pool failed"))?;
+        ctx.tried.insert(index);
+        ctx.endpoint = Some(index);
+        Ok(pool.peer(index))
+    }
+
+    /// Nothing of the request was sent: retry on another endpoint while one is left.
+    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+        if let (Some(pool), Some(index)) = (&ctx.pool, ctx.endpoint) {
+            let retry = pool.has_untried(ctx.tried);
+            tracing::warn!(
+                tenant = &*pool.tenant,
+                signal = %pool.signal,
+                endpoint = &*pool.endpoint(index).url,
+                error = %e.etype().as_str(),
+                retry,
+                "cannot connect to endpoint"
+            );
+            e.set_retry(retry);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut pingora::http::RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(pool), Some(index)) = (&ctx.pool, ctx.endpoint) {
+            upstream.insert_header(http::header::HOST, pool.endpoint(index).authority.clone())?;
+        }
+        upstream.remove_header(&ACCOUNT_ID);
+        upstream.remove_header(&PROJECT_ID);
+        if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
+            let forwarded = match upstream.headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+                Some(earlier) => format!("{earlier}, {ip}"),
+                None => ip.to_string(),
+            };
+            upstream.insert_header(X_FORWARDED_FOR.clone(), forwarded)?;
+        }
+        upstream.insert_header(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"))?;
+        if let Some(id) = &ctx.request_id {
+            upstream.insert_header(X_REQUEST_ID.clone(), id.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut pingora::http::ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(id) = &ctx.request_id {
+            response.insert_header(X_REQUEST_ID.clone(), id.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Failed requests are logged by `fail_to_proxy`, with tenant and signal.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+        ctx.pool.is_some()
+    }
+
+    /// Answers a failed request with the JSON error, when nothing was sent yet.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let reply = ErrorReply::from_error(e);
+        let status = reply.as_ref().map_or(0, |r| r.status);
+        if let Some(pool) = &ctx.pool {
+            let endpoint = ctx.endpoint.map(|i| &*pool.endpoint(i).url);
+            let request = session.req_header();
+            tracing::warn!(
+                tenant = &*pool.tenant,
+                signal = %pool.signal,
+                endpoint,
+                method = %request.method,
+                path = request.uri.path(),
+                attempts = ctx.tried.count(),
+                status,
+                error = %e,
+                "request failed"
+            );
+        }
+        if let (Some(reply), None) = (&reply, session.response_written()) {
+            if let Err(write_error) = reply.send(session).await {
+                tracing::debug!(error = %write_error, "cannot send the error answer");
+            }
+        }
+        FailToProxy { error_code: status, can_reuse_downstream: false }
+    }
+}
+
+/// The client's `X-Request-ID` when it is sane, else a new UUID.
+fn request_id(session: &Session) -> HeaderValue {
+    let sent = session.req_header().headers.get(&X_REQUEST_ID);
+    match sent {
+        Some(id) if !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.as_bytes().iter().all(|b| b.is_ascii_graphic()) => {
+            id.clone()
+        }
+        _ => {
+            let mut buf = uuid::Uuid::encode_buffer();
+            let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+            HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! Assembles the Pingora server from a validated config: one proxy service
+//! for the unified listeners and one per drop-in listener, each a [`Router`]
+//! sharing the same [`RouteStore`].
+
+use crate::config::Config;
+use crate::proxy::Router;
+use crate::routing::{Listener, RouteStore};
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use std::sync::Arc;
+
+/// Runtimes get this long to wind down after the grace period.
+const RUNTIME_SHUTDOWN_SECONDS: u64 = 1;
+
+/// Builds (and bootstraps) the server; `upgrade` takes the listening sockets
+/// over from a running instance (Pingora's graceful upgrade).
+pub fn build(config: &Config, routes: Arc<RouteStore>, upgrade: bool) -> Server {
+    let settings = &config.server;
+    let conf = ServerConf {
+        threads: settings.threads,
+        grace_period_seconds: Some(settings.grace_period.as_secs_f64().ceil() as u64),
+        graceful_shutdown_timeout_seconds: Some(RUNTIME_SHUTDOWN_SECONDS),
+        pid_file: settings.pid_file.display().to_string(),
+        upgrade_sock: settings.upgrade_sock.display().to_string(),
+        ..ServerConf::default()
+    };
+    let opt = Opt { upgrade, ..Opt::default() };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    if !settings.listen.is_empty() {
+        let router = Router::new(Listener::Unified, routes.clone());
+        let mut service = pingora::proxy::http_proxy_service_with_name(&server.configuration, router, "unified");
+        for addr in &settings.listen {
+            service.add_tcp(&addr.to_string());
+        }
+        server.add_service(service);
+    }
+    for (signal, addr) in &settings.signal_listeners {
+        let router = Router::new(Listener::DropIn(*signal), routes.clone());
+        let name = format!("drop-in {signal}");
+        let mut service = pingora::proxy::http_proxy_service_with_name(&server.configuration, router, &name);
+        service.add_tcp(&addr.to_string());
+        server.add_service(service);
+    }
+    server
+}
