@@ -1,0 +1,180 @@
+use super::*;
+use crate::routing::Signal;
+use std::time::Duration;
+
+fn errors(text: &str) -> Vec<String> {
+    match parse("bad.toml", text) {
+        Ok(_) => panic!("config should be refused"),
+        Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+#[test]
+fn the_shipped_config_and_the_embedded_default_are_valid() {
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/mirador-router.toml")).unwrap();
+    assert_eq!(shipped, EMBEDDED, "the embedded default is the shipped file");
+    let config = parse("conf/mirador-router.toml", EMBEDDED).unwrap();
+    let tenant = &config.tenants["platformbuilds"];
+    assert_eq!(tenant.name, "PLATFORMBUILDS");
+    assert!(Signal::ALL.iter().all(|s| tenant.features.allows(*s)));
+    assert_eq!(tenant.deployment(Signal::Metrics).unwrap().endpoints[0].url, "http://127.0.0.1:8428");
+    assert_eq!(tenant.quotas.max_body_bytes, Some(33554432));
+}
+
+#[test]
+fn an_empty_file_gets_the_documented_defaults() {
+    let config = parse("empty.toml", "").unwrap();
+    assert_eq!(config.server.listen, vec!["0.0.0.0:8080".parse().unwrap()]);
+    assert_eq!(config.server.threads, 2);
+    assert!(config.server.signal_listeners.is_empty());
+    assert_eq!(config.admin.listen, "127.0.0.1:9900".parse().unwrap());
+    assert_eq!(config.tenancy.header.as_str(), "x-tenant-id");
+    assert_eq!(config.health_check.interval, Duration::from_secs(30));
+    assert_eq!(config.health_check.timeout, Duration::from_secs(2));
+    assert_eq!(config.health_check.path, "/health");
+    assert_eq!((config.health_check.healthy_threshold, config.health_check.unhealthy_threshold), (1, 3));
+    assert!(config.tenants.is_empty());
+}
+
+#[test]
+fn deployments_get_defaults_and_signals_follow_deployments() {
+    let config = parse(
+        "t.toml",
+        "[tenants.acme.metrics]\nendpoints = [\"http://vm.local.:8428\"]\n",
+    );
+    // A host name that does not resolve is refused with its key path.
+    let err = config.unwrap_err();
+    assert_eq!(err.len(), 1);
+    assert!(err[0].to_string().starts_with("t.toml:2:14: tenants.acme.metrics.endpoints[0]: cannot resolve host"));
+
+    let config = parse("t.toml", "[tenants.acme.metrics]\nendpoints = [\"http://localhost:8428/\"]\n").unwrap();
+    let tenant = &config.tenants["acme"];
+    let metrics = tenant.deployment(Signal::Metrics).unwrap();
+    assert_eq!(metrics.timeout, Duration::from_secs(30));
+    assert_eq!(metrics.connect_timeout, Duration::from_secs(2));
+    assert_eq!(metrics.endpoints[0].url, "http://localhost:8428");
+    assert_eq!(metrics.endpoints[0].authority(), "localhost:8428");
+    assert_eq!(tenant.features.signals, [true, false, false]);
+    assert_eq!(tenant.status, TenantStatus::Active);
+    assert_eq!(tenant.name, "acme");
+}
+
+/// Every kind of semantic mistake at once: all are reported, in file order of
+/// validation, each with file, line, column and key path.
+#[test]
+fn a_bad_config_yields_every_error_with_its_place() {
+    let text = r#"[server]
+listen = ["0.0.0.0:8080", "nonsense"]
+threads = 0
+grace_period = "soon"
+
+[server.signal_listeners]
+metrics = "0.0.0.0:8080"
+
+[admin]
+listen = "127.0.0.1:99999"
+
+[tenancy]
+header = "X Tenant"
+
+[health_check]
+interval = "0s"
+path = "health"
+unhealthy_threshold = 0
+
+[tenants."bad.id"]
+[tenants."bad.id".metrics]
+endpoints = ["http://127.0.0.1:1"]
+
+[tenants.acme]
+admin_email = "nobody"
+
+[tenants.acme.metrics]
+endpoints = [
+  "http://127.0.0.1:8428",
+  "ftp://127.0.0.1:21",
+  "http://127.0.0.1:8428",
+  "http://user:pw@127.0.0.1:1/prefix",
+  "http://127.0.0.1:8080",
+]
+timeout = "-1s"
+
+[tenants.acme.logs]
+endpoints = []
+
+[tenants.acme.quotas]
+max_body_bytes = 0
+
+[tenants.acme.features]
+signals = ["metrics", "traces"]
+"#;
+    assert_eq!(
+        errors(text),
+        [
+            r#"bad.toml:2:27: server.listen[1]: "nonsense" is not a listen address; expected ip:port such as 0.0.0.0:8080"#,
+            "bad.toml:3:1: server.threads: must be between 1 and 256, got 0",
+            r#"bad.toml:4:1: server.grace_period: "soon" is not a duration (expected number at 0); write e.g. "30s" or "250ms""#,
+            r#"bad.toml:10:1: admin.listen: "127.0.0.1:99999" is not a listen address; expected ip:port such as 0.0.0.0:8080"#,
+            "bad.toml:7:1: server.signal_listeners.metrics: address 0.0.0.0:8080 is already used by another listener",
+            r#"bad.toml:13:1: tenancy.header: "X Tenant" is not a valid HTTP header name"#,
+            r#"bad.toml:17:1: health_check.path: must start with '/', got "health""#,
+            "bad.toml:16:1: health_check.interval: must be longer than zero",
+            "bad.toml:18:1: health_check.unhealthy_threshold: must be between 1 and 1000, got 0",
+            r#"bad.toml:25:1: tenants.acme.admin_email: "nobody" is not an email address"#,
+            r#"bad.toml:30:3: tenants.acme.metrics.endpoints[1]: "ftp://127.0.0.1:21" has scheme "ftp"; expected http or https"#,
+            "bad.toml:31:3: tenants.acme.metrics.endpoints[2]: duplicate endpoint http://127.0.0.1:8428",
+            r#"bad.toml:32:3: tenants.acme.metrics.endpoints[3]: "http://user:pw@127.0.0.1:1/prefix" carries credentials; endpoint URLs must not"#,
+            r#"bad.toml:32:3: tenants.acme.metrics.endpoints[3]: "http://user:pw@127.0.0.1:1/prefix" has a path or query; endpoints are scheme://host:port only"#,
+            "bad.toml:33:3: tenants.acme.metrics.endpoints[4]: endpoint http://127.0.0.1:8080 is one of the router's own listeners (a proxy loop)",
+            r#"bad.toml:35:1: tenants.acme.metrics.timeout: "-1s" is not a duration (expected number at 0); write e.g. "30s" or "250ms""#,
+            "bad.toml:38:1: tenants.acme.logs.endpoints: the deployment lists no endpoints",
+            "bad.toml:41:1: tenants.acme.quotas.max_body_bytes: must be greater than zero, got 0",
+            "bad.toml:44:23: tenants.acme.features.signals[1]: signal traces is enabled but the tenant has no [tenants.acme.traces] deployment",
+            r#"bad.toml:20:10: tenants."bad.id": tenant id "bad.id" must be 1 to 64 characters of A-Z a-z 0-9 _ -, starting with a letter or digit"#,
+        ]
+    );
+}
+
+#[test]
+fn an_unknown_key_is_an_error_at_its_line() {
+    assert_eq!(
+        errors("[tenants.acme.metrics]\nendpoints = [\"http://127.0.0.1:1\"]\ntimeuot = \"5s\"\n"),
+        ["bad.toml:3:1: tenants.acme.metrics.timeuot: unknown field `timeuot`, expected one of `endpoints`, `backup_endpoints`, `timeout`, `connect_timeout`, `namespace`"]
+    );
+}
+
+#[test]
+fn a_wrong_type_or_enum_value_is_an_error_at_its_value() {
+    assert_eq!(
+        errors("[tenants.acme]\nstatus = \"paused\"\n"),
+        ["bad.toml:2:10: tenants.acme.status: unknown variant `paused`, expected `active` or `suspended`"]
+    );
+    assert_eq!(
+        errors("[tenants.acme.features]\nsignals = [\"metrics\", \"profiles\"]\n"),
+        ["bad.toml:2:23: tenants.acme.features.signals[1]: unknown variant `profiles`, expected one of `metrics`, `logs`, `traces`"]
+    );
+}
+
+#[test]
+fn a_toml_syntax_error_names_its_line() {
+    let errors = errors("[server]\nlisten = [\"0.0.0.0:8080\"\n");
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].starts_with("bad.toml:2:"), "{}", errors[0]);
+}
+
+#[test]
+fn tenant_ids_are_plain_and_bounded() {
+    for good in ["a", "acme", "ACME-prod_2", &"x".repeat(64)] {
+        assert!(check_tenant_id(good).is_ok(), "{good}");
+    }
+    for bad in ["", "-acme", "_acme", "ac me", "acmé", "a.b", "a/b", &"x".repeat(65)] {
+        assert!(check_tenant_id(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn a_missing_file_is_one_error_naming_it() {
+    let errors = Source::File("/nonexistent/mirador.toml".into()).load().unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].to_string().starts_with("/nonexistent/mirador.toml: cannot read the file:"));
+}
