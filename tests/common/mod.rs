@@ -1,0 +1,67 @@
+//! Shared harness for the integration tests: recording upstreams, the real
+//! router binary, and a fleet of one upstream per tenant × signal.
+#![allow(dead_code)]
+
+pub mod router;
+pub mod upstream;
+
+pub use router::{free_addr, RouterProcess};
+pub use upstream::Upstream;
+
+use std::collections::BTreeMap;
+
+pub const SIGNALS: [&str; 3] = ["metrics", "logs", "traces"];
+
+/// A query path of each signal on the unified listener.
+pub fn query_path(signal: &str) -> &'static str {
+    match signal {
+        "metrics" => "/api/v1/query",
+        "logs" => "/select/logsql/query",
+        "traces" => "/select/jaeger/api/traces",
+        other => panic!("no signal {other}"),
+    }
+}
+
+/// An ingest path of each signal on the unified listener.
+pub fn ingest_path(signal: &str) -> &'static str {
+    match signal {
+        "metrics" => "/api/v1/import/prometheus",
+        "logs" => "/insert/jsonline",
+        "traces" => "/insert/opentelemetry/v1/traces",
+        other => panic!("no signal {other}"),
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// One recording upstream per tenant × signal, named `tenant/signal`.
+pub struct Fleet {
+    pub upstreams: BTreeMap<(String, String), Upstream>,
+}
+
+impl Fleet {
+    pub async fn start(tenants: &[&str]) -> Fleet {
+        let mut upstreams = BTreeMap::new();
+        for tenant in tenants {
+            for signal in SIGNALS {
+                let upstream = Upstream::start(&format!("{tenant}/{signal}")).await;
+                upstreams.insert((tenant.to_string(), signal.to_string()), upstream);
+            }
+        }
+        Fleet { upstreams }
+    }
+
+    pub fn get(&self, tenant: &str, signal: &str) -> &Upstream {
+        &self.upstreams[&(tenant.to_string(), signal.to_string())]
+    }
+
+    /// `[tenants.*.<signal>]` tables pointing each pair at its own upstream.
+    pub fn toml(&self) -> String {
+        self.upstreams
+            .iter()
+            .map(|((tenant, signal), up)| format!("[tenants.{tenant}.{signal}]\nendpoints = [\"{}\"]\n", up.url()))
+            .collect()
+    }
+}

@@ -1,0 +1,158 @@
+//! The real `mirador-router` binary, started on free loopback ports with a
+//! config written to a temporary directory, and killed when dropped.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free port on 127.0.0.1, found by binding port 0 and letting go.
+pub fn free_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().unwrap()
+}
+
+pub struct RouterProcess {
+    child: Child,
+    pub unified: SocketAddr,
+    pub drop_in: HashMap<&'static str, SocketAddr>,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    log_path: PathBuf,
+}
+
+impl RouterProcess {
+    /// Starts the router with the unified listener, all three drop-in
+    /// listeners, and `tenants` (TOML of `[tenants.*]` tables) appended.
+    pub fn start(tenants: &str) -> RouterProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let unified = free_addr();
+        let drop_in: HashMap<&'static str, SocketAddr> =
+            ["metrics", "logs", "traces"].into_iter().map(|s| (s, free_addr())).collect();
+        let config_path = dir.path().join("mirador-router.toml");
+        std::fs::write(&config_path, Self::config_text(&dir, unified, &drop_in, tenants)).unwrap();
+        let log_path = dir.path().join("router.log");
+        let child = spawn(&config_path, &log_path);
+        let router = RouterProcess { child, unified, drop_in, dir, config_path, log_path };
+        router.wait_listening();
+        router
+    }
+
+    pub fn config_text(dir: &tempfile::TempDir, unified: SocketAddr, drop_in: &HashMap<&str, SocketAddr>, tenants: &str) -> String {
+        format!(
+            r#"[server]
+listen = ["{unified}"]
+threads = 2
+grace_period = "1s"
+pid_file = "{pid}"
+upgrade_sock = "{sock}"
+
+[server.signal_listeners]
+metrics = "{metrics}"
+logs = "{logs}"
+traces = "{traces}"
+
+[admin]
+listen = "{admin}"
+
+{tenants}
+"#,
+            pid = dir.path().join("router.pid").display(),
+            sock = dir.path().join("upgrade.sock").display(),
+            metrics = drop_in["metrics"],
+            logs = drop_in["logs"],
+            traces = drop_in["traces"],
+            admin = free_addr(),
+        )
+    }
+
+    /// Rewrites the tenants part of the config file (listeners unchanged).
+    pub fn write_tenants(&self, tenants: &str) {
+        let text = Self::config_text(&self.dir, self.unified, &self.drop_in, tenants);
+        std::fs::write(&self.config_path, text).unwrap();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status().unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` (for events with no socket to watch).
+    pub fn wait_for_log(&self, needle: &str, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.log().matches(needle).count() < count {
+            assert!(Instant::now() < deadline, "router never logged {needle:?} {count} time(s); log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `http://` base URL of a listener: `"unified"` or a signal name.
+    pub fn base(&self, listener: &str) -> String {
+        let addr = if listener == "unified" { self.unified } else { self.drop_in[listener] };
+        format!("http://{addr}")
+    }
+
+    /// Peak resident memory of the router so far, in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/pid/status");
+        kib * 1024
+    }
+
+    /// Waits for the process to exit by itself; its exit status.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "router still running after {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut addrs = vec![self.unified];
+        addrs.extend(self.drop_in.values());
+        for addr in addrs {
+            while TcpStream::connect(addr).is_err() {
+                assert!(Instant::now() < deadline, "router never listened on {addr}; log:\n{}", self.log());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for RouterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
+    let log_file = std::fs::File::create(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_mirador-router"))
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start mirador-router")
+}

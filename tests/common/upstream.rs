@@ -1,0 +1,155 @@
+//! A real HTTP/1.1 server on 127.0.0.1:0 that records what it receives:
+//! the stand-in for a Victoria* endpoint.
+//!
+//! Every answer carries `x-upstream: <name>` so a test can tell which endpoint
+//! served it. Query parameters steer it: `delay_ms=N` waits before answering,
+//! `download_bytes=N` streams an N-byte body back. Request bodies are read
+//! frame by frame and only counted and hashed, never held whole.
+
+use bytes::Bytes;
+use futures_util::stream;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::collections::hash_map::DefaultHasher;
+use std::convert::Infallible;
+use std::hash::Hasher;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// One request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: http::HeaderMap,
+    pub body_len: u64,
+    pub body_hash: u64,
+    /// Whether the body arrived whole (false when the client or proxy cut it).
+    pub body_complete: bool,
+}
+
+type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+pub struct Upstream {
+    pub name: String,
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Upstream {
+    pub async fn start(name: &str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        Self::serve(name, listener)
+    }
+
+    /// Serves on an already bound listener (to take over a known port).
+    pub fn serve(name: &str, listener: TcpListener) -> Upstream {
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (stop, stopped) = watch::channel(false);
+        let upstream = Upstream { name: name.to_string(), addr, seen: seen.clone(), stop };
+        let name: Arc<str> = name.into();
+        tokio::spawn(async move {
+            let mut accept_stopped = stopped.clone();
+            loop {
+                let (socket, _) = tokio::select! {
+                    accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => continue },
+                    _ = accept_stopped.changed() => return,
+                };
+                let (name, seen, mut conn_stopped) = (name.clone(), seen.clone(), stopped.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| handle(name.clone(), seen.clone(), req));
+                    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(socket), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = conn_stopped.changed() => {}
+                    }
+                });
+            }
+        });
+        upstream
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Stops accepting and drops every open connection: the endpoint is dead.
+    pub fn kill(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn handle(name: Arc<str>, seen: Arc<Mutex<Vec<Seen>>>, req: Request<Incoming>) -> Result<Response<BoxBody>, Infallible> {
+    let (parts, mut body) = req.into_parts();
+    let query = parts.uri.query().unwrap_or("").to_string();
+    let param = |key: &str| -> Option<u64> {
+        query.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+    };
+    let mut hasher = DefaultHasher::new();
+    let mut body_len = 0u64;
+    let mut body_complete = true;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    hasher.write(data);
+                    body_len += data.len() as u64;
+                }
+            }
+            Err(_) => {
+                body_complete = false;
+                break;
+            }
+        }
+    }
+    seen.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        path_and_query: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        headers: parts.headers.clone(),
+        body_len,
+        body_hash: hasher.finish(),
+        body_complete,
+    });
+    if let Some(ms) = param("delay_ms") {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    let body: BoxBody = match param("download_bytes") {
+        Some(total) => {
+            const CHUNK: usize = 64 * 1024;
+            let chunk = Bytes::from(vec![b'x'; CHUNK]);
+            let frames = stream::unfold(total, move |left| {
+                let chunk = chunk.clone();
+                async move {
+                    (left > 0).then(|| {
+                        let n = left.min(CHUNK as u64);
+                        (Ok::<_, Infallible>(Frame::data(chunk.slice(..n as usize))), left - n)
+                    })
+                }
+            });
+            BodyExt::boxed(StreamBody::new(frames))
+        }
+        None => BodyExt::boxed(Full::new(Bytes::from(name.to_string()))),
+    };
+    let response = Response::builder()
+        .header("x-upstream", &*name)
+        .header("x-body-len", body_len.to_string())
+        .body(body)
+        .unwrap();
+    Ok(response)
+}
