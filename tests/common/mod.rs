@@ -1,6 +1,6 @@
 //! Shared harness for the integration tests: recording upstreams, the real
 //! router binary, and a fleet of one upstream per tenant × signal.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod router;
 pub mod upstream;

@@ -30,6 +30,8 @@ pub struct Seen {
     pub body_hash: u64,
     /// Whether the body arrived whole (false when the client or proxy cut it).
     pub body_complete: bool,
+    /// The router-side address of the connection: tells connection reuse.
+    pub peer: SocketAddr,
 }
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
@@ -57,13 +59,13 @@ impl Upstream {
         tokio::spawn(async move {
             let mut accept_stopped = stopped.clone();
             loop {
-                let (socket, _) = tokio::select! {
+                let (socket, peer) = tokio::select! {
                     accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => continue },
                     _ = accept_stopped.changed() => return,
                 };
                 let (name, seen, mut conn_stopped) = (name.clone(), seen.clone(), stopped.clone());
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| handle(name.clone(), seen.clone(), req));
+                    let service = hyper::service::service_fn(move |req| handle(name.clone(), seen.clone(), peer, req));
                     let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(socket), service);
                     tokio::select! {
                         _ = conn => {}
@@ -95,7 +97,12 @@ impl Drop for Upstream {
     }
 }
 
-async fn handle(name: Arc<str>, seen: Arc<Mutex<Vec<Seen>>>, req: Request<Incoming>) -> Result<Response<BoxBody>, Infallible> {
+async fn handle(
+    name: Arc<str>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<BoxBody>, Infallible> {
     let (parts, mut body) = req.into_parts();
     let query = parts.uri.query().unwrap_or("").to_string();
     let param = |key: &str| -> Option<u64> {
@@ -125,6 +132,7 @@ async fn handle(name: Arc<str>, seen: Arc<Mutex<Vec<Seen>>>, req: Request<Incomi
         body_len,
         body_hash: hasher.finish(),
         body_complete,
+        peer,
     });
     if let Some(ms) = param("delay_ms") {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;

@@ -1,0 +1,149 @@
+//! The product's first promise, as a property: for random tenant sets,
+//! tenant ids, signals, listeners and paths, a request is either refused by
+//! the router or reaches an endpoint of exactly its own tenant and signal.
+//!
+//! Two levels: the library (routing table + classification, many cases) and
+//! the real binary against recording upstreams (fewer cases, each a router).
+
+mod common;
+
+use common::*;
+use mirador_router::config::parse;
+use mirador_router::routing::{classify, classify_path, Listener, RoutingTable, Signal, PATH_TABLE};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as RunnerConfig, TestRunner};
+use std::collections::BTreeMap;
+
+/// A tenant: id and which signals it has a deployment for.
+#[derive(Debug, Clone)]
+struct TenantSpec {
+    id: String,
+    signals: [bool; 3],
+}
+
+fn tenant_specs() -> impl Strategy<Value = Vec<TenantSpec>> {
+    prop::collection::btree_map("[a-zA-Z0-9][a-zA-Z0-9_-]{0,11}", prop::array::uniform3(any::<bool>()), 1..6)
+        .prop_map(|m| m.into_iter().map(|(id, signals)| TenantSpec { id, signals }).collect())
+}
+
+/// Paths clients send: every table entry made concrete, plus near misses.
+fn paths() -> impl Strategy<Value = String> {
+    let concrete: Vec<String> = PATH_TABLE.iter().map(|(p, _, _)| p.replace('*', "x/y")).collect();
+    prop_oneof![
+        prop::sample::select(concrete),
+        "/[a-z/_]{0,20}",
+        prop::sample::select(vec!["/".to_string(), "/health".into(), "/api/v1/writer".into(), "/select/0:0/prometheus".into()]),
+    ]
+}
+
+fn listeners() -> impl Strategy<Value = Listener> {
+    prop_oneof![
+        Just(Listener::Unified),
+        Just(Listener::DropIn(Signal::Metrics)),
+        Just(Listener::DropIn(Signal::Logs)),
+        Just(Listener::DropIn(Signal::Traces)),
+    ]
+}
+
+/// A tenant header: a configured id, a case-changed one, or a random string.
+fn header_for(specs: &[TenantSpec], pick: usize, mangle: u8, random: &str) -> String {
+    let id = &specs[pick % specs.len()].id;
+    match mangle % 4 {
+        0 | 1 => id.clone(),
+        2 => id.to_uppercase(),
+        _ => random.to_string(),
+    }
+}
+
+/// `(tenant, signal)` → endpoint port, one distinct port per pair.
+fn config_text(specs: &[TenantSpec], port_of: impl Fn(&str, Signal) -> u16) -> String {
+    let mut text = String::new();
+    for spec in specs {
+        for signal in Signal::ALL {
+            if spec.signals[signal.index()] {
+                let port = port_of(&spec.id, signal);
+                text += &format!("[tenants.{}.{signal}]\nendpoints = [\"http://127.0.0.1:{port}\"]\n", spec.id);
+            }
+        }
+        if !spec.signals.iter().any(|s| *s) {
+            text += &format!("[tenants.{}]\n", spec.id);
+        }
+    }
+    text
+}
+
+#[test]
+fn the_table_routes_a_request_to_its_own_tenant_and_signal_or_refuses_it() {
+    let mut runner = TestRunner::new(RunnerConfig { cases: 512, ..RunnerConfig::default() });
+    let strategy = (tenant_specs(), prop::collection::vec((listeners(), paths(), any::<usize>(), any::<u8>(), "[ -~]{0,8}"), 1..40));
+    runner
+        .run(&strategy, |(specs, requests)| {
+            let ports: BTreeMap<(String, Signal), u16> = specs
+                .iter()
+                .flat_map(|s| Signal::ALL.map(|sig| (s.id.clone(), sig)))
+                .enumerate()
+                .map(|(i, key)| (key, 20000 + i as u16))
+                .collect();
+            let text = config_text(&specs, |id, signal| ports[&(id.to_string(), signal)]);
+            let config = parse("prop.toml", &text).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+            let table = RoutingTable::build(&config);
+            for (listener, path, pick, mangle, random) in requests {
+                let tenant = header_for(&specs, pick, mangle, &random);
+                let Some(signal) = classify(listener, &path) else { continue };
+                let access = classify_path(&path).map_or(mirador_router::routing::Access::Query, |(_, a)| a);
+                if let Ok(pool) = table.route(&tenant, signal, access) {
+                    prop_assert_eq!(&*pool.tenant, tenant.as_str());
+                    prop_assert_eq!(pool.signal, signal);
+                    for endpoint in pool.endpoints() {
+                        let own = format!("http://127.0.0.1:{}", ports[&(tenant.clone(), signal)]);
+                        prop_assert_eq!(&*endpoint.url, own.as_str());
+                    }
+                } else {
+                    let expected_refusal = specs.iter().find(|s| s.id == tenant).is_none_or(|s| !s.signals[signal.index()]);
+                    prop_assert!(expected_refusal, "refused {tenant} {signal} though it is configured");
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn the_router_binary_never_sends_a_request_to_another_tenants_endpoint() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut runner = TestRunner::new(RunnerConfig { cases: 24, ..RunnerConfig::default() });
+    let strategy = (tenant_specs(), prop::collection::vec((listeners(), paths(), any::<usize>(), any::<u8>(), "[a-zA-Z0-9_-]{1,8}"), 40));
+    runner
+        .run(&strategy, |(specs, requests)| {
+            runtime.block_on(async {
+                let ids: Vec<&str> = specs.iter().map(|s| s.id.as_str()).collect();
+                let fleet = Fleet::start(&ids).await;
+                let text = config_text(&specs, |id, signal| fleet.get(id, signal.as_str()).addr.port());
+                let router = RouterProcess::start(&text);
+                let http = client();
+                for (listener, path, pick, mangle, random) in requests {
+                    let tenant = header_for(&specs, pick, mangle, &random);
+                    let (base, signal) = match listener {
+                        Listener::Unified => (router.base("unified"), classify_path(&path).map(|(s, _)| s)),
+                        Listener::DropIn(s) => (router.base(s.as_str()), Some(s)),
+                    };
+                    let response = http.get(format!("{base}{path}")).header("X-Tenant-ID", &tenant).send().await.unwrap();
+                    let status = response.status().as_u16();
+                    match response.headers().get("x-upstream") {
+                        Some(served_by) => {
+                            let signal = signal.expect("served, so the path has a signal");
+                            prop_assert_eq!(served_by.to_str().unwrap(), format!("{tenant}/{signal}"));
+                        }
+                        None => prop_assert!(matches!(status, 401 | 403 | 404), "status {status} for {tenant} {path}"),
+                    }
+                }
+                for ((tenant, signal), upstream) in &fleet.upstreams {
+                    for seen in upstream.seen() {
+                        prop_assert_eq!(seen.headers["x-tenant-id"].to_str().unwrap(), tenant.as_str(), "{}", signal);
+                    }
+                }
+                Ok(())
+            })
+        })
+        .unwrap();
+}
