@@ -1,0 +1,56 @@
+//! Micro-benchmarks of the request path's own work: classification, table
+//! lookup at 10 / 1k / 100k tenants (must be flat), endpoint selection, and
+//! building a table from a 10k-tenant config off the request path.
+//!
+//! Run: `cargo bench --bench routing`
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use mirador_router::config::parse;
+use std::hint::black_box;
+use mirador_router::routing::{classify_path, Access, RoutingTable, Signal};
+use mirador_router::upstream::Tried;
+
+fn config_text(tenants: usize) -> String {
+    (0..tenants)
+        .map(|i| {
+            let port = 10_000 + (i % 50_000);
+            format!(
+                "[tenants.tenant-{i}.metrics]\nendpoints = [\"http://127.0.0.1:{port}\", \"http://127.0.0.2:{port}\"]\n\
+                 [tenants.tenant-{i}.logs]\nendpoints = [\"http://127.0.0.1:{port}\"]\n"
+            )
+        })
+        .collect()
+}
+
+fn classification(c: &mut Criterion) {
+    let mut group = c.benchmark_group("classify_path");
+    for path in ["/api/v1/write", "/prometheus/api/v1/query_range", "/insert/loki/api/v1/push", "/no/such/path"] {
+        group.bench_with_input(BenchmarkId::from_parameter(path), path, |b, path| b.iter(|| classify_path(black_box(path))));
+    }
+    group.finish();
+}
+
+fn lookup(c: &mut Criterion) {
+    let mut group = c.benchmark_group("table_lookup");
+    for tenants in [10, 1_000, 100_000] {
+        let table = RoutingTable::build(&parse("bench.toml", &config_text(tenants)).unwrap());
+        let id = format!("tenant-{}", tenants / 2);
+        group.bench_with_input(BenchmarkId::from_parameter(tenants), &id, |b, id| {
+            b.iter(|| table.route(black_box(id), Signal::Metrics, Access::Query).map(|p| p.select(Tried::default())))
+        });
+    }
+    group.finish();
+}
+
+fn build(c: &mut Criterion) {
+    let text = config_text(10_000);
+    let mut group = c.benchmark_group("build");
+    group.sample_size(10);
+    group.bench_function("parse_validate_build_10k_tenants", |b| {
+        b.iter(|| RoutingTable::build(&parse("bench.toml", black_box(&text)).unwrap()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, classification, lookup, build);
+criterion_main!(benches);
