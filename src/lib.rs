@@ -4,8 +4,10 @@
 //! Modules follow the path of a request: `config` (TOML → validated model),
 //! `routing` (signal, tenant, routing table), `upstream` (pools and endpoint
 //! selection), `proxy` (the Pingora phases and the error → status map),
-//! `reload` (build aside, swap once) and `server` (assembly).
+//! `reload` (build aside, swap once), `admin` (the admin listener) and
+//! `server` (assembly).
 
+pub mod admin;
 pub mod config;
 pub mod proxy;
 pub mod reload;

@@ -3,7 +3,8 @@
 use clap::Parser;
 use mirador_router::config::Source;
 use mirador_router::reload::{self, Reloader};
-use mirador_router::routing::{RouteStore, RoutingTable};
+use mirador_router::routing::RouteStore;
+use mirador_router::upstream::HealthRegistry;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -55,9 +56,23 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    let routes = Arc::new(RouteStore::new(RoutingTable::build(&config)));
-    tracing::info!(config = %source.name(), tenants = config.tenants.len(), "config loaded");
+    // Probes run on a runtime of their own, never on the proxy's workers.
+    let health_runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("health-probes")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the health-check runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let registry = HealthRegistry::new(health_runtime.handle().clone());
+    let routes = Arc::new(RouteStore::new(reload::build_table(&config, &registry)));
+    tracing::info!(config = %source.name(), tenants = config.tenants.len(), endpoints = registry.len(), "config loaded");
     let server = mirador_router::server::build(&config, routes.clone(), cli.upgrade);
-    reload::serve_sighup(sighup, Arc::new(Reloader::new(source, routes, config)));
+    reload::serve_sighup(sighup, Arc::new(Reloader::new(source, routes, registry, config)));
     server.run_forever()
 }

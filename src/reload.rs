@@ -1,4 +1,5 @@
-//! One reload path: read → parse → validate → build the table aside → swap once.
+//! One reload path: read → parse → validate → build the table aside → probe
+//! its new endpoints → swap once.
 //!
 //! A reload that fails changes nothing: the running table keeps serving and
 //! every error is returned (and logged by the caller). Only the tenant part
@@ -7,6 +8,8 @@
 
 use crate::config::{Config, ConfigError, Source};
 use crate::routing::{RouteStore, RoutingTable};
+use crate::upstream::HealthRegistry;
+use std::time::Duration;
 use signal_hook::consts::SIGHUP;
 use signal_hook::iterator::Signals;
 use std::sync::{Arc, Mutex};
@@ -24,21 +27,22 @@ pub struct ReloadReport {
 pub struct Reloader {
     source: Source,
     routes: Arc<RouteStore>,
+    registry: Arc<HealthRegistry>,
     /// The config the current table was built from. Held only while reloading,
     /// which also serialises reloads.
     applied: Mutex<Config>,
 }
 
 impl Reloader {
-    pub fn new(source: Source, routes: Arc<RouteStore>, applied: Config) -> Self {
-        Reloader { source, routes, applied: Mutex::new(applied) }
+    pub fn new(source: Source, routes: Arc<RouteStore>, registry: Arc<HealthRegistry>, applied: Config) -> Self {
+        Reloader { source, routes, registry, applied: Mutex::new(applied) }
     }
 
     pub fn reload(&self) -> Result<ReloadReport, Vec<ConfigError>> {
         let mut applied = self.applied.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut next = self.source.load()?;
         let report = diff(&applied, &next);
-        let table = RoutingTable::build(&next);
+        let table = build_table(&next, &self.registry);
         self.routes.swap(table);
         // Settings that need new sockets stay as they run until a restart.
         next.server = applied.server.clone();
@@ -46,6 +50,16 @@ impl Reloader {
         *applied = next;
         Ok(report)
     }
+}
+
+/// Builds the table for `config` and waits until each of its endpoints has
+/// been probed once (endpoints kept from the running table already have), so
+/// a new endpoint is judged before it takes traffic.
+pub fn build_table(config: &Config, registry: &HealthRegistry) -> RoutingTable {
+    let table = RoutingTable::build(config, registry);
+    let longest_probe = table.endpoint_health().map(|h| h.settings.timeout).max().unwrap_or_default();
+    registry.wait_first_probes(table.endpoint_health(), longest_probe + Duration::from_secs(1));
+    table
 }
 
 fn diff(old: &Config, new: &Config) -> ReloadReport {

@@ -1,7 +1,8 @@
 //! Assembles the Pingora server from a validated config: one proxy service
-//! for the unified listeners and one per drop-in listener, each a [`Router`]
-//! sharing the same [`RouteStore`].
+//! for the unified listeners, one per drop-in listener, each a [`Router`]
+//! sharing the same [`RouteStore`], and the admin listener.
 
+use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::proxy::Router;
 use crate::routing::{Listener, RouteStore};
@@ -43,5 +44,9 @@ pub fn build(config: &Config, routes: Arc<RouteStore>, upgrade: bool) -> Server 
         service.add_tcp(&addr.to_string());
         server.add_service(service);
     }
+    let mut admin = pingora::services::listening::Service::new("admin".to_string(), AdminApp::new(routes));
+    admin.add_tcp(&config.admin.listen.to_string());
+    admin.threads = Some(1);
+    server.add_service(admin);
     server
 }

@@ -135,20 +135,28 @@ read_only = true
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn upstream_failures_answer_502_and_504() {
+async fn upstream_failures_answer_502_503_and_504() {
     let slow = Upstream::start("slow/metrics").await;
     let dead = free_addr();
     let config = format!(
-        "[tenants.slow.metrics]\nendpoints = [\"{}\"]\ntimeout = \"300ms\"\n[tenants.dead.metrics]\nendpoints = [\"http://{dead}\"]\n",
+        "[tenants.slow.metrics]\nendpoints = [\"{}\"]\ntimeout = \"300ms\"\n\
+         [tenants.dead.metrics]\nendpoints = [\"http://{dead}\"]\nhealth_check = {{ interval = \"7s\" }}\n",
         slow.url()
     );
     let router = RouterProcess::start(&config);
     let http = client();
     let base = router.base("unified");
 
-    let refused = http.get(format!("{base}/api/v1/query")).header("X-Tenant-ID", "dead").send().await.unwrap();
-    let (status, body) = error_of(refused).await;
+    // An endpoint that takes the connection and drops it: 502.
+    let reset = http.get(format!("{base}/api/v1/query?reset=1")).header("X-Tenant-ID", "slow").send().await.unwrap();
+    let (status, body) = error_of(reset).await;
     assert_eq!((status, body["errorType"].as_str()), (502, Some("bad_gateway")));
+
+    // No healthy endpoint at all: 503 with Retry-After (the probe interval).
+    let down = http.get(format!("{base}/api/v1/query")).header("X-Tenant-ID", "dead").send().await.unwrap();
+    assert_eq!(down.headers()["retry-after"], "7");
+    let (status, body) = error_of(down).await;
+    assert_eq!((status, body["errorType"].as_str()), (503, Some("unavailable")));
 
     let timed_out = http.get(format!("{base}/api/v1/query?delay_ms=3000")).header("X-Tenant-ID", "slow").send().await.unwrap();
     let (status, body) = error_of(timed_out).await;

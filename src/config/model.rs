@@ -44,13 +44,34 @@ pub struct Tenancy {
     pub header: http::HeaderName,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// How an endpoint's health is judged: active probes and live traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HealthCheck {
     pub interval: Duration,
     pub timeout: Duration,
     pub path: String,
+    /// Consecutive successful probes that make a down endpoint healthy.
     pub healthy_threshold: u32,
+    /// Consecutive failed probes that take a healthy endpoint down.
     pub unhealthy_threshold: u32,
+    /// Consecutive failures of live traffic that eject an endpoint; 0: never.
+    pub passive_failures: u32,
+    /// How long an ejected endpoint stays out before a probe may re-admit it.
+    pub ejection_cooldown: Duration,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(2),
+            path: "/health".to_string(),
+            healthy_threshold: 1,
+            unhealthy_threshold: 3,
+            passive_failures: 3,
+            ejection_cooldown: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,7 +100,11 @@ pub struct Deployment {
     /// Longest wait for the upstream to make progress (connect, each read, each write).
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// Most upstream attempts one request makes (first try included).
+    pub max_attempts: u32,
     pub namespace: Option<String>,
+    /// `[health_check]` with this deployment's overrides applied.
+    pub health_check: HealthCheck,
 }
 
 /// One upstream address, parsed and resolved.

@@ -64,6 +64,8 @@ pub struct RawHealthCheck {
     pub path: Option<String>,
     pub healthy_threshold: Option<i64>,
     pub unhealthy_threshold: Option<i64>,
+    pub passive_failures: Option<i64>,
+    pub ejection_cooldown: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,7 +101,9 @@ pub struct RawDeployment {
     pub backup_endpoints: Vec<String>,
     pub timeout: Option<String>,
     pub connect_timeout: Option<String>,
+    pub max_attempts: Option<i64>,
     pub namespace: Option<String>,
+    pub health_check: Option<RawHealthCheck>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -36,7 +36,8 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     let admin = admin_settings(admin, &root.key("admin"), &mut problems);
     listeners_distinct(&server, &admin, &mut problems);
     let tenancy = tenancy_settings(tenancy, &root.key("tenancy"), &mut problems);
-    let health_check = health_check_settings(health_check, &root.key("health_check"), &mut problems);
+    let health_check =
+        health_check_settings(health_check, &HealthCheck::default(), &root.key("health_check"), &mut problems);
 
     let own_listeners: Vec<SocketAddr> = server
         .listen
@@ -47,7 +48,8 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     let mut model_tenants = BTreeMap::new();
     for (id, raw_tenant) in tenants {
         let path = root.key("tenants").key(&id);
-        let tenant = tenant(id.clone(), raw_tenant, &path, &own_listeners, &mut problems);
+        let context = DeploymentContext { own_listeners: &own_listeners, health_check: &health_check };
+        let tenant = tenant(id.clone(), raw_tenant, &path, &context, &mut problems);
         model_tenants.insert(id, tenant);
     }
 
@@ -98,6 +100,12 @@ fn admin_settings(raw: RawAdmin, path: &KeyPath, problems: &mut Problems) -> Adm
     let RawAdmin { listen } = raw;
     let listen = listen.unwrap_or_else(|| "127.0.0.1:9900".to_string());
     let listen = listen_addr(&listen, &path.key("listen"), problems).unwrap_or(([127, 0, 0, 1], 9900).into());
+    if !listen.ip().is_loopback() {
+        problems.add(
+            &path.key("listen"),
+            format!("{listen} is not a loopback address; the admin API has no bearer tokens yet, so it binds to loopback only"),
+        );
+    }
     Admin { listen }
 }
 
@@ -130,22 +138,46 @@ fn tenancy_settings(raw: RawTenancy, path: &KeyPath, problems: &mut Problems) ->
     Tenancy { header }
 }
 
-fn health_check_settings(raw: RawHealthCheck, path: &KeyPath, problems: &mut Problems) -> HealthCheck {
-    let RawHealthCheck { interval, timeout, path: probe_path, healthy_threshold, unhealthy_threshold } = raw;
-    let probe_path = probe_path.unwrap_or_else(|| "/health".to_string());
+fn health_check_settings(raw: RawHealthCheck, defaults: &HealthCheck, path: &KeyPath, problems: &mut Problems) -> HealthCheck {
+    let RawHealthCheck {
+        interval,
+        timeout,
+        path: probe_path,
+        healthy_threshold,
+        unhealthy_threshold,
+        passive_failures,
+        ejection_cooldown,
+    } = raw;
+    let probe_path = probe_path.unwrap_or_else(|| defaults.path.clone());
     if !probe_path.starts_with('/') {
         problems.add(&path.key("path"), format!("must start with '/', got {probe_path:?}"));
     }
+    let passive_failures = match passive_failures {
+        None => defaults.passive_failures,
+        Some(n @ 0..=1000) => n as u32,
+        Some(n) => {
+            problems.add(&path.key("passive_failures"), format!("must be between 0 and 1000, got {n}"));
+            defaults.passive_failures
+        }
+    };
     HealthCheck {
-        interval: duration(interval.as_deref(), "30s", &path.key("interval"), false, problems),
-        timeout: duration(timeout.as_deref(), "2s", &path.key("timeout"), false, problems),
+        interval: duration_or(interval.as_deref(), defaults.interval, &path.key("interval"), problems),
+        timeout: duration_or(timeout.as_deref(), defaults.timeout, &path.key("timeout"), problems),
         path: probe_path,
-        healthy_threshold: count(healthy_threshold, 1, &path.key("healthy_threshold"), problems),
-        unhealthy_threshold: count(unhealthy_threshold, 3, &path.key("unhealthy_threshold"), problems),
+        healthy_threshold: count(healthy_threshold, defaults.healthy_threshold, &path.key("healthy_threshold"), problems),
+        unhealthy_threshold: count(unhealthy_threshold, defaults.unhealthy_threshold, &path.key("unhealthy_threshold"), problems),
+        passive_failures,
+        ejection_cooldown: duration_or(ejection_cooldown.as_deref(), defaults.ejection_cooldown, &path.key("ejection_cooldown"), problems),
     }
 }
 
-fn tenant(id: String, raw: RawTenant, path: &KeyPath, own: &[SocketAddr], problems: &mut Problems) -> Tenant {
+/// What every deployment is checked and defaulted against.
+struct DeploymentContext<'a> {
+    own_listeners: &'a [SocketAddr],
+    health_check: &'a HealthCheck,
+}
+
+fn tenant(id: String, raw: RawTenant, path: &KeyPath, context: &DeploymentContext, problems: &mut Problems) -> Tenant {
     let RawTenant { name, admin_email, status, metrics, logs, traces, quotas, features } = raw;
     if let Err(why) = check_tenant_id(&id) {
         problems.add(path, why);
@@ -156,7 +188,7 @@ fn tenant(id: String, raw: RawTenant, path: &KeyPath, own: &[SocketAddr], proble
         }
     }
     let deployments = [(Signal::Metrics, metrics), (Signal::Logs, logs), (Signal::Traces, traces)]
-        .map(|(signal, raw)| raw.map(|raw| deployment(raw, &path.key(signal.as_str()), own, problems)));
+        .map(|(signal, raw)| raw.map(|raw| deployment(raw, &path.key(signal.as_str()), context, problems)));
     let RawQuotas { requests_per_second, max_concurrent_requests, max_body_bytes } = quotas;
     let quotas = Quotas {
         requests_per_second: positive(requests_per_second, &path.key("quotas").key("requests_per_second"), problems)
@@ -205,8 +237,8 @@ pub fn check_tenant_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn deployment(raw: RawDeployment, path: &KeyPath, own: &[SocketAddr], problems: &mut Problems) -> Deployment {
-    let RawDeployment { endpoints, backup_endpoints, timeout, connect_timeout, namespace } = raw;
+fn deployment(raw: RawDeployment, path: &KeyPath, context: &DeploymentContext, problems: &mut Problems) -> Deployment {
+    let RawDeployment { endpoints, backup_endpoints, timeout, connect_timeout, max_attempts, namespace, health_check } = raw;
     if endpoints.is_empty() {
         problems.add(&path.key("endpoints"), "the deployment lists no endpoints");
     }
@@ -221,7 +253,7 @@ fn deployment(raw: RawDeployment, path: &KeyPath, own: &[SocketAddr], problems: 
             let Some(endpoint) = endpoint(url, &at, problems) else { continue };
             if !seen.insert(endpoint.url.clone()) {
                 problems.add(&at, format!("duplicate endpoint {}", endpoint.url));
-            } else if own.iter().any(|l| loops_back(*l, endpoint.addr)) {
+            } else if context.own_listeners.iter().any(|l| loops_back(*l, endpoint.addr)) {
                 problems.add(&at, format!("endpoint {} is one of the router's own listeners (a proxy loop)", endpoint.url));
             }
             out.push(endpoint);
@@ -235,7 +267,18 @@ fn deployment(raw: RawDeployment, path: &KeyPath, own: &[SocketAddr], problems: 
         backup_endpoints,
         timeout: duration(timeout.as_deref(), "30s", &path.key("timeout"), false, problems),
         connect_timeout: duration(connect_timeout.as_deref(), "2s", &path.key("connect_timeout"), false, problems),
+        max_attempts: match max_attempts.unwrap_or(3) {
+            n @ 1..=16 => n as u32,
+            n => {
+                problems.add(&path.key("max_attempts"), format!("must be between 1 and 16, got {n}"));
+                1
+            }
+        },
         namespace,
+        health_check: match health_check {
+            Some(raw) => health_check_settings(raw, context.health_check, &path.key("health_check"), problems),
+            None => context.health_check.clone(),
+        },
     }
 }
 
@@ -316,6 +359,14 @@ fn duration(raw: Option<&str>, default: &str, path: &KeyPath, zero_ok: bool, pro
             problems.add(path, format!("{text:?} is not a duration ({e}); write e.g. \"30s\" or \"250ms\""));
             Duration::from_secs(1)
         }
+    }
+}
+
+/// A positive duration, `default` when absent.
+fn duration_or(raw: Option<&str>, default: Duration, path: &KeyPath, problems: &mut Problems) -> Duration {
+    match raw {
+        Some(text) => duration(Some(text), text, path, false, problems),
+        None => default,
     }
 }
 

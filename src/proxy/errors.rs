@@ -11,6 +11,9 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
 
+/// No endpoint of the pool is healthy: 503 with `Retry-After`.
+pub const NO_HEALTHY_ENDPOINT: ErrorType = ErrorType::Custom("no healthy endpoint");
+
 /// Longest client-supplied text echoed back in an error message.
 const MAX_ECHO: usize = 200;
 
@@ -20,11 +23,13 @@ pub struct ErrorReply {
     pub status: u16,
     pub error_type: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 impl ErrorReply {
     fn new(status: u16, error_type: &'static str, message: impl Into<String>) -> Self {
-        ErrorReply { status, error_type, message: message.into() }
+        ErrorReply { status, error_type, message: message.into(), retry_after: None }
     }
 
     /// The answer to a request the routing table refused.
@@ -53,7 +58,8 @@ impl ErrorReply {
         use ErrorType::*;
         let timeout = matches!(e.etype(), ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout);
         let reply = match (e.etype(), e.esource()) {
-            (HTTPStatus(code), _) => Self::new(*code, status_type(*code), e.to_string()),
+            (&NO_HEALTHY_ENDPOINT, _) => Self::new(503, "unavailable", "no healthy endpoint for this tenant and signal"),
+            (HTTPStatus(code), _) => Self::new(*code, status_type(*code), format!("upstream answered {code}")),
             (_, ErrorSource::Upstream) if timeout => {
                 Self::new(504, "timeout", format!("upstream did not answer in time: {}", e.etype().as_str()))
             }
@@ -84,6 +90,9 @@ impl ErrorReply {
         let mut header = ResponseHeader::build(self.status, Some(3))?;
         header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+        if let Some(seconds) = self.retry_after {
+            header.insert_header(http::header::RETRY_AFTER, seconds)?;
+        }
         session.write_response_header(Box::new(header), false).await?;
         session.write_response_body(Some(body), true).await
     }
@@ -126,6 +135,7 @@ mod tests {
         assert_eq!(status(ErrorType::ConnectionClosed, ErrorSource::Downstream), None);
         assert_eq!(status(ErrorType::InvalidHTTPHeader, ErrorSource::Downstream), Some(400));
         assert_eq!(status(ErrorType::HTTPStatus(503), ErrorSource::Internal), Some(503));
+        assert_eq!(status(NO_HEALTHY_ENDPOINT, ErrorSource::Internal), Some(503));
     }
 
     #[test]

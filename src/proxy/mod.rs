@@ -13,7 +13,10 @@ mod errors;
 pub use errors::ErrorReply;
 
 use crate::routing::{classify_path, Access, Listener, Refusal, RouteStore, Signal};
-use crate::upstream::{Pool, Tried};
+use crate::upstream::{Pick, Pool, Tried};
+use errors::NO_HEALTHY_ENDPOINT;
+use pingora::RetryType;
+use std::time::Instant;
 use async_trait::async_trait;
 use http::{HeaderName, HeaderValue};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -42,8 +45,8 @@ impl Router {
         Router { listener, routes }
     }
 
-    /// The pool for this request, or the refusal to answer with.
-    fn resolve(&self, session: &Session) -> std::result::Result<Arc<Pool>, ErrorReply> {
+    /// The pool for this request and whether it only reads, or the refusal to answer with.
+    fn resolve(&self, session: &Session) -> std::result::Result<(Arc<Pool>, bool), ErrorReply> {
         let table = self.routes.load();
         let request = session.req_header();
         let path = request.uri.path();
@@ -53,24 +56,50 @@ impl Router {
         if tenant.is_empty() {
             return Err(refuse(Refusal::NoTenant));
         }
-        let (signal, access): (Signal, Access) = match (self.listener, classify_path(path)) {
+        let by_path = classify_path(path);
+        let (signal, access): (Signal, Access) = match (self.listener, by_path) {
             (Listener::DropIn(signal), by_path) => (signal, by_path.map_or(Access::Query, |(_, access)| access)),
             (Listener::Unified, Some(by_path)) => by_path,
             (Listener::Unified, None) => return Err(refuse(Refusal::Unroutable)),
         };
-        table.route(tenant, signal, access).cloned().map_err(refuse)
+        let pool = table.route(tenant, signal, access).cloned().map_err(refuse)?;
+        // Reads may be replayed on another endpoint: GET/HEAD, and the POST
+        // forms of known query paths (Grafana posts its queries).
+        let read = matches!(request.method, http::Method::GET | http::Method::HEAD)
+            || (by_path.is_some() && access == Access::Query);
+        Ok((pool, read))
+    }
+
+    /// Whether this request may make another attempt: a healthy untried
+    /// endpoint is left, attempts remain, and the deployment's timeout has not
+    /// run out since the request started.
+    fn may_retry(ctx: &RequestCtx) -> bool {
+        let Some(pool) = &ctx.pool else { return false };
+        ctx.tried.count() < pool.max_attempts && ctx.started.elapsed() < pool.timeout && pool.has_candidate(ctx.tried)
+    }
+
+    /// Counts a failure of live traffic against the endpoint of this attempt.
+    fn report_failure(ctx: &RequestCtx, reason: &str) {
+        if let (Some(pool), Some(index)) = (&ctx.pool, ctx.endpoint) {
+            let endpoint = pool.endpoint(index);
+            if endpoint.health.record_passive_failure(reason, tokio::time::Instant::now()) {
+                tracing::warn!(tenant = &*pool.tenant, signal = %pool.signal, endpoint = &*endpoint.url, reason, "endpoint ejected");
+            }
+        }
     }
 }
 
 /// Per-request state, carried through every phase.
-#[derive(Default)]
 pub struct RequestCtx {
     /// The pool chosen by `request_filter`, from the table in force then.
     pool: Option<Arc<Pool>>,
+    /// Whether the request only reads (and so may be replayed).
+    read: bool,
     tried: Tried,
     /// The endpoint of the current attempt.
     endpoint: Option<usize>,
     request_id: Option<HeaderValue>,
+    started: Instant,
 }
 
 #[async_trait]
@@ -78,15 +107,16 @@ impl ProxyHttp for Router {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+        RequestCtx { pool: None, read: false, tried: Tried::default(), endpoint: None, request_id: None, started: Instant::now() }
     }
 
     /// Resolves the route; refusals are answered here and never reach an upstream.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = Some(request_id(session));
         match self.resolve(session) {
-            Ok(pool) => {
+            Ok((pool, read)) => {
                 ctx.pool = Some(pool);
+                ctx.read = read;
                 Ok(false)
             }
             Err(reply) => {
@@ -97,21 +127,25 @@ impl ProxyHttp for Router {
         }
     }
 
-    /// An endpoint of the pool this request has not tried yet.
+    /// A healthy endpoint of the pool this request has not tried yet.
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         let pool = ctx.pool.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool resolved"))?;
-        let index = pool
-            .select(ctx.tried)
-            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), "every endpoint of the pool failed"))?;
-        ctx.tried.insert(index);
-        ctx.endpoint = Some(index);
-        Ok(pool.peer(index))
+        match pool.select(ctx.tried) {
+            Pick::Endpoint(index) => {
+                ctx.tried.insert(index);
+                ctx.endpoint = Some(index);
+                Ok(pool.peer(index))
+            }
+            Pick::NoneHealthy => Err(Error::explain(NO_HEALTHY_ENDPOINT, "every endpoint of the pool is down")),
+            Pick::Exhausted => Err(Error::explain(ErrorType::ConnectError, "every healthy endpoint failed").into_up()),
+        }
     }
 
-    /// Nothing of the request was sent: retry on another endpoint while one is left.
+    /// Nothing of the request was sent: any request may go to another endpoint.
     fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+        Self::report_failure(ctx, e.etype().as_str());
+        let retry = Self::may_retry(ctx);
         if let (Some(pool), Some(index)) = (&ctx.pool, ctx.endpoint) {
-            let retry = pool.has_untried(ctx.tried);
             tracing::warn!(
                 tenant = &*pool.tenant,
                 signal = %pool.signal,
@@ -120,8 +154,32 @@ impl ProxyHttp for Router {
                 retry,
                 "cannot connect to endpoint"
             );
-            e.set_retry(retry);
         }
+        e.set_retry(retry);
+        e
+    }
+
+    /// The request (or part of it) went out. Reads are replayed on another
+    /// endpoint when the body is still in Pingora's retry buffer; writes only
+    /// when a reused keep-alive connection turned out closed before the
+    /// upstream read anything (Pingora's `ReusedOnly`).
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let upstream_failed = *e.esource() == pingora::ErrorSource::Upstream;
+        if upstream_failed {
+            Self::report_failure(ctx, e.etype().as_str());
+        }
+        let replayable = upstream_failed && !session.as_ref().retry_buffer_truncated() && session.response_written().is_none();
+        let stale_connection = matches!(e.retry, RetryType::ReusedOnly) && client_reused;
+        let retry = replayable && (ctx.read || stale_connection) && Self::may_retry(ctx);
+        e.set_retry(retry);
         e
     }
 
@@ -150,6 +208,31 @@ impl ProxyHttp for Router {
         Ok(())
     }
 
+    /// A 502/503/504 answer to a read is replayed on another endpoint while
+    /// one is left; otherwise it passes through. Every answer tells the
+    /// endpoint's passive health.
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        response: &mut pingora::http::ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = response.status.as_u16();
+        let failed = matches!(status, 502..=504);
+        if failed && ctx.read && !session.as_ref().retry_buffer_truncated() && Self::may_retry(ctx) {
+            let context = format!("upstream answered {status}");
+            return Err(Error::create(ErrorType::HTTPStatus(status), pingora::ErrorSource::Upstream, Some(context.into()), None));
+        }
+        if let (Some(pool), Some(index)) = (&ctx.pool, ctx.endpoint) {
+            if failed {
+                Self::report_failure(ctx, &format!("answered {status}"));
+            } else {
+                pool.endpoint(index).health.record_passive_success();
+            }
+        }
+        Ok(())
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -169,7 +252,12 @@ impl ProxyHttp for Router {
 
     /// Answers a failed request with the JSON error, when nothing was sent yet.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
-        let reply = ErrorReply::from_error(e);
+        let mut reply = ErrorReply::from_error(e);
+        if let (Some(reply), Some(pool)) = (&mut reply, &ctx.pool) {
+            if reply.status == 503 {
+                reply.retry_after = Some(pool.retry_after.as_secs().clamp(1, 60));
+            }
+        }
         let status = reply.as_ref().map_or(0, |r| r.status);
         if let Some(pool) = &ctx.pool {
             let endpoint = ctx.endpoint.map(|i| &*pool.endpoint(i).url);

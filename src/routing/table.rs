@@ -8,7 +8,7 @@
 
 use super::{Access, Signal};
 use crate::config::{Config, TenantStatus};
-use crate::upstream::Pool;
+use crate::upstream::{EndpointHealth, HealthRegistry, Pool};
 use arc_swap::ArcSwap;
 use http::HeaderName;
 use std::collections::HashMap;
@@ -34,14 +34,22 @@ pub struct TenantRoute {
     pools: [Option<Arc<Pool>>; 3],
 }
 
+impl TenantRoute {
+    /// The pools of the signals the tenant may use.
+    pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        self.pools.iter().flatten()
+    }
+}
+
 pub struct RoutingTable {
     header: HeaderName,
     tenants: HashMap<String, TenantRoute>,
 }
 
 impl RoutingTable {
-    /// Builds the table for a validated config. Never touches the network.
-    pub fn build(config: &Config) -> RoutingTable {
+    /// Builds the table for a validated config. Never touches the network:
+    /// endpoint health comes from (and new endpoints are registered with) `registry`.
+    pub fn build(config: &Config, registry: &HealthRegistry) -> RoutingTable {
         let tenants = config
             .tenants
             .values()
@@ -49,7 +57,7 @@ impl RoutingTable {
                 let id: Arc<str> = tenant.id.as_str().into();
                 let pools = Signal::ALL.map(|signal| {
                     let deployment = tenant.deployment(signal).filter(|_| tenant.features.allows(signal))?;
-                    Some(Arc::new(Pool::new(id.clone(), signal, deployment)))
+                    Some(Arc::new(Pool::new(id.clone(), signal, deployment, registry)))
                 });
                 let route = TenantRoute {
                     id,
@@ -74,6 +82,14 @@ impl RoutingTable {
 
     pub fn tenant_count(&self) -> usize {
         self.tenants.len()
+    }
+
+    /// The health of every endpoint of the table (shared ones repeated).
+    pub fn endpoint_health(&self) -> impl Iterator<Item = &Arc<EndpointHealth>> {
+        self.tenants
+            .values()
+            .flat_map(|route| route.pools())
+            .flat_map(|pool| pool.endpoints().iter().map(|e| &e.health))
     }
 
     /// The pool serving `tenant`'s `signal`, or why there is none.
@@ -136,7 +152,7 @@ endpoints = ["http://127.0.0.1:18005"]
 "#;
 
     fn table() -> RoutingTable {
-        RoutingTable::build(&parse("t.toml", CONFIG).expect("valid config"))
+        RoutingTable::build(&parse("t.toml", CONFIG).expect("valid config"), &HealthRegistry::assume_healthy())
     }
 
     #[test]
@@ -168,7 +184,7 @@ endpoints = ["http://127.0.0.1:18005"]
     fn a_swap_leaves_loaded_tables_alone() {
         let store = RouteStore::new(table());
         let before = Arc::clone(&store.load());
-        store.swap(RoutingTable::build(&parse("t.toml", "").unwrap()));
+        store.swap(RoutingTable::build(&parse("t.toml", "").unwrap(), &HealthRegistry::assume_healthy()));
         assert_eq!(before.tenant_count(), 3);
         assert_eq!(store.load().tenant_count(), 0);
     }

@@ -1,6 +1,11 @@
-//! Upstream side: pools of endpoints per (tenant, signal) and how an
-//! endpoint is chosen for each attempt of a request.
+//! Upstream side: pools of endpoints per (tenant, signal), endpoint health
+//! (active probes and live-traffic ejection), and how an endpoint is chosen
+//! for each attempt of a request.
 
+mod health;
 mod pool;
+mod registry;
 
-pub use pool::{Pool, Role, Tried, UpstreamEndpoint};
+pub use health::{EndpointHealth, HealthSnapshot};
+pub use pool::{Pick, Pool, Role, Tried, UpstreamEndpoint};
+pub use registry::HealthRegistry;

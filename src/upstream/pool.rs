@@ -1,11 +1,14 @@
 //! A pool: the endpoints of one tenant's signal, and how one is chosen.
 //!
-//! Primaries are chosen round robin; backups only once every primary has
-//! been tried by the request. A request never tries the same endpoint twice
-//! ([`Tried`]). Each endpoint carries a ready-made [`HttpPeer`] so the request
+//! Healthy primaries are chosen round robin; healthy backups only once no
+//! healthy primary is left untried by the request. A request never tries the
+//! same endpoint twice ([`Tried`]). Health is read from each endpoint's shared
+//! [`EndpointHealth`] with one atomic load. Each endpoint carries a ready-made [`HttpPeer`] so the request
 //! path clones a template instead of parsing or resolving anything; equal
 //! peers share Pingora's upstream connection pool.
 
+use super::health::EndpointHealth;
+use super::registry::HealthRegistry;
 use crate::config::{Deployment, Endpoint};
 use crate::routing::Signal;
 use http::HeaderValue;
@@ -27,7 +30,18 @@ pub struct UpstreamEndpoint {
     pub role: Role,
     /// The `Host` header sent upstream.
     pub authority: HeaderValue,
+    pub health: Arc<EndpointHealth>,
     peer: HttpPeer,
+}
+
+/// The outcome of choosing an endpoint for an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    Endpoint(usize),
+    /// No endpoint of the pool is healthy: answer 503.
+    NoneHealthy,
+    /// Every healthy endpoint was tried by this request already.
+    Exhausted,
 }
 
 /// The endpoints a request has tried, by index in its pool.
@@ -55,16 +69,31 @@ pub struct Pool {
     endpoints: Vec<UpstreamEndpoint>,
     primaries: usize,
     next: AtomicUsize,
+    /// Most attempts one request makes on this pool.
+    pub max_attempts: u32,
+    /// The deployment's progress timeout; also bounds retrying.
+    pub timeout: Duration,
+    /// The probe interval: how soon a 503 client may try again.
+    pub retry_after: Duration,
 }
 
 impl Pool {
-    pub fn new(tenant: Arc<str>, signal: Signal, deployment: &Deployment) -> Pool {
-        let Deployment { endpoints, backup_endpoints, timeout, connect_timeout, namespace: _ } = deployment;
+    pub fn new(tenant: Arc<str>, signal: Signal, deployment: &Deployment, registry: &HealthRegistry) -> Pool {
+        let Deployment {
+            endpoints,
+            backup_endpoints,
+            timeout,
+            connect_timeout,
+            max_attempts,
+            namespace: _,
+            health_check,
+        } = deployment;
         let make = |endpoint: &Endpoint, role: Role| UpstreamEndpoint {
             url: endpoint.url.as_str().into(),
             role,
             authority: HeaderValue::from_str(&endpoint.authority())
                 .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+            health: registry.endpoint(endpoint, health_check),
             peer: peer(endpoint, *timeout, *connect_timeout),
         };
         let all: Vec<UpstreamEndpoint> = endpoints
@@ -73,20 +102,47 @@ impl Pool {
             .chain(backup_endpoints.iter().map(|e| make(e, Role::Backup)))
             .collect();
         debug_assert!(all.len() <= 64);
-        Pool { tenant, signal, primaries: endpoints.len(), endpoints: all, next: AtomicUsize::new(0) }
+        Pool {
+            tenant,
+            signal,
+            primaries: endpoints.len(),
+            endpoints: all,
+            next: AtomicUsize::new(0),
+            max_attempts: *max_attempts,
+            timeout: *timeout,
+            retry_after: health_check.interval,
+        }
     }
 
-    /// The next endpoint to try: an untried primary, round robin; then an
-    /// untried backup; `None` when every endpoint has been tried.
-    pub fn select(&self, tried: Tried) -> Option<usize> {
-        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+    /// The endpoint for the next attempt: a healthy untried primary, round
+    /// robin; else a healthy untried backup.
+    pub fn select(&self, tried: Tried) -> Pick {
+        self.pick(tried, self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Whether another attempt has an endpoint to go to.
+    pub fn has_candidate(&self, tried: Tried) -> bool {
+        matches!(self.pick(tried, 0), Pick::Endpoint(_))
+    }
+
+    fn pick(&self, tried: Tried, turn: usize) -> Pick {
         let tiers = [(0, self.primaries), (self.primaries, self.endpoints.len() - self.primaries)];
+        let mut any_healthy = false;
         for (first, len) in tiers {
-            if let Some(i) = (0..len).map(|k| first + (turn + k) % len).find(|&i| !tried.contains(i)) {
-                return Some(i);
+            for i in (0..len).map(|k| first + (turn + k) % len) {
+                if self.endpoints[i].health.is_healthy() {
+                    any_healthy = true;
+                    if !tried.contains(i) {
+                        return Pick::Endpoint(i);
+                    }
+                }
             }
         }
-        None
+        if any_healthy {
+            Pick::Exhausted
+        } else {
+            Pick::NoneHealthy
+        }
     }
 
     pub fn endpoint(&self, index: usize) -> &UpstreamEndpoint {
@@ -102,10 +158,6 @@ impl Pool {
         Box::new(self.endpoints[index].peer.clone())
     }
 
-    /// Whether an endpoint not in `tried` is left.
-    pub fn has_untried(&self, tried: Tried) -> bool {
-        tried.count() < self.endpoints.len() as u32
-    }
 }
 
 fn peer(endpoint: &Endpoint, timeout: Duration, connect_timeout: Duration) -> HttpPeer {
@@ -119,6 +171,7 @@ fn peer(endpoint: &Endpoint, timeout: Duration, connect_timeout: Duration) -> Ht
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::HealthCheck;
     use std::net::SocketAddr;
 
     fn deployment(primaries: &[u16], backups: &[u16]) -> Deployment {
@@ -131,27 +184,55 @@ mod tests {
             backup_endpoints: backups.iter().map(endpoint).collect(),
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(2),
+            max_attempts: 3,
             namespace: None,
+            health_check: HealthCheck::default(),
         }
+    }
+
+    fn pool(primaries: &[u16], backups: &[u16]) -> Pool {
+        Pool::new("t".into(), Signal::Metrics, &deployment(primaries, backups), &HealthRegistry::assume_healthy())
+    }
+
+    fn take_down(pool: &Pool, index: usize) {
+        let health = &pool.endpoint(index).health;
+        for _ in 0..health.settings.unhealthy_threshold {
+            health.record_probe(Err("down".into()), tokio::time::Instant::now());
+        }
+        assert!(!health.is_healthy());
     }
 
     #[test]
     fn primaries_take_turns() {
-        let pool = Pool::new("t".into(), Signal::Metrics, &deployment(&[1, 2, 3], &[]));
-        let picks: Vec<usize> = (0..6).map(|_| pool.select(Tried::default()).unwrap()).collect();
-        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        let pool = pool(&[1, 2, 3], &[]);
+        let picks: Vec<Pick> = (0..6).map(|_| pool.select(Tried::default())).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2].map(Pick::Endpoint));
     }
 
     #[test]
     fn no_endpoint_twice_and_backups_last() {
-        let pool = Pool::new("t".into(), Signal::Metrics, &deployment(&[1, 2], &[3, 4]));
+        let pool = pool(&[1, 2], &[3, 4]);
         let mut tried = Tried::default();
         let mut order = Vec::new();
-        while let Some(i) = pool.select(tried) {
+        while let Pick::Endpoint(i) = pool.select(tried) {
             tried.insert(i);
             order.push(pool.endpoint(i).role);
         }
         assert_eq!(order, [Role::Primary, Role::Primary, Role::Backup, Role::Backup]);
-        assert!(!pool.has_untried(tried));
+        assert!(!pool.has_candidate(tried));
+        assert_eq!(pool.select(tried), Pick::Exhausted);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unhealthy_endpoints_are_skipped_and_backups_serve_when_no_primary_is_healthy() {
+        let pool = pool(&[1, 2], &[3]);
+        take_down(&pool, 0);
+        let picks: Vec<Pick> = (0..4).map(|_| pool.select(Tried::default())).collect();
+        assert_eq!(picks, [Pick::Endpoint(1); 4]);
+        take_down(&pool, 1);
+        assert_eq!(pool.select(Tried::default()), Pick::Endpoint(2));
+        take_down(&pool, 2);
+        assert_eq!(pool.select(Tried::default()), Pick::NoneHealthy);
+        assert!(!pool.has_candidate(Tried::default()));
     }
 }

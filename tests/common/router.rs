@@ -119,7 +119,7 @@ listen = "{admin}"
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "router still running after {within:?}");
+            assert!(Instant::now() < deadline, "router still running after {within:?}; log:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
     }

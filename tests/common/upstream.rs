@@ -3,8 +3,10 @@
 //!
 //! Every answer carries `x-upstream: <name>` so a test can tell which endpoint
 //! served it. Query parameters steer it: `delay_ms=N` waits before answering,
-//! `download_bytes=N` streams an N-byte body back. Request bodies are read
-//! frame by frame and only counted and hashed, never held whole.
+//! `download_bytes=N` streams an N-byte body back, `reset=1` drops the
+//! connection without an answer. Request bodies are read
+//! frame by frame and only counted and hashed, never held whole. The router's
+//! health probes (by their User-Agent) are counted apart, not recorded.
 
 use bytes::Bytes;
 use futures_util::stream;
@@ -16,6 +18,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::convert::Infallible;
 use std::hash::Hasher;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -36,10 +39,19 @@ pub struct Seen {
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
+/// What the upstream shares with its connection tasks.
+#[derive(Default)]
+struct Shared {
+    seen: Mutex<Vec<Seen>>,
+    probes: AtomicU64,
+    /// Status of the health endpoint; 200 unless a test says otherwise.
+    probe_status: AtomicU16,
+}
+
 pub struct Upstream {
     pub name: String,
     pub addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
+    shared: Arc<Shared>,
     stop: watch::Sender<bool>,
 }
 
@@ -52,9 +64,9 @@ impl Upstream {
     /// Serves on an already bound listener (to take over a known port).
     pub fn serve(name: &str, listener: TcpListener) -> Upstream {
         let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::new(Shared { probe_status: AtomicU16::new(200), ..Shared::default() });
         let (stop, stopped) = watch::channel(false);
-        let upstream = Upstream { name: name.to_string(), addr, seen: seen.clone(), stop };
+        let upstream = Upstream { name: name.to_string(), addr, shared: shared.clone(), stop };
         let name: Arc<str> = name.into();
         tokio::spawn(async move {
             let mut accept_stopped = stopped.clone();
@@ -63,9 +75,9 @@ impl Upstream {
                     accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => continue },
                     _ = accept_stopped.changed() => return,
                 };
-                let (name, seen, mut conn_stopped) = (name.clone(), seen.clone(), stopped.clone());
+                let (name, shared, mut conn_stopped) = (name.clone(), shared.clone(), stopped.clone());
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| handle(name.clone(), seen.clone(), peer, req));
+                    let service = hyper::service::service_fn(move |req| handle(name.clone(), shared.clone(), peer, req));
                     let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(socket), service);
                     tokio::select! {
                         _ = conn => {}
@@ -82,7 +94,17 @@ impl Upstream {
     }
 
     pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
+        self.shared.seen.lock().unwrap().clone()
+    }
+
+    /// How many health probes the router sent here.
+    pub fn probes(&self) -> u64 {
+        self.shared.probes.load(Ordering::SeqCst)
+    }
+
+    /// The status the health endpoint answers from now on.
+    pub fn set_probe_status(&self, status: u16) {
+        self.shared.probe_status.store(status, Ordering::SeqCst);
     }
 
     /// Stops accepting and drops every open connection: the endpoint is dead.
@@ -99,10 +121,16 @@ impl Drop for Upstream {
 
 async fn handle(
     name: Arc<str>,
-    seen: Arc<Mutex<Vec<Seen>>>,
+    shared: Arc<Shared>,
     peer: SocketAddr,
     req: Request<Incoming>,
-) -> Result<Response<BoxBody>, Infallible> {
+) -> Result<Response<BoxBody>, std::io::Error> {
+    if req.headers().get("user-agent").is_some_and(|ua| ua == "mirador-router-health-check") {
+        shared.probes.fetch_add(1, Ordering::SeqCst);
+        let status = shared.probe_status.load(Ordering::SeqCst);
+        let body = BodyExt::boxed(Full::new(Bytes::from_static(b"OK")));
+        return Ok(Response::builder().status(status).header("x-upstream", &*name).body(body).unwrap());
+    }
     let (parts, mut body) = req.into_parts();
     let query = parts.uri.query().unwrap_or("").to_string();
     let param = |key: &str| -> Option<u64> {
@@ -125,7 +153,7 @@ async fn handle(
             }
         }
     }
-    seen.lock().unwrap().push(Seen {
+    shared.seen.lock().unwrap().push(Seen {
         method: parts.method.to_string(),
         path_and_query: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
         headers: parts.headers.clone(),
@@ -136,6 +164,9 @@ async fn handle(
     });
     if let Some(ms) = param("delay_ms") {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    if param("reset").is_some() {
+        return Err(std::io::Error::other("dropping the connection as asked"));
     }
     let body: BoxBody = match param("download_bytes") {
         Some(total) => {

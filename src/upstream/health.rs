@@ -1,0 +1,288 @@
+//! Endpoint health: one state per endpoint address, judged by active probes
+//! and by live traffic.
+//!
+//! Health belongs to the endpoint, not to a table: every pool that lists the
+//! same endpoint (with the same probe settings) shares one [`EndpointHealth`],
+//! so a shared endpoint is probed once and a reload that keeps an endpoint
+//! keeps its state. The request path reads one atomic ([`EndpointHealth::is_healthy`]);
+//! probes and failure reports take the state's mutex off the request path.
+//!
+//! The state machine, all times injected so tests run on paused time:
+//! - a new endpoint is down until its first probe says otherwise;
+//! - `unhealthy_threshold` consecutive failed probes take it down,
+//!   `healthy_threshold` consecutive good ones bring it back;
+//! - `passive_failures` consecutive failures of live traffic eject it for
+//!   `ejection_cooldown`; after that only a good probe re-admits it.
+
+use crate::config::HealthCheck;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+/// What one endpoint's health looks like now, for the admin API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthSnapshot {
+    pub healthy: bool,
+    /// Whether any probe has finished yet.
+    pub probed: bool,
+    pub since: SystemTime,
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+    pub last_probe: Option<Duration>,
+    pub ejected: bool,
+}
+
+#[derive(Debug)]
+struct State {
+    healthy: bool,
+    probed: bool,
+    since: SystemTime,
+    failures: u32,
+    successes: u32,
+    last_error: Option<String>,
+    last_probe: Option<Duration>,
+    ejected_until: Option<Instant>,
+}
+
+pub struct EndpointHealth {
+    pub url: Arc<str>,
+    pub settings: HealthCheck,
+    healthy: AtomicBool,
+    /// Consecutive failures of live traffic since the last success.
+    passive_failures: AtomicU32,
+    state: Mutex<State>,
+    /// Wakes the prober when an ejection changes its schedule.
+    pub(crate) wake: Notify,
+    /// Becomes true once the first probe has finished.
+    probed: watch::Sender<bool>,
+}
+
+impl EndpointHealth {
+    /// A new endpoint: down and unprobed.
+    pub fn new(url: Arc<str>, settings: HealthCheck) -> Self {
+        EndpointHealth {
+            url,
+            settings,
+            healthy: AtomicBool::new(false),
+            passive_failures: AtomicU32::new(0),
+            state: Mutex::new(State {
+                healthy: false,
+                probed: false,
+                since: SystemTime::now(),
+                failures: 0,
+                successes: 0,
+                last_error: None,
+                last_probe: None,
+                ejected_until: None,
+            }),
+            wake: Notify::new(),
+            probed: watch::channel(false).0,
+        }
+    }
+
+    /// Whether requests may go to this endpoint. Lock-free.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Applies a probe result: `Ok(latency)` or `Err(reason)`.
+    pub fn record_probe(&self, result: Result<Duration, String>, now: Instant) {
+        let mut state = self.lock();
+        let first = !state.probed;
+        state.probed = true;
+        let cooled = state.ejected_until.is_none_or(|until| now >= until);
+        if cooled {
+            // From here on only the thresholds decide.
+            state.ejected_until = None;
+        }
+        match result {
+            Ok(latency) => {
+                state.last_probe = Some(latency);
+                state.failures = 0;
+                state.successes += 1;
+                if !state.healthy && cooled && (first || state.successes >= self.settings.healthy_threshold) {
+                    self.set_healthy(&mut state, true);
+                    self.passive_failures.store(0, Ordering::Relaxed);
+                }
+            }
+            Err(reason) => {
+                state.last_error = Some(reason);
+                state.successes = 0;
+                state.failures += 1;
+                if first || (state.healthy && state.failures >= self.settings.unhealthy_threshold) {
+                    self.set_healthy(&mut state, false);
+                }
+            }
+        }
+        drop(state);
+        self.probed.send_replace(true);
+    }
+
+    /// Counts a failure of live traffic; ejects the endpoint at the threshold.
+    /// Returns whether this failure ejected it.
+    pub fn record_passive_failure(&self, reason: &str, now: Instant) -> bool {
+        let threshold = self.settings.passive_failures;
+        if threshold == 0 {
+            return false;
+        }
+        let failures = self.passive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures < threshold || !self.is_healthy() {
+            return false;
+        }
+        let mut state = self.lock();
+        if !state.healthy {
+            return false;
+        }
+        self.set_healthy(&mut state, false);
+        state.successes = 0;
+        state.ejected_until = Some(now + self.settings.ejection_cooldown);
+        state.last_error = Some(format!("ejected after {failures} consecutive failures of live traffic: {reason}"));
+        drop(state);
+        self.passive_failures.store(0, Ordering::Relaxed);
+        self.wake.notify_one();
+        true
+    }
+
+    /// A success of live traffic: the passive failure count starts over.
+    pub fn record_passive_success(&self) {
+        if self.passive_failures.load(Ordering::Relaxed) != 0 {
+            self.passive_failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// When the next probe is due: at `scheduled`, or earlier when an
+    /// ejection's cooldown ends first.
+    pub fn probe_due(&self, scheduled: Instant) -> Instant {
+        match self.lock().ejected_until {
+            Some(until) if until < scheduled => until,
+            _ => scheduled,
+        }
+    }
+
+    /// Resolves once the first probe has finished.
+    pub async fn wait_probed(&self) {
+        let mut probed = self.probed.subscribe();
+        let _ = probed.wait_for(|done| *done).await;
+    }
+
+    pub fn snapshot(&self) -> HealthSnapshot {
+        let state = self.lock();
+        HealthSnapshot {
+            healthy: state.healthy,
+            probed: state.probed,
+            since: state.since,
+            consecutive_failures: state.failures.max(self.passive_failures.load(Ordering::Relaxed)),
+            last_error: state.last_error.clone(),
+            last_probe: state.last_probe,
+            ejected: state.ejected_until.is_some(),
+        }
+    }
+
+    fn set_healthy(&self, state: &mut State, healthy: bool) {
+        if state.healthy != healthy {
+            state.since = SystemTime::now();
+            state.healthy = healthy;
+            self.healthy.store(healthy, Ordering::Relaxed);
+            tracing::info!(endpoint = &*self.url, healthy, "endpoint health changed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> HealthCheck {
+        HealthCheck {
+            interval: Duration::from_secs(5),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            passive_failures: 2,
+            ejection_cooldown: Duration::from_secs(10),
+            ..HealthCheck::default()
+        }
+    }
+
+    fn ok() -> Result<Duration, String> {
+        Ok(Duration::from_millis(1))
+    }
+
+    fn down() -> Result<Duration, String> {
+        Err("connection refused".to_string())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_endpoint_is_down_until_its_first_probe_decides() {
+        let health = EndpointHealth::new("http://a:1".into(), settings());
+        assert!(!health.is_healthy());
+        health.record_probe(ok(), Instant::now());
+        assert!(health.is_healthy(), "the first good probe admits, whatever the threshold");
+
+        let dead = EndpointHealth::new("http://b:1".into(), settings());
+        dead.record_probe(down(), Instant::now());
+        let snapshot = dead.snapshot();
+        assert!(!snapshot.healthy && snapshot.probed);
+        assert_eq!(snapshot.last_error.as_deref(), Some("connection refused"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn thresholds_take_an_endpoint_down_and_bring_it_back() {
+        let health = EndpointHealth::new("http://a:1".into(), settings());
+        health.record_probe(ok(), Instant::now());
+        for expected in [true, true, false] {
+            tokio::time::advance(Duration::from_secs(5)).await;
+            health.record_probe(down(), Instant::now());
+            assert_eq!(health.is_healthy(), expected, "down only at the third failure");
+        }
+        assert_eq!(health.snapshot().consecutive_failures, 3);
+        health.record_probe(ok(), Instant::now());
+        assert!(!health.is_healthy(), "one good probe is not enough");
+        health.record_probe(down(), Instant::now());
+        health.record_probe(ok(), Instant::now());
+        assert!(!health.is_healthy(), "successes must be consecutive");
+        health.record_probe(ok(), Instant::now());
+        assert!(health.is_healthy());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn live_traffic_failures_eject_for_the_cooldown_then_a_probe_readmits() {
+        let health = EndpointHealth::new("http://a:1".into(), settings());
+        health.record_probe(ok(), Instant::now());
+        assert!(!health.record_passive_failure("reset", Instant::now()));
+        health.record_passive_success();
+        assert!(!health.record_passive_failure("reset", Instant::now()), "a success starts the count over");
+        assert!(health.record_passive_failure("reset", Instant::now()), "second consecutive failure ejects");
+        assert!(!health.is_healthy());
+        let ejected_at = Instant::now();
+        let cooldown_end = ejected_at + Duration::from_secs(10);
+        assert_eq!(health.probe_due(ejected_at + Duration::from_secs(30)), cooldown_end, "probed at the cooldown's end");
+        assert_eq!(health.probe_due(ejected_at + Duration::from_secs(5)), ejected_at + Duration::from_secs(5));
+
+        tokio::time::advance(Duration::from_secs(5)).await;
+        health.record_probe(ok(), Instant::now());
+        health.record_probe(ok(), Instant::now());
+        assert!(!health.is_healthy(), "good probes during the cooldown do not re-admit");
+
+        tokio::time::advance(Duration::from_secs(5)).await;
+        health.record_probe(ok(), Instant::now());
+        health.record_probe(ok(), Instant::now());
+        assert!(health.is_healthy(), "re-admitted by probes after the cooldown");
+        assert!(!health.snapshot().ejected);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn passive_ejection_can_be_turned_off() {
+        let health = EndpointHealth::new("http://a:1".into(), HealthCheck { passive_failures: 0, ..settings() });
+        health.record_probe(ok(), Instant::now());
+        for _ in 0..100 {
+            assert!(!health.record_passive_failure("reset", Instant::now()));
+        }
+        assert!(health.is_healthy());
+    }
+}

@@ -1,0 +1,172 @@
+//! The health registry: one [`EndpointHealth`] and one prober per endpoint.
+//!
+//! Tables ask the registry for an endpoint's health when they are built; the
+//! registry hands out the existing state when the endpoint (with the same
+//! probe settings) is already known, so reloads keep health and a shared
+//! endpoint is probed once however many pools list it. The registry only
+//! holds weak references: when the last table listing an endpoint is gone,
+//! its prober stops at its next wake-up.
+//!
+//! Probes are Pingora's `HttpHealthCheck` (a GET of the deployment's health
+//! path, TLS when the endpoint is `https://`), run on a runtime of their own,
+//! never on the request path.
+
+use super::health::EndpointHealth;
+use crate::config::{Endpoint, HealthCheck};
+use pingora::lb::health_check::{HealthCheck as _, HttpHealthCheck};
+use pingora::lb::Backend;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+
+type Key = (String, HealthCheck);
+
+pub struct HealthRegistry {
+    /// Where probers run; `None`: endpoints are assumed healthy and never probed.
+    runtime: Option<Handle>,
+    endpoints: Mutex<HashMap<Key, Weak<EndpointHealth>>>,
+}
+
+impl HealthRegistry {
+    /// A registry that probes every endpoint on `runtime`.
+    pub fn new(runtime: Handle) -> Arc<Self> {
+        Arc::new(HealthRegistry { runtime: Some(runtime), endpoints: Mutex::default() })
+    }
+
+    /// A registry that never probes and takes every endpoint as healthy:
+    /// for building tables in tests and benchmarks of routing alone.
+    pub fn assume_healthy() -> Arc<Self> {
+        Arc::new(HealthRegistry { runtime: None, endpoints: Mutex::default() })
+    }
+
+    /// The shared health of `endpoint` under `settings`, created (and its
+    /// prober started) when new.
+    pub fn endpoint(&self, endpoint: &Endpoint, settings: &HealthCheck) -> Arc<EndpointHealth> {
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let key = (endpoint.url.clone(), settings.clone());
+        if let Some(known) = endpoints.get(&key).and_then(Weak::upgrade) {
+            return known;
+        }
+        endpoints.retain(|_, health| health.strong_count() > 0);
+        let health = Arc::new(EndpointHealth::new(endpoint.url.as_str().into(), settings.clone()));
+        match &self.runtime {
+            Some(runtime) => {
+                let probe = Probe::new(endpoint, settings);
+                runtime.spawn(run_prober(Arc::downgrade(&health), probe));
+            }
+            None => health.record_probe(Ok(Duration::ZERO), Instant::now()),
+        }
+        endpoints.insert(key, Arc::downgrade(&health));
+        health
+    }
+
+    /// Number of endpoints with a live prober (for tests and the admin API).
+    pub fn len(&self) -> usize {
+        let endpoints = self.endpoints.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        endpoints.values().filter(|health| health.strong_count() > 0).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits (at most `limit`) until every endpoint in `endpoints` has been
+    /// probed once: new endpoints are judged before they take traffic.
+    pub fn wait_first_probes<'a>(&self, endpoints: impl IntoIterator<Item = &'a Arc<EndpointHealth>>, limit: Duration) {
+        let Some(runtime) = &self.runtime else { return };
+        let waits: Vec<_> = endpoints.into_iter().cloned().collect();
+        let all = async move {
+            for health in waits {
+                health.wait_probed().await;
+            }
+        };
+        let wait = async move {
+            let _ = tokio::time::timeout(limit, all).await;
+        };
+        match Handle::try_current() {
+            // Inside a runtime (a test): wait on another thread to avoid blocking it.
+            Ok(_) => {
+                let runtime = runtime.clone();
+                std::thread::scope(|s| {
+                    s.spawn(move || runtime.block_on(wait));
+                });
+            }
+            Err(_) => runtime.block_on(wait),
+        }
+    }
+}
+
+/// One endpoint's probe.
+struct Probe {
+    check: HttpHealthCheck,
+    backend: Option<Backend>,
+    timeout: Duration,
+}
+
+impl Probe {
+    fn new(endpoint: &Endpoint, settings: &HealthCheck) -> Probe {
+        let mut check = HttpHealthCheck::new(&endpoint.authority(), endpoint.tls);
+        if let Ok(mut request) = pingora::http::RequestHeader::build("GET", settings.path.as_bytes(), None) {
+            let _ = request.insert_header(http::header::HOST, endpoint.authority());
+            let _ = request.insert_header(http::header::USER_AGENT, "mirador-router-health-check");
+            check.req = request;
+        }
+        check.peer_template.options.connection_timeout = Some(settings.timeout);
+        check.peer_template.options.read_timeout = Some(settings.timeout);
+        check.peer_template.options.write_timeout = Some(settings.timeout);
+        check.peer_template.sni = if endpoint.tls { endpoint.host.clone() } else { String::new() };
+        Probe { check, backend: Backend::new(&endpoint.addr.to_string()).ok(), timeout: settings.timeout }
+    }
+
+    /// Probes once: the latency, or why the endpoint is not healthy.
+    async fn run(&self) -> Result<Duration, String> {
+        let backend = self.backend.as_ref().ok_or("the endpoint address cannot be probed")?;
+        let start = Instant::now();
+        match tokio::time::timeout(self.timeout, self.check.check(backend)).await {
+            Ok(Ok(())) => Ok(start.elapsed()),
+            Ok(Err(e)) => Err(probe_error(&e)),
+            Err(_) => Err(format!("no answer within {}", humantime::format_duration(self.timeout))),
+        }
+    }
+}
+
+/// A short reason for the admin API: the error kind and its root cause.
+fn probe_error(e: &pingora::Error) -> String {
+    let kind = match e.etype() {
+        pingora::ErrorType::CustomCode(_, code) => format!("health check answered {code}"),
+        other => other.as_str().to_string(),
+    };
+    let root = e.root_cause().to_string();
+    if root.is_empty() || kind.contains(&root) {
+        kind
+    } else {
+        format!("{kind}: {root}")
+    }
+}
+
+/// Probes an endpoint until no table lists it any more.
+async fn run_prober(health: Weak<EndpointHealth>, probe: Probe) {
+    let mut scheduled = Instant::now();
+    loop {
+        let Some(strong) = health.upgrade() else { return };
+        loop {
+            let due = strong.probe_due(scheduled);
+            if due <= Instant::now() {
+                break;
+            }
+            // An ejection wakes the prober: its cooldown may end before `scheduled`.
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => break,
+                _ = strong.wake.notified() => {}
+            }
+        }
+        drop(strong);
+        let result = probe.run().await;
+        let Some(strong) = health.upgrade() else { return };
+        let now = Instant::now();
+        strong.record_probe(result, now);
+        scheduled = now + strong.settings.interval;
+    }
+}
