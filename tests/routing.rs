@@ -168,7 +168,7 @@ async fn upstream_failures_answer_502_503_and_504() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_connect_failure_is_retried_on_another_endpoint_then_a_backup() {
+async fn unhealthy_endpoints_take_no_traffic_and_a_backup_serves() {
     let live = Upstream::start("live").await;
     let backup = Upstream::start("backup").await;
     let (dead1, dead2) = (free_addr(), free_addr());

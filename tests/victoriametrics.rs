@@ -186,3 +186,61 @@ async fn writes_through_the_router_land_only_in_the_tenants_own_victoria_metrics
     let value: serde_json::Value = serde_json::from_slice(&value).unwrap();
     assert_eq!(value["data"]["result"][0]["value"][1], "22");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_one_of_two_victoria_metrics_mid_run_fails_no_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vm_1, addr_1) = start_victoria_metrics(dir.path(), "vm-1").await;
+    let (_vm_2, addr_2) = start_victoria_metrics(dir.path(), "vm-2").await;
+    // The same data in both instances, written to each directly.
+    for addr in [addr_1, addr_2] {
+        let r = client()
+            .post(format!("http://{addr}/api/v1/import/prometheus"))
+            .body("mirador_e2e_replicated 7\n")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    let router = RouterProcess::start(&format!(
+        "[tenants.acme.metrics]\nendpoints = [\"http://{addr_1}\", \"http://{addr_2}\"]\n\
+         health_check = {{ interval = \"500ms\", unhealthy_threshold = 2, timeout = \"250ms\" }}\n"
+    ));
+    let unified = router.base("unified");
+    wait_for_series(&unified, "acme", &[addr_1, addr_2], &["mirador_e2e_replicated"]).await;
+
+    let mut vm_1 = Some(vm_1);
+    let mut killed_at = None;
+    let mut statuses = std::collections::BTreeMap::new();
+    for i in 0..300 {
+        if i == 100 {
+            drop(vm_1.take());
+            killed_at = Some(std::time::SystemTime::now());
+        }
+        let response = client()
+            .post(format!("{unified}/api/v1/query"))
+            .form(&[("query", "mirador_e2e_replicated")])
+            .header("X-Tenant-ID", "acme")
+            .send()
+            .await
+            .unwrap();
+        *statuses.entry(response.status().as_u16()).or_insert(0) += 1;
+    }
+    let killed_at = killed_at.unwrap();
+    // The health API shows the dead instance down, since soon after the kill.
+    let url = format!("http://{addr_1}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let down_after = loop {
+        let (_, body) = router.admin_get("/api/v1/tenants/acme/health").await;
+        let endpoint = body["signals"]["metrics"]["endpoints"].as_array().unwrap().iter().find(|e| e["endpoint"] == url).cloned().unwrap();
+        if endpoint["healthy"] == false {
+            let since = humantime::parse_rfc3339(endpoint["since"].as_str().unwrap()).unwrap();
+            break since.duration_since(killed_at).unwrap_or_default();
+        }
+        assert!(Instant::now() < deadline, "never marked down: {endpoint}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    eprintln!("300 queries (POST form, as Grafana sends them): {statuses:?}; the killed instance was down in the health API within {down_after:?}");
+    assert_eq!(statuses.into_iter().collect::<Vec<_>>(), [(200, 300)]);
+    assert!(down_after <= Duration::from_millis(500 * 2 + 250 + 500), "{down_after:?}");
+}

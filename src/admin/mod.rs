@@ -55,7 +55,7 @@ impl AdminApp {
                             "endpoint": &*endpoint.url,
                             "role": match endpoint.role { Role::Primary => "primary", Role::Backup => "backup" },
                             "healthy": health.healthy,
-                            "since": humantime::format_rfc3339_seconds(health.since).to_string(),
+                            "since": humantime::format_rfc3339_millis(health.since).to_string(),
                             "consecutive_failures": health.consecutive_failures,
                             "last_error": health.last_error,
                             "last_probe_ms": health.last_probe.map(|d| d.as_secs_f64() * 1000.0),

@@ -144,7 +144,6 @@ impl EndpointHealth {
         state.ejected_until = Some(now + self.settings.ejection_cooldown);
         state.last_error = Some(format!("ejected after {failures} consecutive failures of live traffic: {reason}"));
         drop(state);
-        self.passive_failures.store(0, Ordering::Relaxed);
         self.wake.notify_one();
         true
     }

@@ -26,7 +26,15 @@ type Key = (String, HealthCheck);
 pub struct HealthRegistry {
     /// Where probers run; `None`: endpoints are assumed healthy and never probed.
     runtime: Option<Handle>,
-    endpoints: Mutex<HashMap<Key, Weak<EndpointHealth>>>,
+    endpoints: Mutex<Endpoints>,
+}
+
+#[derive(Default)]
+struct Endpoints {
+    by_key: HashMap<Key, Weak<EndpointHealth>>,
+    /// Dropped endpoints are swept when the map reaches this size, so
+    /// building a table stays linear in its endpoints.
+    sweep_at: usize,
 }
 
 impl HealthRegistry {
@@ -46,10 +54,13 @@ impl HealthRegistry {
     pub fn endpoint(&self, endpoint: &Endpoint, settings: &HealthCheck) -> Arc<EndpointHealth> {
         let mut endpoints = self.endpoints.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let key = (endpoint.url.clone(), settings.clone());
-        if let Some(known) = endpoints.get(&key).and_then(Weak::upgrade) {
+        if let Some(known) = endpoints.by_key.get(&key).and_then(Weak::upgrade) {
             return known;
         }
-        endpoints.retain(|_, health| health.strong_count() > 0);
+        if endpoints.by_key.len() >= endpoints.sweep_at {
+            endpoints.by_key.retain(|_, health| health.strong_count() > 0);
+            endpoints.sweep_at = (endpoints.by_key.len() * 2).max(64);
+        }
         let health = Arc::new(EndpointHealth::new(endpoint.url.as_str().into(), settings.clone()));
         match &self.runtime {
             Some(runtime) => {
@@ -58,14 +69,14 @@ impl HealthRegistry {
             }
             None => health.record_probe(Ok(Duration::ZERO), Instant::now()),
         }
-        endpoints.insert(key, Arc::downgrade(&health));
+        endpoints.by_key.insert(key, Arc::downgrade(&health));
         health
     }
 
     /// Number of endpoints with a live prober (for tests and the admin API).
     pub fn len(&self) -> usize {
         let endpoints = self.endpoints.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        endpoints.values().filter(|health| health.strong_count() > 0).count()
+        endpoints.by_key.values().filter(|health| health.strong_count() > 0).count()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -2,21 +2,37 @@
 //! config written to a temporary directory, and killed when dropped.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free port on 127.0.0.1, found by binding port 0 and letting go.
+/// A free port on 127.0.0.1 for the router to bind.
+///
+/// Taken below the kernel's ephemeral range (32768 and up), so that no
+/// outgoing connection can grab it between this check and the router's bind;
+/// a per-process counter from a random start keeps tests apart.
 pub fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().unwrap()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let _ = NEXT.compare_exchange(0, 10_000 + std::process::id().wrapping_mul(7919).wrapping_add(now_nanos()) % 15_000, Ordering::SeqCst, Ordering::SeqCst);
+    loop {
+        let port = 10_000 + (NEXT.fetch_add(1, Ordering::SeqCst) - 10_000) % 22_000;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            return listener.local_addr().unwrap();
+        }
+    }
+}
+
+fn now_nanos() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
 }
 
 pub struct RouterProcess {
     child: Child,
     pub unified: SocketAddr,
     pub drop_in: HashMap<&'static str, SocketAddr>,
+    pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     log_path: PathBuf,
@@ -30,16 +46,23 @@ impl RouterProcess {
         let unified = free_addr();
         let drop_in: HashMap<&'static str, SocketAddr> =
             ["metrics", "logs", "traces"].into_iter().map(|s| (s, free_addr())).collect();
+        let admin = free_addr();
         let config_path = dir.path().join("mirador-router.toml");
-        std::fs::write(&config_path, Self::config_text(&dir, unified, &drop_in, tenants)).unwrap();
+        std::fs::write(&config_path, Self::config_text(&dir, unified, &drop_in, admin, tenants)).unwrap();
         let log_path = dir.path().join("router.log");
         let child = spawn(&config_path, &log_path);
-        let router = RouterProcess { child, unified, drop_in, dir, config_path, log_path };
+        let router = RouterProcess { child, unified, drop_in, admin, dir, config_path, log_path };
         router.wait_listening();
         router
     }
 
-    pub fn config_text(dir: &tempfile::TempDir, unified: SocketAddr, drop_in: &HashMap<&str, SocketAddr>, tenants: &str) -> String {
+    pub fn config_text(
+        dir: &tempfile::TempDir,
+        unified: SocketAddr,
+        drop_in: &HashMap<&str, SocketAddr>,
+        admin: SocketAddr,
+        tenants: &str,
+    ) -> String {
         format!(
             r#"[server]
 listen = ["{unified}"]
@@ -63,13 +86,12 @@ listen = "{admin}"
             metrics = drop_in["metrics"],
             logs = drop_in["logs"],
             traces = drop_in["traces"],
-            admin = free_addr(),
         )
     }
 
     /// Rewrites the tenants part of the config file (listeners unchanged).
     pub fn write_tenants(&self, tenants: &str) {
-        let text = Self::config_text(&self.dir, self.unified, &self.drop_in, tenants);
+        let text = Self::config_text(&self.dir, self.unified, &self.drop_in, self.admin, tenants);
         std::fs::write(&self.config_path, text).unwrap();
     }
 
@@ -101,6 +123,13 @@ listen = "{admin}"
         format!("http://{addr}")
     }
 
+    /// `GET` of an admin path, as JSON.
+    pub async fn admin_get(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::builder().no_proxy().build().unwrap().get(format!("http://{}{path}", self.admin)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, serde_json::from_slice(&response.bytes().await.unwrap()).unwrap())
+    }
+
     /// Peak resident memory of the router so far, in bytes.
     pub fn peak_rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
@@ -126,7 +155,7 @@ listen = "{admin}"
 
     fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut addrs = vec![self.unified];
+        let mut addrs = vec![self.unified, self.admin];
         addrs.extend(self.drop_in.values());
         for addr in addrs {
             while TcpStream::connect(addr).is_err() {
