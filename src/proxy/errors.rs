@@ -84,14 +84,20 @@ impl ErrorReply {
         serde_json::to_vec(&body).map(Bytes::from).unwrap_or_default()
     }
 
-    /// Writes the answer as a complete response.
-    pub async fn send(&self, session: &mut Session) -> pingora::Result<()> {
+    /// Writes the answer as a complete response. With `close`, the client is
+    /// told the connection ends here (after a failed proxy attempt Pingora
+    /// does not reuse it, and a client must not send on it again).
+    pub async fn send(&self, session: &mut Session, close: bool) -> pingora::Result<()> {
         let body = self.body();
         let mut header = ResponseHeader::build(self.status, Some(3))?;
         header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
         if let Some(seconds) = self.retry_after {
             header.insert_header(http::header::RETRY_AFTER, seconds)?;
+        }
+        if close {
+            header.insert_header(http::header::CONNECTION, "close")?;
+            session.set_keepalive(None);
         }
         session.write_response_header(Box::new(header), false).await?;
         session.write_response_body(Some(body), true).await

@@ -121,7 +121,7 @@ impl ProxyHttp for Router {
             }
             Err(reply) => {
                 tracing::debug!(status = reply.status, error = %reply.message, "request refused");
-                reply.send(session).await?;
+                reply.send(session, false).await?;
                 Ok(true)
             }
         }
@@ -275,7 +275,7 @@ impl ProxyHttp for Router {
             );
         }
         if let (Some(reply), None) = (&reply, session.response_written()) {
-            if let Err(write_error) = reply.send(session).await {
+            if let Err(write_error) = reply.send(session, true).await {
                 tracing::debug!(error = %write_error, "cannot send the error answer");
             }
         }
