@@ -33,7 +33,7 @@ fn classification(c: &mut Criterion) {
 fn lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("table_lookup");
     for tenants in [10, 1_000, 100_000] {
-        let table = RoutingTable::build(&parse("bench.toml", &config_text(tenants)).unwrap(), &HealthRegistry::assume_healthy());
+        let table = RoutingTable::build(&parse("bench.toml", &config_text(tenants)).unwrap(), &HealthRegistry::assume_healthy(), None);
         let id = format!("tenant-{}", tenants / 2);
         group.bench_with_input(BenchmarkId::from_parameter(tenants), &id, |b, id| {
             b.iter(|| table.route(black_box(id), Signal::Metrics, Access::Query).map(|p| p.select(Tried::default())))
@@ -47,7 +47,7 @@ fn build(c: &mut Criterion) {
     let mut group = c.benchmark_group("build");
     group.sample_size(10);
     group.bench_function("parse_validate_build_10k_tenants", |b| {
-        b.iter(|| RoutingTable::build(&parse("bench.toml", black_box(&text)).unwrap(), &HealthRegistry::assume_healthy()))
+        b.iter(|| RoutingTable::build(&parse("bench.toml", black_box(&text)).unwrap(), &HealthRegistry::assume_healthy(), None))
     });
     group.finish();
 }

@@ -7,8 +7,10 @@
 //! `reload` (build aside, swap once), `admin` (the admin listener) and
 //! `server` (assembly).
 
+pub mod access_log;
 pub mod admin;
 pub mod config;
+pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod routing;

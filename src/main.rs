@@ -1,9 +1,11 @@
 //! The `mirador-router` command: load the config, then serve or check it.
 
 use clap::Parser;
-use mirador_router::config::Source;
+use mirador_router::access_log::{self, AccessLogLayer};
+use mirador_router::config::{AccessLogFormat, Source};
 use mirador_router::reload::{self, Reloader};
 use mirador_router::routing::RouteStore;
+use mirador_router::metrics::Metrics;
 use mirador_router::upstream::HealthRegistry;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,14 +34,6 @@ fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-
     let source = Source::choose(cli.config);
     let config = match source.load() {
         Ok(config) => config,
@@ -55,6 +49,8 @@ fn main() -> ExitCode {
         println!("{}: ok ({} tenants)", source.name(), config.tenants.len());
         return ExitCode::SUCCESS;
     }
+    // Kept for the life of the process: dropping it stops the access log writer.
+    let _access_log = init_logging(config.observability.access_log);
 
     // Probes run on a runtime of their own, never on the proxy's workers.
     let health_runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -69,10 +65,42 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let registry = HealthRegistry::new(health_runtime.handle().clone());
-    let routes = Arc::new(RouteStore::new(reload::build_table(&config, &registry)));
+    let metrics = config.observability.metrics.then(Metrics::new);
+    let registry = HealthRegistry::new(health_runtime.handle().clone(), metrics.clone());
+    let routes = Arc::new(RouteStore::new(reload::build_table(&config, &registry, metrics.as_deref())));
+    if let Some(metrics) = &metrics {
+        metrics.watch(routes.clone());
+        metrics.reload(true);
+    }
     tracing::info!(config = %source.name(), tenants = config.tenants.len(), endpoints = registry.len(), "config loaded");
-    let server = mirador_router::server::build(&config, routes.clone(), cli.upgrade);
-    reload::serve_sighup(sighup, Arc::new(Reloader::new(source, routes, registry, config)));
+    let server = mirador_router::server::build(&config, routes.clone(), metrics.clone(), cli.upgrade);
+    reload::serve_sighup(sighup, Arc::new(Reloader::new(source, routes, registry, metrics, config)));
     server.run_forever()
+}
+
+/// Logs to stderr (filtered by `RUST_LOG`, default `info`); access log lines,
+/// when on, to stdout through a non-blocking writer that drops lines rather
+/// than slow the proxy down.
+fn init_logging(access_log: AccessLogFormat) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info".into())
+        .add_directive(format!("{}=off", access_log::TARGET).parse().expect("valid directive"));
+    let log = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter);
+    let (access, guard) = match access_log {
+        AccessLogFormat::Off => (None, None),
+        format => {
+            let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+            let only_access = tracing_subscriber::filter::filter_fn(|meta| meta.target() == access_log::TARGET);
+            (Some(AccessLogLayer::new(format, writer).with_filter(only_access)), Some(guard))
+        }
+    };
+    tracing_subscriber::registry().with(log).with(access).init();
+    guard
 }

@@ -8,6 +8,7 @@
 
 use crate::config::{Config, ConfigError, Source};
 use crate::routing::{RouteStore, RoutingTable};
+use crate::metrics::Metrics;
 use crate::upstream::HealthRegistry;
 use std::time::Duration;
 use signal_hook::consts::SIGHUP;
@@ -28,25 +29,47 @@ pub struct Reloader {
     source: Source,
     routes: Arc<RouteStore>,
     registry: Arc<HealthRegistry>,
+    metrics: Option<Arc<Metrics>>,
     /// The config the current table was built from. Held only while reloading,
     /// which also serialises reloads.
     applied: Mutex<Config>,
 }
 
 impl Reloader {
-    pub fn new(source: Source, routes: Arc<RouteStore>, registry: Arc<HealthRegistry>, applied: Config) -> Self {
-        Reloader { source, routes, registry, applied: Mutex::new(applied) }
+    pub fn new(
+        source: Source,
+        routes: Arc<RouteStore>,
+        registry: Arc<HealthRegistry>,
+        metrics: Option<Arc<Metrics>>,
+        applied: Config,
+    ) -> Self {
+        Reloader { source, routes, registry, metrics, applied: Mutex::new(applied) }
     }
 
     pub fn reload(&self) -> Result<ReloadReport, Vec<ConfigError>> {
         let mut applied = self.applied.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut next = self.source.load()?;
+        let mut next = match self.source.load() {
+            Ok(next) => next,
+            Err(errors) => {
+                if let Some(metrics) = &self.metrics {
+                    metrics.reload(false);
+                }
+                return Err(errors);
+            }
+        };
         let report = diff(&applied, &next);
-        let table = build_table(&next, &self.registry);
+        let table = build_table(&next, &self.registry, self.metrics.as_deref());
         self.routes.swap(table);
+        if let Some(metrics) = &self.metrics {
+            for tenant in &report.removed {
+                metrics.forget_tenant(tenant);
+            }
+            metrics.reload(true);
+        }
         // Settings that need new sockets stay as they run until a restart.
         next.server = applied.server.clone();
         next.admin = applied.admin.clone();
+        next.observability = applied.observability.clone();
         *applied = next;
         Ok(report)
     }
@@ -55,8 +78,8 @@ impl Reloader {
 /// Builds the table for `config` and waits until each of its endpoints has
 /// been probed once (endpoints kept from the running table already have), so
 /// a new endpoint is judged before it takes traffic.
-pub fn build_table(config: &Config, registry: &HealthRegistry) -> RoutingTable {
-    let table = RoutingTable::build(config, registry);
+pub fn build_table(config: &Config, registry: &HealthRegistry, metrics: Option<&Metrics>) -> RoutingTable {
+    let table = RoutingTable::build(config, registry, metrics);
     let longest_probe = table.endpoint_health().map(|h| h.settings.timeout).max().unwrap_or_default();
     registry.wait_first_probes(table.endpoint_health(), longest_probe + Duration::from_secs(1));
     table
@@ -77,6 +100,9 @@ fn diff(old: &Config, new: &Config) -> ReloadReport {
     }
     if old.admin != new.admin {
         report.restart_required.push("admin");
+    }
+    if old.observability != new.observability {
+        report.restart_required.push("observability");
     }
     report
 }

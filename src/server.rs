@@ -4,6 +4,7 @@
 
 use crate::admin::AdminApp;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::proxy::Router;
 use crate::routing::{Listener, RouteStore};
 use pingora::server::configuration::{Opt, ServerConf};
@@ -15,7 +16,7 @@ const RUNTIME_SHUTDOWN_SECONDS: u64 = 1;
 
 /// Builds (and bootstraps) the server; `upgrade` takes the listening sockets
 /// over from a running instance (Pingora's graceful upgrade).
-pub fn build(config: &Config, routes: Arc<RouteStore>, upgrade: bool) -> Server {
+pub fn build(config: &Config, routes: Arc<RouteStore>, metrics: Option<Arc<Metrics>>, upgrade: bool) -> Server {
     let settings = &config.server;
     let conf = ServerConf {
         threads: settings.threads,
@@ -30,7 +31,7 @@ pub fn build(config: &Config, routes: Arc<RouteStore>, upgrade: bool) -> Server 
     server.bootstrap();
 
     if !settings.listen.is_empty() {
-        let router = Router::new(Listener::Unified, routes.clone());
+        let router = Router::new(Listener::Unified, routes.clone(), config.observability.clone());
         let mut service = pingora::proxy::http_proxy_service_with_name(&server.configuration, router, "unified");
         for addr in &settings.listen {
             service.add_tcp(&addr.to_string());
@@ -38,13 +39,13 @@ pub fn build(config: &Config, routes: Arc<RouteStore>, upgrade: bool) -> Server 
         server.add_service(service);
     }
     for (signal, addr) in &settings.signal_listeners {
-        let router = Router::new(Listener::DropIn(*signal), routes.clone());
+        let router = Router::new(Listener::DropIn(*signal), routes.clone(), config.observability.clone());
         let name = format!("drop-in {signal}");
         let mut service = pingora::proxy::http_proxy_service_with_name(&server.configuration, router, &name);
         service.add_tcp(&addr.to_string());
         server.add_service(service);
     }
-    let mut admin = pingora::services::listening::Service::new("admin".to_string(), AdminApp::new(routes));
+    let mut admin = pingora::services::listening::Service::new("admin".to_string(), AdminApp::new(routes, metrics));
     admin.add_tcp(&config.admin.listen.to_string());
     admin.threads = Some(1);
     server.add_service(admin);

@@ -87,7 +87,7 @@ fn the_table_routes_a_request_to_its_own_tenant_and_signal_or_refuses_it() {
                 .collect();
             let text = config_text(&specs, |id, signal| ports[&(id.to_string(), signal)]);
             let config = parse("prop.toml", &text).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
-            let table = RoutingTable::build(&config, &HealthRegistry::assume_healthy());
+            let table = RoutingTable::build(&config, &HealthRegistry::assume_healthy(), None);
             for (listener, path, pick, mangle, random) in requests {
                 let tenant = header_for(&specs, pick, mangle, &random);
                 let Some(signal) = classify(listener, &path) else { continue };

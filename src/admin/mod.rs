@@ -4,6 +4,7 @@
 //! admin API has bearer tokens). Every answer is JSON; errors use the same
 //! shape as the proxy's (`{"status":"error","errorType":...,"error":...}`).
 
+use crate::metrics::Metrics;
 use crate::routing::RouteStore;
 use crate::upstream::Role;
 use async_trait::async_trait;
@@ -15,11 +16,12 @@ use std::sync::Arc;
 
 pub struct AdminApp {
     routes: Arc<RouteStore>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl AdminApp {
-    pub fn new(routes: Arc<RouteStore>) -> Self {
-        AdminApp { routes }
+    pub fn new(routes: Arc<RouteStore>, metrics: Option<Arc<Metrics>>) -> Self {
+        AdminApp { routes, metrics }
     }
 
     /// The answer to `method path`.
@@ -79,6 +81,15 @@ fn error(status: StatusCode, error_type: &str, message: String) -> (StatusCode, 
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let request = session.req_header();
+        if let (&Method::GET, "/metrics", Some(metrics)) = (&request.method, request.uri.path(), &self.metrics) {
+            let body = metrics.render();
+            return Response::builder()
+                .status(StatusCode::OK)
+                .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                .header(http::header::CONTENT_LENGTH, body.len())
+                .body(body)
+                .unwrap_or_default();
+        }
         let (status, body) = self.answer(&request.method, request.uri.path());
         let body = serde_json::to_vec(&body).unwrap_or_default();
         Response::builder()

@@ -13,7 +13,7 @@ mod validate;
 
 pub use error::{ConfigError, KeyPath, Problem};
 pub use model::*;
-pub use raw::TenantStatus;
+pub use raw::{AccessLogFormat, TenantStatus};
 pub use validate::check_tenant_id;
 
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! of [`super::validate`]: addresses parsed, durations positive, every
 //! enabled signal has a deployment, every endpoint resolved.
 
-use super::raw::TenantStatus;
+use super::raw::{AccessLogFormat, TenantStatus};
 use crate::routing::Signal;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,7 +17,17 @@ pub struct Config {
     pub admin: Admin,
     pub tenancy: Tenancy,
     pub health_check: HealthCheck,
+    pub observability: Observability,
     pub tenants: BTreeMap<String, Tenant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observability {
+    /// Whether requests are counted and `/metrics` is served.
+    pub metrics: bool,
+    pub access_log: AccessLogFormat,
+    /// Whether access log paths keep their query string.
+    pub access_log_query: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -21,7 +21,27 @@ pub struct RawConfig {
     #[serde(default)]
     pub health_check: RawHealthCheck,
     #[serde(default)]
+    pub observability: RawObservability,
+    #[serde(default)]
     pub tenants: BTreeMap<String, RawTenant>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawObservability {
+    pub metrics: Option<bool>,
+    pub access_log: Option<AccessLogFormat>,
+    pub access_log_query: Option<bool>,
+}
+
+/// How access log lines are written (to stdout), or not at all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    #[default]
+    Off,
+    Json,
+    Logfmt,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -28,7 +28,7 @@ impl Problems {
 }
 
 pub fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
-    let RawConfig { server, admin, tenancy, health_check, tenants } = raw;
+    let RawConfig { server, admin, tenancy, health_check, observability, tenants } = raw;
     let mut problems = Problems::default();
     let root = KeyPath::root();
 
@@ -56,7 +56,13 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     if !problems.0.is_empty() {
         return Err(problems.0);
     }
-    Ok(Config { server, admin, tenancy, health_check, tenants: model_tenants })
+    let RawObservability { metrics, access_log, access_log_query } = observability;
+    let observability = Observability {
+        metrics: metrics.unwrap_or(true),
+        access_log: access_log.unwrap_or_default(),
+        access_log_query: access_log_query.unwrap_or(false),
+    };
+    Ok(Config { server, admin, tenancy, health_check, observability, tenants: model_tenants })
 }
 
 fn server_settings(raw: RawServer, path: &KeyPath, problems: &mut Problems) -> Server {

@@ -8,16 +8,19 @@
 //! `fail_to_proxy` on errors. The request path loads the table once and
 //! keeps the pool's `Arc` for the whole request.
 
+mod ctx;
 mod errors;
 
+pub use ctx::RequestCtx;
 pub use errors::ErrorReply;
 
+use crate::config::Observability;
+use crate::metrics::UpstreamErrorKind;
 use crate::routing::{classify_path, Access, Listener, Refusal, RouteStore, Signal};
-use crate::upstream::{Pick, Pool, Tried};
+use crate::upstream::Pick;
+use async_trait::async_trait;
 use errors::NO_HEALTHY_ENDPOINT;
 use pingora::RetryType;
-use std::time::Instant;
-use async_trait::async_trait;
 use http::{HeaderName, HeaderValue};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -38,21 +41,30 @@ const MAX_REQUEST_ID: usize = 128;
 pub struct Router {
     listener: Listener,
     routes: Arc<RouteStore>,
+    observability: Observability,
 }
 
 impl Router {
-    pub fn new(listener: Listener, routes: Arc<RouteStore>) -> Self {
-        Router { listener, routes }
+    pub fn new(listener: Listener, routes: Arc<RouteStore>, observability: Observability) -> Self {
+        Router { listener, routes, observability }
     }
 
-    /// The pool for this request and whether it only reads, or the refusal to answer with.
-    fn resolve(&self, session: &Session) -> std::result::Result<(Arc<Pool>, bool), ErrorReply> {
+    /// Resolves the request's pool into `ctx`, or the refusal to answer with.
+    /// Refusals are counted under the tenant when it is configured, else
+    /// under `unknown`.
+    fn resolve(&self, session: &Session, ctx: &mut RequestCtx) -> std::result::Result<(), ErrorReply> {
         let table = self.routes.load();
         let request = session.req_header();
         let path = request.uri.path();
         let header = table.tenant_header();
         let tenant = request.headers.get(header).map(|v| v.to_str().unwrap_or("\u{fffd}")).unwrap_or("");
-        let refuse = |refusal: Refusal| ErrorReply::refusal(&refusal, header.as_str(), tenant, path);
+        ctx.tenant = table.tenant(tenant).map(|route| route.id.clone());
+        let refuse = |refusal: Refusal| {
+            if let Some(rejections) = table.rejections(tenant) {
+                rejections[refusal.reason_index()].inc();
+            }
+            ErrorReply::refusal(&refusal, header.as_str(), tenant, path)
+        };
         if tenant.is_empty() {
             return Err(refuse(Refusal::NoTenant));
         }
@@ -62,44 +74,13 @@ impl Router {
             (Listener::Unified, Some(by_path)) => by_path,
             (Listener::Unified, None) => return Err(refuse(Refusal::Unroutable)),
         };
-        let pool = table.route(tenant, signal, access).cloned().map_err(refuse)?;
+        ctx.pool = Some(table.route(tenant, signal, access).cloned().map_err(refuse)?);
         // Reads may be replayed on another endpoint: GET/HEAD, and the POST
         // forms of known query paths (Grafana posts its queries).
-        let read = matches!(request.method, http::Method::GET | http::Method::HEAD)
+        ctx.read = matches!(request.method, http::Method::GET | http::Method::HEAD)
             || (by_path.is_some() && access == Access::Query);
-        Ok((pool, read))
+        Ok(())
     }
-
-    /// Whether this request may make another attempt: a healthy untried
-    /// endpoint is left, attempts remain, and the deployment's timeout has not
-    /// run out since the request started.
-    fn may_retry(ctx: &RequestCtx) -> bool {
-        let Some(pool) = &ctx.pool else { return false };
-        ctx.tried.count() < pool.max_attempts && ctx.started.elapsed() < pool.timeout && pool.has_candidate(ctx.tried)
-    }
-
-    /// Counts a failure of live traffic against the endpoint of this attempt.
-    fn report_failure(ctx: &RequestCtx, reason: &str) {
-        if let (Some(pool), Some(index)) = (&ctx.pool, ctx.endpoint) {
-            let endpoint = pool.endpoint(index);
-            if endpoint.health.record_passive_failure(reason, tokio::time::Instant::now()) {
-                tracing::warn!(tenant = &*pool.tenant, signal = %pool.signal, endpoint = &*endpoint.url, reason, "endpoint ejected");
-            }
-        }
-    }
-}
-
-/// Per-request state, carried through every phase.
-pub struct RequestCtx {
-    /// The pool chosen by `request_filter`, from the table in force then.
-    pool: Option<Arc<Pool>>,
-    /// Whether the request only reads (and so may be replayed).
-    read: bool,
-    tried: Tried,
-    /// The endpoint of the current attempt.
-    endpoint: Option<usize>,
-    request_id: Option<HeaderValue>,
-    started: Instant,
 }
 
 #[async_trait]
@@ -107,18 +88,14 @@ impl ProxyHttp for Router {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx { pool: None, read: false, tried: Tried::default(), endpoint: None, request_id: None, started: Instant::now() }
+        RequestCtx::new()
     }
 
     /// Resolves the route; refusals are answered here and never reach an upstream.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = Some(request_id(session));
-        match self.resolve(session) {
-            Ok((pool, read)) => {
-                ctx.pool = Some(pool);
-                ctx.read = read;
-                Ok(false)
-            }
+        match self.resolve(session, ctx) {
+            Ok(()) => Ok(false),
             Err(reply) => {
                 tracing::debug!(status = reply.status, error = %reply.message, "request refused");
                 reply.send(session, false).await?;
@@ -132,19 +109,24 @@ impl ProxyHttp for Router {
         let pool = ctx.pool.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool resolved"))?;
         match pool.select(ctx.tried) {
             Pick::Endpoint(index) => {
-                ctx.tried.insert(index);
-                ctx.endpoint = Some(index);
-                Ok(pool.peer(index))
+                let peer = pool.peer(index);
+                ctx.attempt(index);
+                Ok(peer)
             }
-            Pick::NoneHealthy => Err(Error::explain(NO_HEALTHY_ENDPOINT, "every endpoint of the pool is down")),
+            Pick::NoneHealthy => {
+                if let Some(metrics) = &pool.metrics {
+                    metrics.no_healthy_endpoint.inc();
+                }
+                Err(Error::explain(NO_HEALTHY_ENDPOINT, "every endpoint of the pool is down"))
+            }
             Pick::Exhausted => Err(Error::explain(ErrorType::ConnectError, "every healthy endpoint failed").into_up()),
         }
     }
 
     /// Nothing of the request was sent: any request may go to another endpoint.
     fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
-        Self::report_failure(ctx, e.etype().as_str());
-        let retry = Self::may_retry(ctx);
+        ctx.attempt_failed(UpstreamErrorKind::of(&e), e.etype().as_str());
+        let retry = ctx.may_retry();
         if let (Some(pool), Some(index)) = (&ctx.pool, ctx.endpoint) {
             tracing::warn!(
                 tenant = &*pool.tenant,
@@ -174,11 +156,11 @@ impl ProxyHttp for Router {
         let mut e = e.more_context(format!("Peer: {peer}"));
         let upstream_failed = *e.esource() == pingora::ErrorSource::Upstream;
         if upstream_failed {
-            Self::report_failure(ctx, e.etype().as_str());
+            ctx.attempt_failed(UpstreamErrorKind::of(&e), e.etype().as_str());
         }
         let replayable = upstream_failed && !session.as_ref().retry_buffer_truncated() && session.response_written().is_none();
         let stale_connection = matches!(e.retry, RetryType::ReusedOnly) && client_reused;
-        let retry = replayable && (ctx.read || stale_connection) && Self::may_retry(ctx);
+        let retry = replayable && (ctx.read || stale_connection) && ctx.may_retry();
         e.set_retry(retry);
         e
     }
@@ -219,17 +201,12 @@ impl ProxyHttp for Router {
     ) -> Result<()> {
         let status = response.status.as_u16();
         let failed = matches!(status, 502..=504);
-        if failed && ctx.read && !session.as_ref().retry_buffer_truncated() && Self::may_retry(ctx) {
+        if failed && ctx.read && !session.as_ref().retry_buffer_truncated() && ctx.may_retry() {
+            // Counted as a failed attempt by `error_while_proxy`.
             let context = format!("upstream answered {status}");
             return Err(Error::create(ErrorType::HTTPStatus(status), pingora::ErrorSource::Upstream, Some(context.into()), None));
         }
-        if let (Some(pool), Some(index)) = (&ctx.pool, ctx.endpoint) {
-            if failed {
-                Self::report_failure(ctx, &format!("answered {status}"));
-            } else {
-                pool.endpoint(index).health.record_passive_success();
-            }
-        }
+        ctx.attempt_answered(status);
         Ok(())
     }
 
@@ -243,6 +220,12 @@ impl ProxyHttp for Router {
             response.insert_header(X_REQUEST_ID.clone(), id.clone())?;
         }
         Ok(())
+    }
+
+    /// Once per request, also for refusals: metrics and the access log line.
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map(|r| r.status.as_u16());
+        ctx.finish(session, status, &self.observability);
     }
 
     /// Failed requests are logged by `fail_to_proxy`, with tenant and signal.

@@ -8,7 +8,9 @@
 
 use super::{Access, Signal};
 use crate::config::{Config, TenantStatus};
+use crate::metrics::{Metrics, UNKNOWN_TENANT};
 use crate::upstream::{EndpointHealth, HealthRegistry, Pool};
+use prometheus::IntCounter;
 use arc_swap::ArcSwap;
 use http::HeaderName;
 use std::collections::HashMap;
@@ -25,6 +27,20 @@ pub enum Refusal {
     Unroutable,
 }
 
+impl Refusal {
+    /// Index of the reason in `metrics::REJECTION_REASONS`.
+    pub fn reason_index(&self) -> usize {
+        match self {
+            Refusal::NoTenant => 0,
+            Refusal::UnknownTenant => 1,
+            Refusal::Suspended => 2,
+            Refusal::SignalNotEnabled(_) => 3,
+            Refusal::ReadOnly => 4,
+            Refusal::Unroutable => 5,
+        }
+    }
+}
+
 /// What the table knows of one tenant.
 pub struct TenantRoute {
     pub id: Arc<str>,
@@ -32,6 +48,8 @@ pub struct TenantRoute {
     pub read_only: bool,
     /// Indexed by [`Signal::index`]; `Some` only for signals the tenant may use.
     pools: [Option<Arc<Pool>>; 3],
+    /// Rejection counters by reason (`metrics::REJECTION_REASONS`), when metrics are on.
+    rejections: Option<[IntCounter; 7]>,
 }
 
 impl TenantRoute {
@@ -44,12 +62,15 @@ impl TenantRoute {
 pub struct RoutingTable {
     header: HeaderName,
     tenants: HashMap<String, TenantRoute>,
+    /// Rejection counters of requests naming no configured tenant.
+    unknown_rejections: Option<[IntCounter; 7]>,
 }
 
 impl RoutingTable {
     /// Builds the table for a validated config. Never touches the network:
     /// endpoint health comes from (and new endpoints are registered with) `registry`.
-    pub fn build(config: &Config, registry: &HealthRegistry) -> RoutingTable {
+    /// With `metrics`, every pool carries its series' handles.
+    pub fn build(config: &Config, registry: &HealthRegistry, metrics: Option<&Metrics>) -> RoutingTable {
         let tenants = config
             .tenants
             .values()
@@ -57,23 +78,37 @@ impl RoutingTable {
                 let id: Arc<str> = tenant.id.as_str().into();
                 let pools = Signal::ALL.map(|signal| {
                     let deployment = tenant.deployment(signal).filter(|_| tenant.features.allows(signal))?;
-                    Some(Arc::new(Pool::new(id.clone(), signal, deployment, registry)))
+                    Some(Arc::new(Pool::new(id.clone(), signal, deployment, registry, metrics)))
                 });
                 let route = TenantRoute {
                     id,
                     suspended: tenant.status == TenantStatus::Suspended,
                     read_only: tenant.features.read_only,
                     pools,
+                    rejections: metrics.map(|m| m.rejections(&tenant.id)),
                 };
                 (tenant.id.clone(), route)
             })
             .collect();
-        RoutingTable { header: config.tenancy.header.clone(), tenants }
+        RoutingTable {
+            header: config.tenancy.header.clone(),
+            tenants,
+            unknown_rejections: metrics.map(|m| m.rejections(UNKNOWN_TENANT)),
+        }
     }
 
     /// The header that names the tenant.
     pub fn tenant_header(&self) -> &HeaderName {
         &self.header
+    }
+
+    /// The rejection counters for a request naming `tenant`: its own when
+    /// configured, else the one `unknown` set — never the client's value.
+    pub fn rejections(&self, tenant: &str) -> Option<&[IntCounter; 7]> {
+        match self.tenants.get(tenant) {
+            Some(route) => route.rejections.as_ref(),
+            None => self.unknown_rejections.as_ref(),
+        }
     }
 
     pub fn tenant(&self, id: &str) -> Option<&TenantRoute> {
@@ -152,7 +187,7 @@ endpoints = ["http://127.0.0.1:18005"]
 "#;
 
     fn table() -> RoutingTable {
-        RoutingTable::build(&parse("t.toml", CONFIG).expect("valid config"), &HealthRegistry::assume_healthy())
+        RoutingTable::build(&parse("t.toml", CONFIG).expect("valid config"), &HealthRegistry::assume_healthy(), None)
     }
 
     #[test]
@@ -184,7 +219,7 @@ endpoints = ["http://127.0.0.1:18005"]
     fn a_swap_leaves_loaded_tables_alone() {
         let store = RouteStore::new(table());
         let before = Arc::clone(&store.load());
-        store.swap(RoutingTable::build(&parse("t.toml", "").unwrap(), &HealthRegistry::assume_healthy()));
+        store.swap(RoutingTable::build(&parse("t.toml", "").unwrap(), &HealthRegistry::assume_healthy(), None));
         assert_eq!(before.tenant_count(), 3);
         assert_eq!(store.load().tenant_count(), 0);
     }

@@ -53,8 +53,9 @@ pub struct EndpointHealth {
     /// Consecutive failures of live traffic since the last success.
     passive_failures: AtomicU32,
     state: Mutex<State>,
-    /// Wakes the prober when an ejection changes its schedule.
-    pub(crate) wake: Notify,
+    /// Wakes the prober when an ejection changes its schedule, and when the
+    /// endpoint is dropped (so the prober ends and its series go at once).
+    pub(crate) wake: Arc<Notify>,
     /// Becomes true once the first probe has finished.
     probed: watch::Sender<bool>,
 }
@@ -77,7 +78,7 @@ impl EndpointHealth {
                 last_probe: None,
                 ejected_until: None,
             }),
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
             probed: watch::channel(false).0,
         }
     }
@@ -190,6 +191,12 @@ impl EndpointHealth {
             self.healthy.store(healthy, Ordering::Relaxed);
             tracing::info!(endpoint = &*self.url, healthy, "endpoint health changed");
         }
+    }
+}
+
+impl Drop for EndpointHealth {
+    fn drop(&mut self) {
+        self.wake.notify_one();
     }
 }
 

@@ -10,6 +10,7 @@
 use super::health::EndpointHealth;
 use super::registry::HealthRegistry;
 use crate::config::{Deployment, Endpoint};
+use crate::metrics::{Metrics, PoolMetrics};
 use crate::routing::Signal;
 use http::HeaderValue;
 use pingora::upstreams::peer::HttpPeer;
@@ -31,6 +32,8 @@ pub struct UpstreamEndpoint {
     /// The `Host` header sent upstream.
     pub authority: HeaderValue,
     pub health: Arc<EndpointHealth>,
+    /// `mirador_router_upstream_attempt_duration_seconds` of this endpoint.
+    pub attempt_duration: Option<prometheus::Histogram>,
     peer: HttpPeer,
 }
 
@@ -75,10 +78,17 @@ pub struct Pool {
     pub timeout: Duration,
     /// The probe interval: how soon a 503 client may try again.
     pub retry_after: Duration,
+    pub metrics: Option<PoolMetrics>,
 }
 
 impl Pool {
-    pub fn new(tenant: Arc<str>, signal: Signal, deployment: &Deployment, registry: &HealthRegistry) -> Pool {
+    pub fn new(
+        tenant: Arc<str>,
+        signal: Signal,
+        deployment: &Deployment,
+        registry: &HealthRegistry,
+        metrics: Option<&Metrics>,
+    ) -> Pool {
         let Deployment {
             endpoints,
             backup_endpoints,
@@ -94,6 +104,7 @@ impl Pool {
             authority: HeaderValue::from_str(&endpoint.authority())
                 .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
             health: registry.endpoint(endpoint, health_check),
+            attempt_duration: metrics.map(|m| m.endpoint(&endpoint.url).attempt_duration),
             peer: peer(endpoint, *timeout, *connect_timeout),
         };
         let all: Vec<UpstreamEndpoint> = endpoints
@@ -102,6 +113,7 @@ impl Pool {
             .chain(backup_endpoints.iter().map(|e| make(e, Role::Backup)))
             .collect();
         debug_assert!(all.len() <= 64);
+        let metrics = metrics.map(|m| m.pool(&tenant, signal));
         Pool {
             tenant,
             signal,
@@ -111,6 +123,7 @@ impl Pool {
             max_attempts: *max_attempts,
             timeout: *timeout,
             retry_after: health_check.interval,
+            metrics,
         }
     }
 
@@ -191,7 +204,7 @@ mod tests {
     }
 
     fn pool(primaries: &[u16], backups: &[u16]) -> Pool {
-        Pool::new("t".into(), Signal::Metrics, &deployment(primaries, backups), &HealthRegistry::assume_healthy())
+        Pool::new("t".into(), Signal::Metrics, &deployment(primaries, backups), &HealthRegistry::assume_healthy(), None)
     }
 
     fn take_down(pool: &Pool, index: usize) {

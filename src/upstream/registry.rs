@@ -13,6 +13,7 @@
 
 use super::health::EndpointHealth;
 use crate::config::{Endpoint, HealthCheck};
+use crate::metrics::Metrics;
 use pingora::lb::health_check::{HealthCheck as _, HttpHealthCheck};
 use pingora::lb::Backend;
 use std::collections::HashMap;
@@ -27,6 +28,7 @@ pub struct HealthRegistry {
     /// Where probers run; `None`: endpoints are assumed healthy and never probed.
     runtime: Option<Handle>,
     endpoints: Mutex<Endpoints>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 #[derive(Default)]
@@ -38,15 +40,16 @@ struct Endpoints {
 }
 
 impl HealthRegistry {
-    /// A registry that probes every endpoint on `runtime`.
-    pub fn new(runtime: Handle) -> Arc<Self> {
-        Arc::new(HealthRegistry { runtime: Some(runtime), endpoints: Mutex::default() })
+    /// A registry that probes every endpoint on `runtime`, recording probe
+    /// durations in `metrics` when given.
+    pub fn new(runtime: Handle, metrics: Option<Arc<Metrics>>) -> Arc<Self> {
+        Arc::new(HealthRegistry { runtime: Some(runtime), endpoints: Mutex::default(), metrics })
     }
 
     /// A registry that never probes and takes every endpoint as healthy:
     /// for building tables in tests and benchmarks of routing alone.
     pub fn assume_healthy() -> Arc<Self> {
-        Arc::new(HealthRegistry { runtime: None, endpoints: Mutex::default() })
+        Arc::new(HealthRegistry { runtime: None, endpoints: Mutex::default(), metrics: None })
     }
 
     /// The shared health of `endpoint` under `settings`, created (and its
@@ -65,7 +68,7 @@ impl HealthRegistry {
         match &self.runtime {
             Some(runtime) => {
                 let probe = Probe::new(endpoint, settings);
-                runtime.spawn(run_prober(Arc::downgrade(&health), probe));
+                runtime.spawn(run_prober(Arc::downgrade(&health), probe, self.metrics.clone()));
             }
             None => health.record_probe(Ok(Duration::ZERO), Instant::now()),
         }
@@ -157,24 +160,40 @@ fn probe_error(e: &pingora::Error) -> String {
     }
 }
 
-/// Probes an endpoint until no table lists it any more.
-async fn run_prober(health: Weak<EndpointHealth>, probe: Probe) {
+/// Probes an endpoint until no table lists it any more, then deletes its series.
+async fn run_prober(health: Weak<EndpointHealth>, probe: Probe, metrics: Option<Arc<Metrics>>) {
+    let url = health.upgrade().map(|h| h.url.clone());
+    let probe_duration = metrics.as_ref().zip(url.as_ref()).map(|(m, url)| m.endpoint(url).probe_duration);
+    probe_loop(&health, &probe, probe_duration.as_ref()).await;
+    if let (Some(metrics), Some(url)) = (metrics, url) {
+        metrics.forget_endpoint(&url);
+    }
+}
+
+async fn probe_loop(health: &Weak<EndpointHealth>, probe: &Probe, probe_duration: Option<&prometheus::Histogram>) {
     let mut scheduled = Instant::now();
     loop {
         let Some(strong) = health.upgrade() else { return };
-        loop {
-            let due = strong.probe_due(scheduled);
-            if due <= Instant::now() {
-                break;
-            }
-            // An ejection wakes the prober: its cooldown may end before `scheduled`.
+        let wake = strong.wake.clone();
+        let mut due = strong.probe_due(scheduled);
+        drop(strong);
+        // Sleep holding no reference: the last table dropping the endpoint
+        // wakes the prober, which then ends.
+        while due > Instant::now() {
             tokio::select! {
                 _ = tokio::time::sleep_until(due) => break,
-                _ = strong.wake.notified() => {}
+                _ = wake.notified() => {
+                    let Some(strong) = health.upgrade() else { return };
+                    // An ejection may have moved the probe to its cooldown's end.
+                    due = strong.probe_due(scheduled);
+                }
             }
         }
-        drop(strong);
+        let started = Instant::now();
         let result = probe.run().await;
+        if let Some(histogram) = probe_duration {
+            histogram.observe(started.elapsed().as_secs_f64());
+        }
         let Some(strong) = health.upgrade() else { return };
         let now = Instant::now();
         strong.record_probe(result, now);

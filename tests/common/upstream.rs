@@ -4,7 +4,7 @@
 //! Every answer carries `x-upstream: <name>` so a test can tell which endpoint
 //! served it. Query parameters steer it: `delay_ms=N` waits before answering,
 //! `download_bytes=N` streams an N-byte body back, `reset=1` drops the
-//! connection without an answer. Request bodies are read
+//! connection without an answer, `status=N` answers with that status. Request bodies are read
 //! frame by frame and only counted and hashed, never held whole. The router's
 //! health probes (by their User-Agent) are counted apart, not recorded.
 
@@ -185,7 +185,9 @@ async fn handle(
         }
         None => BodyExt::boxed(Full::new(Bytes::from(name.to_string()))),
     };
+    let status = param("status").unwrap_or(200) as u16;
     let response = Response::builder()
+        .status(status)
         .header("x-upstream", &*name)
         .header("x-body-len", body_len.to_string())
         .body(body)

@@ -1,0 +1,149 @@
+//! Per-request state and what happens to it at each outcome of an attempt.
+//!
+//! [`RequestCtx`] is created per request and carried through every phase. Its
+//! methods are the bookkeeping of one request: which endpoints it tried,
+//! whether it may try another, counting a failed attempt against the
+//! endpoint (passive health, error metrics, attempt duration), and at the end
+//! the request's metrics and access log line.
+
+use crate::access_log::{self, AccessRecord};
+use crate::config::{AccessLogFormat, Observability};
+use crate::metrics::UpstreamErrorKind;
+use crate::upstream::{Pool, Role, Tried};
+use http::HeaderValue;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct RequestCtx {
+    /// The pool chosen by `request_filter`, from the table in force then.
+    pub pool: Option<Arc<Pool>>,
+    /// Whether the request only reads (and so may be replayed).
+    pub read: bool,
+    pub tried: Tried,
+    /// The endpoint of the current attempt and when the attempt started.
+    pub endpoint: Option<usize>,
+    pub attempt_started: Option<Instant>,
+    pub request_id: Option<HeaderValue>,
+    /// The tenant's configured id, when the header named a configured tenant.
+    pub tenant: Option<Arc<str>>,
+    pub started: Instant,
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        RequestCtx {
+            pool: None,
+            read: false,
+            tried: Tried::default(),
+            endpoint: None,
+            attempt_started: None,
+            request_id: None,
+            tenant: None,
+            started: Instant::now(),
+        }
+    }
+
+    /// Whether this request may make another attempt: a healthy untried
+    /// endpoint is left, attempts remain, and the deployment's timeout has not
+    /// run out since the request started.
+    pub fn may_retry(&self) -> bool {
+        let Some(pool) = &self.pool else { return false };
+        self.tried.count() < pool.max_attempts && self.started.elapsed() < pool.timeout && pool.has_candidate(self.tried)
+    }
+
+    /// Starts an attempt at endpoint `index`.
+    pub fn attempt(&mut self, index: usize) {
+        self.tried.insert(index);
+        self.endpoint = Some(index);
+        self.attempt_started = Some(Instant::now());
+    }
+
+    /// The current attempt got a response header with `status`. Every 5xx
+    /// counts as an upstream error; only 502/503/504 (the endpoint or what is
+    /// behind it is unavailable) count against the endpoint's health.
+    pub fn attempt_answered(&mut self, status: u16) {
+        if matches!(status, 502..=504) {
+            return self.attempt_failed(UpstreamErrorKind::Status5xx, &format!("answered {status}"));
+        }
+        self.observe_attempt();
+        let (Some(pool), Some(index)) = (&self.pool, self.endpoint) else { return };
+        if status >= 500 {
+            if let Some(metrics) = &pool.metrics {
+                metrics.error(UpstreamErrorKind::Status5xx).inc();
+            }
+        } else {
+            pool.endpoint(index).health.record_passive_success();
+        }
+    }
+
+    /// The current attempt failed: counts against the endpoint's passive
+    /// health and in the upstream error metrics.
+    pub fn attempt_failed(&mut self, kind: UpstreamErrorKind, reason: &str) {
+        self.observe_attempt();
+        let (Some(pool), Some(index)) = (&self.pool, self.endpoint) else { return };
+        if let Some(metrics) = &pool.metrics {
+            metrics.error(kind).inc();
+        }
+        let endpoint = pool.endpoint(index);
+        if endpoint.health.record_passive_failure(reason, tokio::time::Instant::now()) {
+            tracing::warn!(tenant = &*pool.tenant, signal = %pool.signal, endpoint = &*endpoint.url, reason, "endpoint ejected");
+        }
+    }
+
+    fn observe_attempt(&mut self) {
+        let (Some(pool), Some(index), Some(started)) = (&self.pool, self.endpoint, self.attempt_started.take()) else {
+            return;
+        };
+        if let Some(histogram) = &pool.endpoint(index).attempt_duration {
+            histogram.observe(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// The request is over: its metrics, and its access log line when on.
+    pub fn finish(&self, session: &pingora::proxy::Session, status: Option<u16>, observability: &Observability) {
+        let bytes_in = session.body_bytes_read() as u64;
+        let bytes_out = session.body_bytes_sent() as u64;
+        let duration = self.started.elapsed();
+        if let Some(metrics) = self.pool.as_ref().and_then(|p| p.metrics.as_ref()) {
+            if let Some(status) = status {
+                metrics.answered(status);
+            }
+            metrics.duration.observe(duration.as_secs_f64());
+            metrics.request_bytes.inc_by(bytes_in);
+            metrics.response_bytes.inc_by(bytes_out);
+            if self.tried.count() > 1 {
+                metrics.retries.inc_by(u64::from(self.tried.count() - 1));
+            }
+            let served_by_backup = self.endpoint.zip(self.pool.as_ref()).is_some_and(|(i, p)| p.endpoint(i).role == Role::Backup);
+            if served_by_backup && status.is_some_and(|s| s < 500) {
+                metrics.failovers.inc();
+            }
+        }
+        if observability.access_log != AccessLogFormat::Off {
+            let request = session.req_header();
+            let path = match (observability.access_log_query, request.uri.path_and_query()) {
+                (true, Some(full)) => full.as_str(),
+                _ => request.uri.path(),
+            };
+            access_log::record(&AccessRecord {
+                tenant: self.tenant.as_deref().unwrap_or(crate::metrics::UNKNOWN_TENANT),
+                signal: self.pool.as_ref().map_or("-", |p| p.signal.as_str()),
+                method: request.method.as_str(),
+                path,
+                status: status.unwrap_or(0),
+                endpoint: self.endpoint.zip(self.pool.as_ref()).map_or("-", |(i, p)| &p.endpoint(i).url),
+                attempts: self.tried.count(),
+                duration_ms: duration.as_secs_f64() * 1000.0,
+                bytes_in,
+                bytes_out,
+                request_id: self.request_id.as_ref().and_then(|id| id.to_str().ok()).unwrap_or("-"),
+            });
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}
