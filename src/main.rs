@@ -35,8 +35,9 @@ fn main() -> ExitCode {
     };
     let cli = Cli::parse();
     let source = Source::choose(cli.config);
-    let config = match source.load() {
-        Ok(config) => config,
+    let loaded = source.read().and_then(|text| Ok((mirador_router::config::parse(&source.name(), &text)?, text)));
+    let (config, text) = match loaded {
+        Ok(loaded) => loaded,
         Err(errors) => {
             for error in &errors {
                 eprintln!("{error}");
@@ -73,8 +74,13 @@ fn main() -> ExitCode {
         metrics.reload(true);
     }
     tracing::info!(config = %source.name(), tenants = config.tenants.len(), endpoints = registry.len(), "config loaded");
-    let server = mirador_router::server::build(&config, routes.clone(), metrics.clone(), cli.upgrade);
-    reload::serve_sighup(sighup, Arc::new(Reloader::new(source, routes, registry, metrics, config)));
+    let watch_config = config.admin.watch_config;
+    let reloader = Arc::new(Reloader::new(source, routes.clone(), registry, metrics.clone(), config.clone(), text));
+    let server = mirador_router::server::build(&config, routes, metrics, reloader.clone(), cli.upgrade);
+    reload::serve_sighup(sighup, reloader.clone());
+    if watch_config {
+        reload::watch_file(reloader, std::time::Duration::from_secs(1));
+    }
     server.run_forever()
 }
 

@@ -1,28 +1,64 @@
-//! One reload path: read → parse → validate → build the table aside → probe
-//! its new endpoints → swap once.
+//! One reload path for every trigger — SIGHUP, `POST /api/v1/reload`, the
+//! config file watch and admin API mutations: text → parse → validate →
+//! build the table aside → probe its new endpoints → swap once.
 //!
 //! A reload that fails changes nothing: the running table keeps serving and
-//! every error is returned (and logged by the caller). Only the tenant part
-//! of the config is applied live; listener and server settings need new
-//! sockets and are reported as "restart required", never half-applied.
+//! every error is returned, logged and counted. Only the tenant part of the
+//! config is applied live; listener, admin and observability settings need a
+//! restart and are reported as "restart required", never half-applied. One
+//! mutex serialises reloads and mutations, so no update is lost.
 
-use crate::config::{Config, ConfigError, Source};
-use crate::routing::{RouteStore, RoutingTable};
+use crate::config::{self, Config, ConfigError, Source};
 use crate::metrics::Metrics;
+use crate::routing::{RouteStore, RoutingTable};
 use crate::upstream::HealthRegistry;
-use std::time::Duration;
+use serde::Serialize;
 use signal_hook::consts::SIGHUP;
 use signal_hook::iterator::Signals;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// The `tracing` target of audit log lines: every reload and admin mutation.
+pub const AUDIT_TARGET: &str = "mirador_router::audit";
 
 /// What a successful reload changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ReloadReport {
     pub added: Vec<String>,
     pub removed: Vec<String>,
     pub changed: Vec<String>,
     /// Sections that changed but only take effect after a restart.
     pub restart_required: Vec<&'static str>,
+    /// Time to parse, validate, build, probe new endpoints and swap.
+    pub duration_ms: f64,
+}
+
+/// The outcome of the last reload, for `GET /api/v1/reload`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastReload {
+    pub at: String,
+    pub trigger: &'static str,
+    pub ok: bool,
+    pub report: Option<ReloadReport>,
+    pub errors: Vec<String>,
+}
+
+/// Why a mutation of the config file did not happen.
+#[derive(Debug)]
+pub enum MutationError {
+    /// The edit itself refused (unknown tenant, existing id, bad JSON...).
+    Refused { status: u16, message: String },
+    /// The edited config does not validate; nothing was written.
+    Invalid(Vec<ConfigError>),
+    /// There is no file to persist to, or it could not be written.
+    Storage(String),
+}
+
+struct State {
+    applied: Config,
+    /// The text `applied` was parsed from.
+    text: String,
+    last: Option<LastReload>,
 }
 
 pub struct Reloader {
@@ -30,9 +66,7 @@ pub struct Reloader {
     routes: Arc<RouteStore>,
     registry: Arc<HealthRegistry>,
     metrics: Option<Arc<Metrics>>,
-    /// The config the current table was built from. Held only while reloading,
-    /// which also serialises reloads.
-    applied: Mutex<Config>,
+    state: Mutex<State>,
 }
 
 impl Reloader {
@@ -42,36 +76,153 @@ impl Reloader {
         registry: Arc<HealthRegistry>,
         metrics: Option<Arc<Metrics>>,
         applied: Config,
+        text: String,
     ) -> Self {
-        Reloader { source, routes, registry, metrics, applied: Mutex::new(applied) }
+        let state = Mutex::new(State { applied, text, last: None });
+        Reloader { source, routes, registry, metrics, state }
     }
 
-    pub fn reload(&self) -> Result<ReloadReport, Vec<ConfigError>> {
-        let mut applied = self.applied.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut next = match self.source.load() {
-            Ok(next) => next,
-            Err(errors) => {
-                if let Some(metrics) = &self.metrics {
-                    metrics.reload(false);
-                }
-                return Err(errors);
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Re-reads the config source and applies it. `trigger` and `from` go to
+    /// the audit log.
+    pub fn reload(&self, trigger: &'static str, from: &str) -> Result<ReloadReport, Vec<ConfigError>> {
+        let mut state = self.lock();
+        let result = self.source.read().and_then(|text| self.apply(&mut state, text));
+        self.record(&mut state, trigger, from, None, &result);
+        result
+    }
+
+    /// Edits the config file under the reload lock: `edit` changes the
+    /// document, the result is validated exactly like the file, persisted
+    /// atomically (comments and layout kept) and swapped in. Nothing is
+    /// written or swapped unless every step before succeeds.
+    pub fn mutate(
+        &self,
+        action: &'static str,
+        tenant: &str,
+        from: &str,
+        edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), MutationError>,
+    ) -> Result<ReloadReport, MutationError> {
+        let mut state = self.lock();
+        let result = self.mutate_locked(&mut state, edit);
+        let logged = match &result {
+            Ok(report) => Ok(report.clone()),
+            Err(MutationError::Invalid(errors)) => Err(errors.clone()),
+            Err(MutationError::Refused { message, .. } | MutationError::Storage(message)) => {
+                Err(vec![ConfigError { file: self.source.name(), position: None, key: String::new(), message: message.clone() }])
             }
         };
-        let report = diff(&applied, &next);
+        self.record(&mut state, action, from, Some(tenant), &logged);
+        result
+    }
+
+    fn mutate_locked(
+        &self,
+        state: &mut State,
+        edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), MutationError>,
+    ) -> Result<ReloadReport, MutationError> {
+        let Source::File(path) = &self.source else {
+            return Err(MutationError::Refused {
+                status: 409,
+                message: "the router runs on the embedded default config: start it with --config FILE to change tenants".into(),
+            });
+        };
+        let on_disk = std::fs::read_to_string(path).map_err(|e| MutationError::Storage(format!("cannot read {}: {e}", path.display())))?;
+        let mut doc: toml_edit::DocumentMut =
+            on_disk.parse().map_err(|e| MutationError::Storage(format!("{} is not valid TOML: {e}", path.display())))?;
+        edit(&mut doc)?;
+        let text = doc.to_string();
+        config::parse(&self.source.name(), &text).map_err(MutationError::Invalid)?;
+        config::write_atomically(path, &text).map_err(|e| MutationError::Storage(format!("cannot write {}: {e}", path.display())))?;
+        self.apply(state, text).map_err(MutationError::Invalid)
+    }
+
+    fn apply(&self, state: &mut State, text: String) -> Result<ReloadReport, Vec<ConfigError>> {
+        let started = Instant::now();
+        let mut next = config::parse(&self.source.name(), &text)?;
+        let mut report = diff(&state.applied, &next);
         let table = build_table(&next, &self.registry, self.metrics.as_deref());
         self.routes.swap(table);
         if let Some(metrics) = &self.metrics {
             for tenant in &report.removed {
                 metrics.forget_tenant(tenant);
             }
-            metrics.reload(true);
         }
         // Settings that need new sockets stay as they run until a restart.
-        next.server = applied.server.clone();
-        next.admin = applied.admin.clone();
-        next.observability = applied.observability.clone();
-        *applied = next;
+        next.server = state.applied.server.clone();
+        next.admin = state.applied.admin.clone();
+        next.observability = state.applied.observability.clone();
+        state.applied = next;
+        state.text = text;
+        report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok(report)
+    }
+
+    /// Counts, audits and remembers the outcome of a reload or mutation.
+    fn record(
+        &self,
+        state: &mut State,
+        trigger: &'static str,
+        from: &str,
+        tenant: Option<&str>,
+        result: &Result<ReloadReport, Vec<ConfigError>>,
+    ) {
+        if let Some(metrics) = &self.metrics {
+            metrics.reload(result.is_ok());
+        }
+        let tenant = tenant.unwrap_or("-");
+        match result {
+            Ok(report) => tracing::info!(
+                target: AUDIT_TARGET,
+                action = trigger,
+                tenant,
+                result = "ok",
+                source = from,
+                added = ?report.added,
+                removed = ?report.removed,
+                changed = ?report.changed,
+                restart_required = ?report.restart_required,
+                duration_ms = report.duration_ms,
+                "config reloaded"
+            ),
+            Err(errors) => {
+                for error in errors {
+                    tracing::error!(target: AUDIT_TARGET, action = trigger, tenant, source = from, %error, "config change refused");
+                }
+                tracing::error!(
+                    target: AUDIT_TARGET,
+                    action = trigger,
+                    tenant,
+                    result = "refused",
+                    source = from,
+                    errors = errors.len(),
+                    "config reload refused; the running config keeps serving"
+                );
+            }
+        }
+        state.last = Some(LastReload {
+            at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            trigger,
+            ok: result.is_ok(),
+            report: result.as_ref().ok().cloned(),
+            errors: result.as_ref().err().map(|e| e.iter().map(ToString::to_string).collect()).unwrap_or_default(),
+        });
+    }
+
+    /// The text of the config in force.
+    pub fn applied_text(&self) -> String {
+        self.lock().text.clone()
+    }
+
+    pub fn last(&self) -> Option<LastReload> {
+        self.lock().last.clone()
+    }
+
+    pub fn source(&self) -> &Source {
+        &self.source
     }
 }
 
@@ -117,20 +268,28 @@ pub fn catch_sighup() -> std::io::Result<Signals> {
 pub fn serve_sighup(mut signals: Signals, reloader: Arc<Reloader>) {
     std::thread::spawn(move || {
         for _ in signals.forever() {
-            match reloader.reload() {
-                Ok(report) => tracing::info!(
-                    added = ?report.added,
-                    removed = ?report.removed,
-                    changed = ?report.changed,
-                    restart_required = ?report.restart_required,
-                    "config reloaded"
-                ),
-                Err(errors) => {
-                    for error in &errors {
-                        tracing::error!(%error, "config reload refused");
-                    }
-                    tracing::error!(errors = errors.len(), "config reload refused; the running config keeps serving");
+            let _ = reloader.reload("sighup", "signal");
+        }
+    });
+}
+
+/// Reloads whenever the config file's content changes, checked every
+/// `every`. Polling the path's content (not inotify on the file) survives
+/// editors that replace the file and Kubernetes ConfigMap updates, which
+/// swap a `..data` symlink rather than write the file.
+pub fn watch_file(reloader: Arc<Reloader>, every: Duration) {
+    let Source::File(path) = reloader.source().clone() else { return };
+    std::thread::spawn(move || {
+        let mut seen: Option<String> = None;
+        loop {
+            std::thread::sleep(every);
+            let Ok(now) = std::fs::read_to_string(&path) else { continue };
+            // Reload once per new content, and not for what the admin API just wrote.
+            if seen.as_ref() != Some(&now) {
+                if now != reloader.applied_text() {
+                    let _ = reloader.reload("file-watch", "file");
                 }
+                seen = Some(now);
             }
         }
     });

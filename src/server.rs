@@ -5,6 +5,7 @@
 use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::reload::Reloader;
 use crate::proxy::Router;
 use crate::routing::{Listener, RouteStore};
 use pingora::server::configuration::{Opt, ServerConf};
@@ -16,7 +17,13 @@ const RUNTIME_SHUTDOWN_SECONDS: u64 = 1;
 
 /// Builds (and bootstraps) the server; `upgrade` takes the listening sockets
 /// over from a running instance (Pingora's graceful upgrade).
-pub fn build(config: &Config, routes: Arc<RouteStore>, metrics: Option<Arc<Metrics>>, upgrade: bool) -> Server {
+pub fn build(
+    config: &Config,
+    routes: Arc<RouteStore>,
+    metrics: Option<Arc<Metrics>>,
+    reloader: Arc<Reloader>,
+    upgrade: bool,
+) -> Server {
     let settings = &config.server;
     let conf = ServerConf {
         threads: settings.threads,
@@ -45,7 +52,7 @@ pub fn build(config: &Config, routes: Arc<RouteStore>, metrics: Option<Arc<Metri
         service.add_tcp(&addr.to_string());
         server.add_service(service);
     }
-    let mut admin = pingora::services::listening::Service::new("admin".to_string(), AdminApp::new(routes, metrics));
+    let mut admin = pingora::services::listening::Service::new("admin".to_string(), AdminApp::new(routes, metrics, reloader, config.admin.token.clone()));
     admin.add_tcp(&config.admin.listen.to_string());
     admin.threads = Some(1);
     server.add_service(admin);

@@ -1,100 +1,208 @@
-//! The admin listener: liveness, readiness and per-tenant endpoint health.
+//! The admin listener: liveness, readiness, metrics, reload, tenant CRUD and
+//! per-tenant endpoint health.
 //!
-//! Loopback only for now (validation refuses any other address until the
-//! admin API has bearer tokens). Every answer is JSON; errors use the same
-//! shape as the proxy's (`{"status":"error","errorType":...,"error":...}`).
+//! Loopback by default; bound elsewhere it needs `admin.token_file`, and when
+//! a token is configured every request but `/health` and `/ready` must carry
+//! it (`Authorization: Bearer ...`, compared in constant time). Every answer
+//! is JSON; errors use the proxy's shape
+//! (`{"status":"error","errorType":...,"error":...}`). Mutations run on a
+//! blocking thread through the one reload path ([`Reloader`]).
 
+mod health;
+mod tenants;
+
+use crate::config::Secret;
 use crate::metrics::Metrics;
+use crate::reload::{MutationError, ReloadReport, Reloader};
 use crate::routing::RouteStore;
-use crate::upstream::Role;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// Largest request body the admin API reads.
+const MAX_BODY: usize = 1 << 20;
 
 pub struct AdminApp {
     routes: Arc<RouteStore>,
     metrics: Option<Arc<Metrics>>,
+    reloader: Arc<Reloader>,
+    token: Option<Secret>,
+}
+
+/// An admin answer: status and JSON, or the metrics text.
+enum Answer {
+    Json(StatusCode, Value),
+    Text(Vec<u8>),
+}
+
+fn error(status: StatusCode, error_type: &str, message: impl Into<String>) -> Answer {
+    Answer::Json(status, json!({"status": "error", "errorType": error_type, "error": message.into()}))
 }
 
 impl AdminApp {
-    pub fn new(routes: Arc<RouteStore>, metrics: Option<Arc<Metrics>>) -> Self {
-        AdminApp { routes, metrics }
+    pub fn new(routes: Arc<RouteStore>, metrics: Option<Arc<Metrics>>, reloader: Arc<Reloader>, token: Option<Secret>) -> Self {
+        AdminApp { routes, metrics, reloader, token }
     }
 
-    /// The answer to `method path`.
-    pub fn answer(&self, method: &Method, path: &str) -> (StatusCode, Value) {
+    fn authorized(&self, session: &ServerSession) -> bool {
+        let Some(Secret(token)) = &self.token else { return true };
+        let sent = session.req_header().headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let sent = sent.and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+        bool::from(sent.as_bytes().ct_eq(token.as_bytes()))
+    }
+
+    async fn answer(&self, session: &mut ServerSession) -> Answer {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        match (method, segments.as_slice()) {
-            (&Method::GET, ["health"]) => (StatusCode::OK, json!({"status": "ok"})),
+        let from = session.client_addr().map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+        match (&method, segments.as_slice()) {
+            (&Method::GET, ["health"]) => return Answer::Json(StatusCode::OK, json!({"status": "ok"})),
             (&Method::GET, ["ready"]) => {
-                (StatusCode::OK, json!({"status": "ready", "tenants": self.routes.load().tenant_count()}))
+                let tenants = self.routes.load().tenant_count();
+                return Answer::Json(StatusCode::OK, json!({"status": "ready", "tenants": tenants}));
             }
-            (&Method::GET, ["api", "v1", "tenants", id, "health"]) => self.tenant_health(id),
-            (_, ["health"] | ["ready"] | ["api", "v1", "tenants", _, "health"]) => {
+            _ => {}
+        }
+        if !self.authorized(session) {
+            tracing::warn!(target: crate::reload::AUDIT_TARGET, action = "auth", result = "refused", source = %from, path, "admin request without a valid bearer token");
+            return error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required");
+        }
+        match (&method, segments.as_slice()) {
+            (&Method::GET, ["metrics"]) => match &self.metrics {
+                Some(metrics) => Answer::Text(metrics.render()),
+                None => error(StatusCode::NOT_FOUND, "not_found", "metrics are off ([observability] metrics = false)"),
+            },
+            (&Method::GET, ["api", "v1", "reload"]) => Answer::Json(StatusCode::OK, json!({ "last": self.reloader.last() })),
+            (&Method::POST, ["api", "v1", "reload"]) => {
+                let reloader = self.reloader.clone();
+                let result = blocking(move || reloader.reload("api", &from)).await;
+                match result {
+                    Some(Ok(report)) => Answer::Json(StatusCode::OK, json!({"status": "ok", "changes": report})),
+                    Some(Err(errors)) => refused_config(&errors),
+                    None => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the reload did not finish"),
+                }
+            }
+            (&Method::GET, ["api", "v1", "tenants"]) => {
+                Answer::Json(StatusCode::OK, json!({ "tenants": tenants::list(&self.reloader.applied_text()) }))
+            }
+            (&Method::GET, ["api", "v1", "tenants", id]) => match tenants::get(&self.reloader.applied_text(), id) {
+                Some(tenant) => Answer::Json(StatusCode::OK, tenant),
+                None => error(StatusCode::NOT_FOUND, "not_found", format!("unknown tenant {id:?}")),
+            },
+            (&Method::GET, ["api", "v1", "tenants", id, "health"]) => health::tenant_health(&self.routes.load(), id),
+            (&Method::POST, ["api", "v1", "tenants"]) => {
+                let body = match read_body(session).await {
+                    Ok(body) => body,
+                    Err(answer) => return answer,
+                };
+                let parsed = tenants::from_json(&body, None);
+                self.mutate("create", parsed, from, StatusCode::CREATED, |doc, id, item| tenants::create(doc, id, item)).await
+            }
+            (&Method::PUT, ["api", "v1", "tenants", id]) => {
+                let body = match read_body(session).await {
+                    Ok(body) => body,
+                    Err(answer) => return answer,
+                };
+                let parsed = tenants::from_json(&body, Some(id));
+                self.mutate("update", parsed, from, StatusCode::OK, |doc, id, item| tenants::replace(doc, id, item)).await
+            }
+            (&Method::DELETE, ["api", "v1", "tenants", id]) => {
+                let (reloader, id) = (self.reloader.clone(), id.to_string());
+                let result = blocking(move || reloader.mutate("delete", &id.clone(), &from, |doc| tenants::delete(doc, &id))).await;
+                mutation_answer(result, StatusCode::OK, None)
+            }
+            (_, ["metrics"] | ["api", "v1", "reload"] | ["api", "v1", "tenants"] | ["api", "v1", "tenants", _] | ["api", "v1", "tenants", _, "health"]) => {
                 error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed on {path}"))
             }
             _ => error(StatusCode::NOT_FOUND, "not_found", format!("no admin endpoint {path:?}")),
         }
     }
 
-    fn tenant_health(&self, id: &str) -> (StatusCode, Value) {
-        let table = self.routes.load();
-        let Some(tenant) = table.tenant(id) else {
-            return error(StatusCode::NOT_FOUND, "not_found", format!("unknown tenant {id:?}"));
+    /// Creates or replaces a tenant from a parsed body, then answers with it.
+    async fn mutate(
+        &self,
+        action: &'static str,
+        parsed: Result<(String, toml_edit::Item), MutationError>,
+        from: String,
+        success: StatusCode,
+        edit: fn(&mut toml_edit::DocumentMut, &str, toml_edit::Item) -> Result<(), MutationError>,
+    ) -> Answer {
+        let (id, item) = match parsed {
+            Ok(parsed) => parsed,
+            Err(e) => return mutation_answer(Some(Err(e)), success, None),
         };
-        let signals: serde_json::Map<String, Value> = tenant
-            .pools()
-            .map(|pool| {
-                let endpoints: Vec<Value> = pool
-                    .endpoints()
-                    .iter()
-                    .map(|endpoint| {
-                        let health = endpoint.health.snapshot();
-                        json!({
-                            "endpoint": &*endpoint.url,
-                            "role": match endpoint.role { Role::Primary => "primary", Role::Backup => "backup" },
-                            "healthy": health.healthy,
-                            "since": humantime::format_rfc3339_millis(health.since).to_string(),
-                            "consecutive_failures": health.consecutive_failures,
-                            "last_error": health.last_error,
-                            "last_probe_ms": health.last_probe.map(|d| d.as_secs_f64() * 1000.0),
-                            "probed": health.probed,
-                            "ejected": health.ejected,
-                        })
-                    })
-                    .collect();
-                (pool.signal.to_string(), json!({ "endpoints": endpoints }))
-            })
-            .collect();
-        (StatusCode::OK, json!({ "tenant": id, "signals": signals }))
+        let reloader = self.reloader.clone();
+        let tenant = id.clone();
+        let result = blocking(move || reloader.mutate(action, &tenant, &from, |doc| edit(doc, &tenant, item))).await;
+        let current = tenants::get(&self.reloader.applied_text(), &id);
+        mutation_answer(result, success, current)
     }
 }
 
-fn error(status: StatusCode, error_type: &str, message: String) -> (StatusCode, Value) {
-    (status, json!({"status": "error", "errorType": error_type, "error": message}))
+/// Runs blocking work (file I/O, DNS, first probes) off the admin's runtime.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(work).await.ok()
+}
+
+fn mutation_answer(result: Option<Result<ReloadReport, MutationError>>, success: StatusCode, tenant: Option<Value>) -> Answer {
+    match result {
+        Some(Ok(report)) => Answer::Json(success, json!({"status": "ok", "tenant": tenant, "changes": report})),
+        Some(Err(MutationError::Refused { status, message })) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            let kind = match status {
+                StatusCode::NOT_FOUND => "not_found",
+                StatusCode::CONFLICT => "conflict",
+                _ => "bad_data",
+            };
+            error(status, kind, message)
+        }
+        Some(Err(MutationError::Invalid(errors))) => refused_config(&errors),
+        Some(Err(MutationError::Storage(message))) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", message),
+        None => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the change did not finish"),
+    }
+}
+
+/// 400 with every validation error, each with its key path.
+fn refused_config(errors: &[crate::config::ConfigError]) -> Answer {
+    let list: Vec<Value> = errors.iter().map(|e| json!({"key": e.key, "error": e.message})).collect();
+    let first = errors.first().map(|e| if e.key.is_empty() { e.message.clone() } else { format!("{}: {}", e.key, e.message) });
+    Answer::Json(
+        StatusCode::BAD_REQUEST,
+        json!({"status": "error", "errorType": "bad_data", "error": first.unwrap_or_default(), "errors": list}),
+    )
+}
+
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Answer> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_BODY {
+                    return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is over 1 MiB"));
+                }
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(error(StatusCode::BAD_REQUEST, "bad_data", format!("cannot read the body: {e}"))),
+        }
+    }
 }
 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let request = session.req_header();
-        if let (&Method::GET, "/metrics", Some(metrics)) = (&request.method, request.uri.path(), &self.metrics) {
-            let body = metrics.render();
-            return Response::builder()
-                .status(StatusCode::OK)
-                .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
-                .header(http::header::CONTENT_LENGTH, body.len())
-                .body(body)
-                .unwrap_or_default();
-        }
-        let (status, body) = self.answer(&request.method, request.uri.path());
-        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let (status, content_type, body) = match self.answer(session).await {
+            Answer::Json(status, value) => (status, "application/json", serde_json::to_vec(&value).unwrap_or_default()),
+            Answer::Text(text) => (StatusCode::OK, "text/plain; version=0.0.4", text),
+        };
         Response::builder()
             .status(status)
-            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::CONTENT_TYPE, content_type)
             .header(http::header::CONTENT_LENGTH, body.len())
             .body(body)
             .unwrap_or_default()

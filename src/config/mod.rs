@@ -48,15 +48,18 @@ impl Source {
         }
     }
 
+    /// The config text.
+    pub fn read(&self) -> Result<String, Vec<ConfigError>> {
+        match self {
+            Source::Embedded => Ok(EMBEDDED.to_string()),
+            Source::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| vec![error::Locator::new(&self.name(), "").whole_file(format!("cannot read the file: {e}"))]),
+        }
+    }
+
     /// Reads and validates the config.
     pub fn load(&self) -> Result<Config, Vec<ConfigError>> {
-        match self {
-            Source::Embedded => parse(&self.name(), EMBEDDED),
-            Source::File(path) => match std::fs::read_to_string(path) {
-                Ok(text) => parse(&self.name(), &text),
-                Err(e) => Err(vec![error::Locator::new(&self.name(), "").whole_file(format!("cannot read the file: {e}"))]),
-            },
-        }
+        parse(&self.name(), &self.read()?)
     }
 }
 
@@ -65,6 +68,30 @@ pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
     let locator = error::Locator::new(file, text);
     let raw: raw::RawConfig = toml::from_str(text).map_err(|e| vec![locator.parse_error(&e)])?;
     validate::validate(raw).map_err(|problems| problems.into_iter().map(|p| locator.place(p)).collect())
+}
+
+/// Replaces the file at `path` with `text` so that a reader sees the old
+/// file or the new one, never a part: a temporary file in the same
+/// directory, fsync, rename over the old one, fsync of the directory.
+pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temp)?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            file.set_permissions(meta.permissions())?;
+        }
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
 }
 
 #[cfg(test)]

@@ -46,6 +46,20 @@ pub struct Server {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Admin {
     pub listen: SocketAddr,
+    /// Bearer token every admin request but /health and /ready must carry.
+    pub token: Option<Secret>,
+    /// Reload when the config file's content changes.
+    pub watch_config: bool,
+}
+
+/// A secret read from a file: never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -68,6 +68,8 @@ pub struct RawSignalListeners {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: Option<String>,
+    pub token_file: Option<String>,
+    pub watch_config: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -103,16 +103,27 @@ fn server_settings(raw: RawServer, path: &KeyPath, problems: &mut Problems) -> S
 }
 
 fn admin_settings(raw: RawAdmin, path: &KeyPath, problems: &mut Problems) -> Admin {
-    let RawAdmin { listen } = raw;
+    let RawAdmin { listen, token_file, watch_config } = raw;
     let listen = listen.unwrap_or_else(|| "127.0.0.1:9900".to_string());
     let listen = listen_addr(&listen, &path.key("listen"), problems).unwrap_or(([127, 0, 0, 1], 9900).into());
-    if !listen.ip().is_loopback() {
+    let token = token_file.and_then(|file| match std::fs::read_to_string(&file) {
+        Ok(text) if !text.trim().is_empty() => Some(Secret(text.trim().to_string())),
+        Ok(_) => {
+            problems.add(&path.key("token_file"), format!("{file} is empty"));
+            None
+        }
+        Err(e) => {
+            problems.add(&path.key("token_file"), format!("cannot read {file}: {e}"));
+            None
+        }
+    });
+    if !listen.ip().is_loopback() && token.is_none() {
         problems.add(
             &path.key("listen"),
-            format!("{listen} is not a loopback address; the admin API has no bearer tokens yet, so it binds to loopback only"),
+            format!("{listen} is not a loopback address: set admin.token_file so that the admin API requires a bearer token"),
         );
     }
-    Admin { listen }
+    Admin { listen, token, watch_config: watch_config.unwrap_or(false) }
 }
 
 /// Two listeners on one address cannot both bind.
