@@ -123,6 +123,28 @@ listen = "{admin}"
         format!("http://{addr}")
     }
 
+    /// Stops the router and starts it again on the same config file.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.config_path, &self.log_path);
+        self.wait_listening();
+    }
+
+    /// An admin request with an optional JSON body; status and JSON answer.
+    pub async fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = client.request(method, format!("http://{}{path}", self.admin));
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_string());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes))))
+    }
+
     /// `GET` of an admin path, as JSON.
     pub async fn admin_get(&self, path: &str) -> (u16, serde_json::Value) {
         let response = reqwest::Client::builder().no_proxy().build().unwrap().get(format!("http://{}{path}", self.admin)).send().await.unwrap();
@@ -174,7 +196,7 @@ impl Drop for RouterProcess {
 }
 
 pub fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
-    let log_file = std::fs::File::create(log).unwrap();
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     Command::new(env!("CARGO_BIN_EXE_mirador-router"))
         .arg("--config")
         .arg(config)
