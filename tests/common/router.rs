@@ -196,8 +196,14 @@ impl Drop for RouterProcess {
 }
 
 pub fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
+    spawn_with(config, log, &[])
+}
+
+/// Starts the router binary with extra arguments (e.g. `--upgrade`).
+pub fn spawn_with(config: &std::path::Path, log: &std::path::Path, args: &[&str]) -> Child {
     let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     Command::new(env!("CARGO_BIN_EXE_mirador-router"))
+        .args(args)
         .arg("--config")
         .arg(config)
         .env("RUST_LOG", "info")

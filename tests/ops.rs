@@ -1,0 +1,86 @@
+//! Operations: the systemd unit verifies, and a graceful binary upgrade
+//! refuses no connection.
+
+mod common;
+
+use common::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[test]
+fn the_systemd_unit_verifies_cleanly() {
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/mirador-router.service")).unwrap();
+    for needed in ["--check", "ExecReload=/bin/kill -HUP $MAINPID", "NoNewPrivileges=true", "ProtectSystem=strict", "LimitNOFILE=", "User="] {
+        assert!(unit.contains(needed), "the unit lacks {needed}");
+    }
+    // Verify it as installed: point its paths at this build and config.
+    let dir = tempfile::tempdir().unwrap();
+    let unit = unit
+        .replace("/usr/local/bin/mirador-router", env!("CARGO_BIN_EXE_mirador-router"))
+        .replace("/etc/mirador-router/mirador-router.toml", concat!(env!("CARGO_MANIFEST_DIR"), "/conf/mirador-router.toml"));
+    let path = dir.path().join("mirador-router.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian package systemd; scripts/test installs it)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "systemd-analyze verify: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graceful_upgrade_refuses_no_connection() {
+    let up = Upstream::start("up").await;
+    let mut old = RouterProcess::start(&format!("[tenants.acme.metrics]\nendpoints = [\"{}\"]\n", up.url()));
+    let base = old.base("unified");
+    let stop = Arc::new(AtomicBool::new(false));
+    let results = Arc::new(Mutex::new((0usize, Vec::new())));
+    let looping = {
+        let (stop, results, base) = (stop.clone(), results.clone(), base.clone());
+        tokio::spawn(async move {
+            // A new connection for every request: a refused connect shows at once.
+            let http = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).build().unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                let r = http.get(format!("{base}/api/v1/query")).header("X-Tenant-ID", "acme").send().await;
+                let mut results = results.lock().unwrap();
+                match r {
+                    Ok(r) if r.status() == 200 => results.0 += 1,
+                    Ok(r) => results.1.push(format!("status {}", r.status())),
+                    Err(e) => results.1.push(format!("{e:?}")),
+                }
+            }
+        })
+    };
+    while results.lock().unwrap().0 < 50 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // The new binary waits on the upgrade socket; SIGQUIT hands it the listeners.
+    let log = old.dir.path().join("new.log");
+    let mut new = common::router::spawn_with(&old.config_path, &log, &["--upgrade"]);
+    let sock = old.dir.path().join("upgrade.sock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "the new router never waited for the sockets");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let served_before = results.lock().unwrap().0;
+    old.signal("QUIT");
+    let status = old.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "the old router exits cleanly: {status:?}");
+    // Keep going on the new process alone.
+    let after_exit = results.lock().unwrap().0;
+    while results.lock().unwrap().0 < after_exit + 50 {
+        assert!(new.try_wait().unwrap().is_none(), "the new router died: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    looping.await.unwrap();
+    let (ok, failures) = results.lock().unwrap().clone();
+    eprintln!("{ok} requests on new connections across the upgrade ({} before SIGQUIT), {} failed", served_before, failures.len());
+    assert!(failures.is_empty(), "{failures:?}");
+    let _ = new.kill();
+    let _ = new.wait();
+}
