@@ -277,3 +277,51 @@ async fn reloading_1000_tenants_is_timed() {
     eprintln!("reload of 1,000 tenants (debug build): {:.1} ms", answer["changes"]["duration_ms"].as_f64().unwrap());
     assert_eq!(served_by(&router, "t999").await, Ok("up".into()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_file_watch_follows_a_configmap_symlink_swap() {
+    let old = Upstream::start("old").await;
+    let new = Upstream::start("new").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (unified, admin) = (free_addr(), free_addr());
+    let drop_in = ["metrics", "logs", "traces"].into_iter().map(|s| (s, free_addr())).collect();
+    let text_for = |upstream: &Upstream| {
+        RouterProcess::config_text(&dir, unified, &drop_in, admin, &format!("[tenants.acme.metrics]\nendpoints = [\"{}\"]\n", upstream.url()))
+            .replace("[admin]\n", "[admin]\nwatch_config = true\n")
+    };
+    // The layout kubelet gives a mounted ConfigMap.
+    let (v1, v2) = (dir.path().join("..2026_v1"), dir.path().join("..2026_v2"));
+    std::fs::create_dir(&v1).unwrap();
+    std::fs::write(v1.join("mirador-router.toml"), text_for(&old)).unwrap();
+    std::os::unix::fs::symlink("..2026_v1", dir.path().join("..data")).unwrap();
+    let config = dir.path().join("mirador-router.toml");
+    std::os::unix::fs::symlink("..data/mirador-router.toml", &config).unwrap();
+    let log = dir.path().join("log");
+    let mut child = common::router::spawn(&config, &log);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(unified).is_err() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let served_by = || async {
+        let r = client().get(format!("http://{unified}/api/v1/query")).header("X-Tenant-ID", "acme").send().await.unwrap();
+        r.headers()["x-upstream"].to_str().unwrap().to_string()
+    };
+    assert_eq!(served_by().await, "old");
+
+    // The update: a new directory, then an atomic swap of the ..data symlink.
+    std::fs::create_dir(&v2).unwrap();
+    std::fs::write(v2.join("mirador-router.toml"), text_for(&new)).unwrap();
+    std::os::unix::fs::symlink("..2026_v2", dir.path().join("..data_tmp")).unwrap();
+    std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+    std::fs::remove_dir_all(&v1).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("action=\"file-watch\"") {
+        assert!(Instant::now() < deadline, "the swap was never noticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(served_by().await, "new");
+    let _ = child.kill();
+    let _ = child.wait();
+}
