@@ -7,8 +7,8 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use mirador_router::config::parse;
 use std::hint::black_box;
-use mirador_router::routing::{classify_path, Access, RoutingTable, Signal};
-use mirador_router::upstream::{HealthRegistry, Tried};
+use mirador_router::routing::{classify_path, Access, RoutingTable, Shared, Signal};
+use mirador_router::upstream::Tried;
 
 fn config_text(tenants: usize) -> String {
     (0..tenants)
@@ -33,10 +33,10 @@ fn classification(c: &mut Criterion) {
 fn lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("table_lookup");
     for tenants in [10, 1_000, 100_000] {
-        let table = RoutingTable::build(&parse("bench.toml", &config_text(tenants)).unwrap(), &HealthRegistry::assume_healthy(), None);
+        let table = RoutingTable::build(&parse("bench.toml", &config_text(tenants)).unwrap(), &Shared::for_tests());
         let id = format!("tenant-{}", tenants / 2);
         group.bench_with_input(BenchmarkId::from_parameter(tenants), &id, |b, id| {
-            b.iter(|| table.route(black_box(id), Signal::Metrics, Access::Query).map(|p| p.select(Tried::default())))
+            b.iter(|| table.route(black_box(id), Signal::Metrics, Access::Query).map(|(_, p)| p.select(Tried::default())))
         });
     }
     group.finish();
@@ -47,7 +47,7 @@ fn build(c: &mut Criterion) {
     let mut group = c.benchmark_group("build");
     group.sample_size(10);
     group.bench_function("parse_validate_build_10k_tenants", |b| {
-        b.iter(|| RoutingTable::build(&parse("bench.toml", black_box(&text)).unwrap(), &HealthRegistry::assume_healthy(), None))
+        b.iter(|| RoutingTable::build(&parse("bench.toml", black_box(&text)).unwrap(), &Shared::for_tests()))
     });
     group.finish();
 }

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod config;
 pub mod metrics;
 pub mod proxy;
+pub mod quota;
 pub mod reload;
 pub mod routing;
 pub mod server;

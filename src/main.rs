@@ -4,7 +4,7 @@ use clap::Parser;
 use mirador_router::access_log::{self, AccessLogLayer};
 use mirador_router::config::{AccessLogFormat, Source};
 use mirador_router::reload::{self, Reloader};
-use mirador_router::routing::RouteStore;
+use mirador_router::routing::{RouteStore, Shared};
 use mirador_router::metrics::Metrics;
 use mirador_router::upstream::HealthRegistry;
 use std::path::PathBuf;
@@ -68,14 +68,15 @@ fn main() -> ExitCode {
     };
     let metrics = config.observability.metrics.then(Metrics::new);
     let registry = HealthRegistry::new(health_runtime.handle().clone(), metrics.clone());
-    let routes = Arc::new(RouteStore::new(reload::build_table(&config, &registry, metrics.as_deref())));
+    let shared = Arc::new(Shared::new(registry.clone(), metrics.clone()));
+    let routes = Arc::new(RouteStore::new(reload::build_table(&config, &shared)));
     if let Some(metrics) = &metrics {
         metrics.watch(routes.clone());
         metrics.reload(true);
     }
     tracing::info!(config = %source.name(), tenants = config.tenants.len(), endpoints = registry.len(), "config loaded");
     let watch_config = config.admin.watch_config;
-    let reloader = Arc::new(Reloader::new(source, routes.clone(), registry, metrics.clone(), config.clone(), text));
+    let reloader = Arc::new(Reloader::new(source, routes.clone(), shared, config.clone(), text));
     let server = mirador_router::server::build(&config, routes, metrics, reloader.clone(), cli.upgrade);
     reload::serve_sighup(sighup, reloader.clone());
     if watch_config {

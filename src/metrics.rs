@@ -79,8 +79,20 @@ impl UpstreamErrorKind {
 }
 
 /// Why the router refused a request: a closed set.
-pub const REJECTION_REASONS: [&str; 7] =
-    ["no_tenant", "unknown_tenant", "suspended", "signal_not_enabled", "read_only", "unroutable", "no_healthy_endpoint"];
+pub const REJECTION_REASONS: [&str; 12] = [
+    "no_tenant",
+    "unknown_tenant",
+    "suspended",
+    "signal_not_enabled",
+    "read_only",
+    "unroutable",
+    "no_healthy_endpoint",
+    "unauthorized",
+    "credential_mismatch",
+    "rate_limited",
+    "concurrency_limited",
+    "body_too_large",
+];
 
 pub struct Metrics {
     registry: Registry,
@@ -109,6 +121,8 @@ pub struct PoolMetrics {
     pub response_bytes: IntCounter,
     /// `rejections_total{reason="no_healthy_endpoint"}` of the pool's tenant.
     pub no_healthy_endpoint: IntCounter,
+    /// `rejections_total{reason="body_too_large"}` of the pool's tenant.
+    pub body_too_large: IntCounter,
 }
 
 impl PoolMetrics {
@@ -218,6 +232,7 @@ impl Metrics {
             request_bytes: self.request_bytes.with_label_values(&labels),
             response_bytes: self.response_bytes.with_label_values(&labels),
             no_healthy_endpoint: self.rejections.with_label_values(&[tenant, REJECTION_REASONS[6]]),
+            body_too_large: self.rejections.with_label_values(&[tenant, REJECTION_REASONS[11]]),
         }
     }
 
@@ -229,7 +244,7 @@ impl Metrics {
     }
 
     /// One handle per rejection reason for `tenant` (a configured id or [`UNKNOWN_TENANT`]).
-    pub fn rejections(&self, tenant: &str) -> [IntCounter; 7] {
+    pub fn rejections(&self, tenant: &str) -> [IntCounter; REJECTION_REASONS.len()] {
         REJECTION_REASONS.map(|reason| self.rejections.with_label_values(&[tenant, reason]))
     }
 

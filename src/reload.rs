@@ -10,8 +10,7 @@
 
 use crate::config::{self, Config, ConfigError, Source};
 use crate::metrics::Metrics;
-use crate::routing::{RouteStore, RoutingTable};
-use crate::upstream::HealthRegistry;
+use crate::routing::{RouteStore, RoutingTable, Shared};
 use serde::Serialize;
 use signal_hook::consts::SIGHUP;
 use signal_hook::iterator::Signals;
@@ -64,8 +63,7 @@ struct State {
 pub struct Reloader {
     source: Source,
     routes: Arc<RouteStore>,
-    registry: Arc<HealthRegistry>,
-    metrics: Option<Arc<Metrics>>,
+    shared: Arc<Shared>,
     state: Mutex<State>,
 }
 
@@ -73,13 +71,16 @@ impl Reloader {
     pub fn new(
         source: Source,
         routes: Arc<RouteStore>,
-        registry: Arc<HealthRegistry>,
-        metrics: Option<Arc<Metrics>>,
+        shared: Arc<Shared>,
         applied: Config,
         text: String,
     ) -> Self {
         let state = Mutex::new(State { applied, text, last: None });
-        Reloader { source, routes, registry, metrics, state }
+        Reloader { source, routes, shared, state }
+    }
+
+    fn metrics(&self) -> Option<&Metrics> {
+        self.shared.metrics.as_deref()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -144,9 +145,9 @@ impl Reloader {
         let started = Instant::now();
         let mut next = config::parse(&self.source.name(), &text)?;
         let mut report = diff(&state.applied, &next);
-        let table = build_table(&next, &self.registry, self.metrics.as_deref());
+        let table = build_table(&next, &self.shared);
         self.routes.swap(table);
-        if let Some(metrics) = &self.metrics {
+        if let Some(metrics) = self.metrics() {
             for tenant in &report.removed {
                 metrics.forget_tenant(tenant);
             }
@@ -170,7 +171,7 @@ impl Reloader {
         tenant: Option<&str>,
         result: &Result<ReloadReport, Vec<ConfigError>>,
     ) {
-        if let Some(metrics) = &self.metrics {
+        if let Some(metrics) = self.metrics() {
             metrics.reload(result.is_ok());
         }
         let tenant = tenant.unwrap_or("-");
@@ -229,10 +230,10 @@ impl Reloader {
 /// Builds the table for `config` and waits until each of its endpoints has
 /// been probed once (endpoints kept from the running table already have), so
 /// a new endpoint is judged before it takes traffic.
-pub fn build_table(config: &Config, registry: &HealthRegistry, metrics: Option<&Metrics>) -> RoutingTable {
-    let table = RoutingTable::build(config, registry, metrics);
+pub fn build_table(config: &Config, shared: &Shared) -> RoutingTable {
+    let table = RoutingTable::build(config, shared);
     let longest_probe = table.endpoint_health().map(|h| h.settings.timeout).max().unwrap_or_default();
-    registry.wait_first_probes(table.endpoint_health(), longest_probe + Duration::from_secs(1));
+    shared.health.wait_first_probes(table.endpoint_health(), longest_probe + Duration::from_secs(1));
     table
 }
 

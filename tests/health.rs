@@ -88,7 +88,7 @@ async fn backups_serve_when_every_primary_is_down_and_traffic_returns_to_a_recov
     let base = router.base("unified");
     assert_eq!(served_by(&base, "acme").await, Ok("primary".to_string()));
 
-    primary.kill();
+    primary.stop().await;
     drop(primary);
     for _ in 0..20 {
         assert_eq!(served_by(&base, "acme").await, Ok("backup".to_string()), "a dead primary fails over at once");
@@ -104,8 +104,8 @@ async fn backups_serve_when_every_primary_is_down_and_traffic_returns_to_a_recov
     }
 
     // Everything dead: 503 with Retry-After.
-    revived.kill();
-    backup.kill();
+    revived.stop().await;
+    backup.stop().await;
     let status = loop {
         match served_by(&base, "acme").await {
             Err(status) => break status,
@@ -129,7 +129,7 @@ async fn probes_take_a_silent_dead_endpoint_down_within_interval_times_threshold
     );
     let router = RouterProcess::start(&config);
     wait_health(&router, "acme", &quiet.url(), true).await;
-    quiet.kill();
+    quiet.stop().await;
     let down_after = wait_health(&router, "acme", &quiet.url(), false).await;
     eprintln!("active detection: down {down_after:?} after the kill (interval 200ms x threshold 2)");
     assert!(down_after <= Duration::from_millis(2 * 200 + 300), "{down_after:?}");

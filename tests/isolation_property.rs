@@ -9,8 +9,7 @@ mod common;
 
 use common::*;
 use mirador_router::config::parse;
-use mirador_router::upstream::HealthRegistry;
-use mirador_router::routing::{classify, classify_path, Listener, RoutingTable, Signal, PATH_TABLE};
+use mirador_router::routing::{classify, classify_path, Listener, RoutingTable, Shared, Signal, PATH_TABLE};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestRunner};
 use std::collections::BTreeMap;
@@ -87,12 +86,12 @@ fn the_table_routes_a_request_to_its_own_tenant_and_signal_or_refuses_it() {
                 .collect();
             let text = config_text(&specs, |id, signal| ports[&(id.to_string(), signal)]);
             let config = parse("prop.toml", &text).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
-            let table = RoutingTable::build(&config, &HealthRegistry::assume_healthy(), None);
+            let table = RoutingTable::build(&config, &Shared::for_tests());
             for (listener, path, pick, mangle, random) in requests {
                 let tenant = header_for(&specs, pick, mangle, &random);
                 let Some(signal) = classify(listener, &path) else { continue };
                 let access = classify_path(&path).map_or(mirador_router::routing::Access::Query, |(_, a)| a);
-                if let Ok(pool) = table.route(&tenant, signal, access) {
+                if let Ok((_, pool)) = table.route(&tenant, signal, access) {
                     prop_assert_eq!(&*pool.tenant, tenant.as_str());
                     prop_assert_eq!(pool.signal, signal);
                     for endpoint in pool.endpoints() {

@@ -51,7 +51,7 @@ async fn counters_and_histograms_equal_the_requests_sent() {
     let base = router.base("unified");
     let http = client();
     // Healthy at start-up, dead from now on: the first request's connect fails and is retried.
-    dying.kill();
+    dying.stop().await;
 
     for _ in 0..3 {
         let r = http.get(format!("{base}/api/v1/query")).header("X-Tenant-ID", "acme").send().await.unwrap();

@@ -9,6 +9,7 @@
 mod error;
 mod model;
 mod raw;
+mod secrets;
 mod validate;
 
 pub use error::{ConfigError, KeyPath, Problem};

@@ -66,6 +66,8 @@ impl std::fmt::Debug for Secret {
 pub struct Tenancy {
     /// The header naming the tenant, as a valid HTTP header name.
     pub header: http::HeaderName,
+    /// Every tenant must prove itself with a credential, not the header alone.
+    pub require_credentials: bool,
 }
 
 /// How an endpoint's health is judged: active probes and live traffic.
@@ -108,6 +110,16 @@ pub struct Tenant {
     pub deployments: [Option<Deployment>; 3],
     pub quotas: Quotas,
     pub features: Features,
+    /// Credentials that prove this tenant; when set, one is always needed.
+    pub auth: Option<Auth>,
+}
+
+/// SHA-256 digests of a tenant's credentials.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Auth {
+    pub bearer_sha256: Vec<[u8; 32]>,
+    /// `(username, SHA-256 of the password)`.
+    pub basic: Vec<(String, [u8; 32])>,
 }
 
 impl Tenant {
@@ -129,6 +141,10 @@ pub struct Deployment {
     pub namespace: Option<String>,
     /// `[health_check]` with this deployment's overrides applied.
     pub health_check: HealthCheck,
+    /// Limits of this signal alone, on top of the tenant's.
+    pub quotas: Option<Quotas>,
+    /// The `Authorization` header value sent upstream instead of the client's.
+    pub upstream_auth: Option<Secret>,
 }
 
 /// One upstream address, parsed and resolved.
@@ -155,10 +171,12 @@ impl Endpoint {
     }
 }
 
-/// Per-tenant limits. Parsed and validated now; enforced by the quotas issue.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Limits of a tenant (or of one of its signals), per router instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Quotas {
     pub requests_per_second: Option<u32>,
+    /// Requests allowed at once above the steady rate; default: one second's worth.
+    pub burst: Option<u32>,
     pub max_concurrent_requests: Option<u32>,
     pub max_body_bytes: Option<u64>,
 }

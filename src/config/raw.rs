@@ -76,6 +76,7 @@ pub struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub struct RawTenancy {
     pub header: Option<String>,
+    pub require_credentials: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -103,6 +104,38 @@ pub struct RawTenant {
     pub quotas: RawQuotas,
     #[serde(default)]
     pub features: RawFeatures,
+    pub auth: Option<RawAuth>,
+}
+
+/// Credentials that prove a tenant: hashes only, never plaintext.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    #[serde(default)]
+    pub bearer_tokens_sha256: Vec<String>,
+    /// A file with one hex SHA-256 per line.
+    pub bearer_tokens_sha256_file: Option<String>,
+    #[serde(default)]
+    pub basic_auth: Vec<RawBasicUser>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasicUser {
+    pub username: String,
+    pub password_sha256: String,
+}
+
+/// Credentials the router sends to a deployment, read from the environment
+/// or a file: never written in the config itself.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamAuth {
+    pub bearer_token_env: Option<String>,
+    pub bearer_token_file: Option<String>,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
 }
 
 /// Whether a tenant's requests are served.
@@ -126,12 +159,15 @@ pub struct RawDeployment {
     pub max_attempts: Option<i64>,
     pub namespace: Option<String>,
     pub health_check: Option<RawHealthCheck>,
+    pub quotas: Option<RawQuotas>,
+    pub upstream_auth: Option<RawUpstreamAuth>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawQuotas {
     pub requests_per_second: Option<i64>,
+    pub burst: Option<i64>,
     pub max_concurrent_requests: Option<i64>,
     pub max_body_bytes: Option<i64>,
 }

@@ -8,6 +8,7 @@
 use super::error::{KeyPath, Problem};
 use super::model::*;
 use super::raw::*;
+use super::secrets;
 use crate::routing::Signal;
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -19,10 +20,10 @@ pub const MAX_TENANT_ID_LEN: usize = 64;
 
 /// Collects problems while converting.
 #[derive(Default)]
-struct Problems(Vec<Problem>);
+pub(super) struct Problems(Vec<Problem>);
 
 impl Problems {
-    fn add(&mut self, path: &KeyPath, message: impl Into<String>) {
+    pub(super) fn add(&mut self, path: &KeyPath, message: impl Into<String>) {
         self.0.push(Problem { path: path.clone(), message: message.into() });
     }
 }
@@ -53,6 +54,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         model_tenants.insert(id, tenant);
     }
 
+    secrets::credentials_unique(&model_tenants, &mut problems);
     if !problems.0.is_empty() {
         return Err(problems.0);
     }
@@ -146,13 +148,13 @@ fn listeners_distinct(server: &Server, admin: &Admin, problems: &mut Problems) {
 }
 
 fn tenancy_settings(raw: RawTenancy, path: &KeyPath, problems: &mut Problems) -> Tenancy {
-    let RawTenancy { header } = raw;
+    let RawTenancy { header, require_credentials } = raw;
     let header = header.unwrap_or_else(|| "X-Tenant-ID".to_string());
     let header = http::HeaderName::from_bytes(header.as_bytes()).unwrap_or_else(|_| {
         problems.add(&path.key("header"), format!("{header:?} is not a valid HTTP header name"));
         http::HeaderName::from_static("x-tenant-id")
     });
-    Tenancy { header }
+    Tenancy { header, require_credentials: require_credentials.unwrap_or(false) }
 }
 
 fn health_check_settings(raw: RawHealthCheck, defaults: &HealthCheck, path: &KeyPath, problems: &mut Problems) -> HealthCheck {
@@ -195,7 +197,7 @@ struct DeploymentContext<'a> {
 }
 
 fn tenant(id: String, raw: RawTenant, path: &KeyPath, context: &DeploymentContext, problems: &mut Problems) -> Tenant {
-    let RawTenant { name, admin_email, status, metrics, logs, traces, quotas, features } = raw;
+    let RawTenant { name, admin_email, status, metrics, logs, traces, quotas, features, auth } = raw;
     if let Err(why) = check_tenant_id(&id) {
         problems.add(path, why);
     }
@@ -206,14 +208,8 @@ fn tenant(id: String, raw: RawTenant, path: &KeyPath, context: &DeploymentContex
     }
     let deployments = [(Signal::Metrics, metrics), (Signal::Logs, logs), (Signal::Traces, traces)]
         .map(|(signal, raw)| raw.map(|raw| deployment(raw, &path.key(signal.as_str()), context, problems)));
-    let RawQuotas { requests_per_second, max_concurrent_requests, max_body_bytes } = quotas;
-    let quotas = Quotas {
-        requests_per_second: positive(requests_per_second, &path.key("quotas").key("requests_per_second"), problems)
-            .map(|n| n.min(u32::MAX as i64) as u32),
-        max_concurrent_requests: positive(max_concurrent_requests, &path.key("quotas").key("max_concurrent_requests"), problems)
-            .map(|n| n.min(u32::MAX as i64) as u32),
-        max_body_bytes: positive(max_body_bytes, &path.key("quotas").key("max_body_bytes"), problems).map(|n| n as u64),
-    };
+    let quotas = secrets::quotas(quotas, &path.key("quotas"), problems);
+    let auth = auth.map(|raw| secrets::auth(raw, &path.key("auth"), problems));
     let RawFeatures { signals, read_only } = features;
     let enabled = match signals {
         None => Signal::ALL.map(|s| deployments[s.index()].is_some()),
@@ -239,6 +235,7 @@ fn tenant(id: String, raw: RawTenant, path: &KeyPath, context: &DeploymentContex
         deployments,
         quotas,
         features: Features { signals: enabled, read_only: read_only.unwrap_or(false) },
+        auth,
     }
 }
 
@@ -255,7 +252,17 @@ pub fn check_tenant_id(id: &str) -> Result<(), String> {
 }
 
 fn deployment(raw: RawDeployment, path: &KeyPath, context: &DeploymentContext, problems: &mut Problems) -> Deployment {
-    let RawDeployment { endpoints, backup_endpoints, timeout, connect_timeout, max_attempts, namespace, health_check } = raw;
+    let RawDeployment {
+        endpoints,
+        backup_endpoints,
+        timeout,
+        connect_timeout,
+        max_attempts,
+        namespace,
+        health_check,
+        quotas,
+        upstream_auth,
+    } = raw;
     if endpoints.is_empty() {
         problems.add(&path.key("endpoints"), "the deployment lists no endpoints");
     }
@@ -296,6 +303,8 @@ fn deployment(raw: RawDeployment, path: &KeyPath, context: &DeploymentContext, p
             Some(raw) => health_check_settings(raw, context.health_check, &path.key("health_check"), problems),
             None => context.health_check.clone(),
         },
+        quotas: quotas.map(|raw| secrets::quotas(raw, &path.key("quotas"), problems)),
+        upstream_auth: upstream_auth.and_then(|raw| secrets::upstream_auth(raw, &path.key("upstream_auth"), problems)),
     }
 }
 
@@ -397,7 +406,7 @@ fn count(raw: Option<i64>, default: u32, path: &KeyPath, problems: &mut Problems
     }
 }
 
-fn positive(raw: Option<i64>, path: &KeyPath, problems: &mut Problems) -> Option<i64> {
+pub(super) fn positive(raw: Option<i64>, path: &KeyPath, problems: &mut Problems) -> Option<i64> {
     match raw {
         Some(n) if n <= 0 => {
             problems.add(path, format!("must be greater than zero, got {n}"));

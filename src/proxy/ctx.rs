@@ -9,6 +9,7 @@
 use crate::access_log::{self, AccessRecord};
 use crate::config::{AccessLogFormat, Observability};
 use crate::metrics::UpstreamErrorKind;
+use crate::quota::InFlight;
 use crate::upstream::{Pool, Role, Tried};
 use http::HeaderValue;
 use std::sync::Arc;
@@ -27,6 +28,11 @@ pub struct RequestCtx {
     /// The tenant's configured id, when the header named a configured tenant.
     pub tenant: Option<Arc<str>>,
     pub started: Instant,
+    /// In-flight slots of the tenant's and the signal's quotas, given back
+    /// when the context drops, whatever ended the request.
+    pub slots: [Option<InFlight>; 2],
+    pub max_body: Option<u64>,
+    pub body_bytes: u64,
 }
 
 impl RequestCtx {
@@ -40,6 +46,9 @@ impl RequestCtx {
             request_id: None,
             tenant: None,
             started: Instant::now(),
+            slots: [None, None],
+            max_body: None,
+            body_bytes: 0,
         }
     }
 

@@ -14,6 +14,9 @@ use pingora::{Error, ErrorSource, ErrorType};
 /// No endpoint of the pool is healthy: 503 with `Retry-After`.
 pub const NO_HEALTHY_ENDPOINT: ErrorType = ErrorType::Custom("no healthy endpoint");
 
+/// A streamed request body went over `max_body_bytes`: 413.
+pub const BODY_TOO_LARGE: ErrorType = ErrorType::Custom("request body too large");
+
 /// Longest client-supplied text echoed back in an error message.
 const MAX_ECHO: usize = 200;
 
@@ -50,6 +53,23 @@ impl ErrorReply {
                 "not_found",
                 format!("path {:?} maps to no signal on this listener", echo(path)),
             ),
+            Refusal::Unauthorized => Self::new(401, "unauthorized", "missing or invalid credentials"),
+            Refusal::CredentialMismatch => Self::new(
+                403,
+                "forbidden",
+                format!("the credential belongs to another tenant than {tenant:?} named by the {header} header"),
+            ),
+            Refusal::RateLimited(wait) => Self {
+                retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+                ..Self::new(429, "too_many_requests", format!("tenant {tenant:?} is over its requests_per_second quota"))
+            },
+            Refusal::TooManyInFlight => Self {
+                retry_after: Some(1),
+                ..Self::new(429, "too_many_requests", format!("tenant {tenant:?} is over its max_concurrent_requests quota"))
+            },
+            Refusal::BodyTooLarge => {
+                Self::new(413, "payload_too_large", format!("the request body is over tenant {tenant:?}'s max_body_bytes"))
+            }
         }
     }
 
@@ -59,6 +79,7 @@ impl ErrorReply {
         let timeout = matches!(e.etype(), ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout);
         let reply = match (e.etype(), e.esource()) {
             (&NO_HEALTHY_ENDPOINT, _) => Self::new(503, "unavailable", "no healthy endpoint for this tenant and signal"),
+            (&BODY_TOO_LARGE, _) => Self::new(413, "payload_too_large", "the request body is over the tenant's max_body_bytes"),
             (HTTPStatus(code), _) => Self::new(*code, status_type(*code), format!("upstream answered {code}")),
             (_, ErrorSource::Upstream) if timeout => {
                 Self::new(504, "timeout", format!("upstream did not answer in time: {}", e.etype().as_str()))

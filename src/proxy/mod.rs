@@ -15,11 +15,12 @@ pub use ctx::RequestCtx;
 pub use errors::ErrorReply;
 
 use crate::config::Observability;
-use crate::metrics::UpstreamErrorKind;
-use crate::routing::{classify_path, Access, Listener, Refusal, RouteStore, Signal};
+use crate::metrics::{UpstreamErrorKind, REJECTION_REASONS};
+use crate::quota::Exceeded;
+use crate::routing::{classify_path, identify, Access, Listener, Refusal, RouteStore, RoutingTable, Signal};
 use crate::upstream::Pick;
 use async_trait::async_trait;
-use errors::NO_HEALTHY_ENDPOINT;
+use errors::{BODY_TOO_LARGE, NO_HEALTHY_ENDPOINT};
 use pingora::RetryType;
 use http::{HeaderName, HeaderValue};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -49,38 +50,62 @@ impl Router {
         Router { listener, routes, observability }
     }
 
-    /// Resolves the request's pool into `ctx`, or the refusal to answer with.
-    /// Refusals are counted under the tenant when it is configured, else
-    /// under `unknown`.
+    /// Resolves the request's tenant and pool into `ctx` and admits it under
+    /// its quotas, or gives the refusal to answer with. Refusals are counted
+    /// under the tenant when it is configured, else under `unknown`.
     fn resolve(&self, session: &Session, ctx: &mut RequestCtx) -> std::result::Result<(), ErrorReply> {
         let table = self.routes.load();
         let request = session.req_header();
         let path = request.uri.path();
         let header = table.tenant_header();
-        let tenant = request.headers.get(header).map(|v| v.to_str().unwrap_or("\u{fffd}")).unwrap_or("");
+        let named = request.headers.get(header).map(|v| v.to_str().unwrap_or("\u{fffd}")).unwrap_or("");
+        let authorization = request.headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
+        let identified = identify(&table, named, authorization);
+        let tenant = *identified.as_ref().unwrap_or(&named);
         ctx.tenant = table.tenant(tenant).map(|route| route.id.clone());
         let refuse = |refusal: Refusal| {
+            tracing::debug!(tenant = ctx_label(&table, tenant), reason = REJECTION_REASONS[refusal.reason_index()], "request refused");
             if let Some(rejections) = table.rejections(tenant) {
                 rejections[refusal.reason_index()].inc();
             }
             ErrorReply::refusal(&refusal, header.as_str(), tenant, path)
         };
-        if tenant.is_empty() {
-            return Err(refuse(Refusal::NoTenant));
-        }
+        let tenant = identified.map_err(refuse)?;
         let by_path = classify_path(path);
         let (signal, access): (Signal, Access) = match (self.listener, by_path) {
             (Listener::DropIn(signal), by_path) => (signal, by_path.map_or(Access::Query, |(_, access)| access)),
             (Listener::Unified, Some(by_path)) => by_path,
             (Listener::Unified, None) => return Err(refuse(Refusal::Unroutable)),
         };
-        ctx.pool = Some(table.route(tenant, signal, access).cloned().map_err(refuse)?);
+        let (route, pool) = table.route(tenant, signal, access).map_err(refuse)?;
+        for (slot, limits) in ctx.slots.iter_mut().zip([&route.limits, &pool.limits]) {
+            let Some(limits) = limits else { continue };
+            *slot = match limits.admit() {
+                Ok(in_flight) => in_flight,
+                Err(Exceeded::Rate(wait)) => return Err(refuse(Refusal::RateLimited(wait))),
+                Err(Exceeded::Concurrency) => return Err(refuse(Refusal::TooManyInFlight)),
+            };
+            ctx.max_body = match (ctx.max_body, limits.max_body_bytes) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let declared = request.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.zip(ctx.max_body).is_some_and(|(declared, max)| declared > max) {
+            return Err(refuse(Refusal::BodyTooLarge));
+        }
+        ctx.pool = Some(pool.clone());
         // Reads may be replayed on another endpoint: GET/HEAD, and the POST
         // forms of known query paths (Grafana posts its queries).
         ctx.read = matches!(request.method, http::Method::GET | http::Method::HEAD)
             || (by_path.is_some() && access == Access::Query);
         Ok(())
     }
+}
+
+/// The tenant as logs may show it: its configured id, or `unknown`.
+fn ctx_label<'a>(table: &'a RoutingTable, tenant: &str) -> &'a str {
+    table.tenant(tenant).map_or(crate::metrics::UNKNOWN_TENANT, |route| &route.id)
 }
 
 #[async_trait]
@@ -102,6 +127,26 @@ impl ProxyHttp for Router {
                 Ok(true)
             }
         }
+    }
+
+    /// Counts a streamed body against `max_body_bytes` and cuts it off past
+    /// the limit: the upstream never receives a complete oversized request.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (Some(max), Some(chunk)) = (ctx.max_body, body.as_ref()) else { return Ok(()) };
+        ctx.body_bytes += chunk.len() as u64;
+        if ctx.body_bytes > max {
+            if let Some(metrics) = ctx.pool.as_ref().and_then(|pool| pool.metrics.as_ref()) {
+                metrics.body_too_large.inc();
+            }
+            return Err(Error::explain(BODY_TOO_LARGE, format!("request body over {max} bytes")));
+        }
+        Ok(())
     }
 
     /// A healthy endpoint of the pool this request has not tried yet.
@@ -176,6 +221,11 @@ impl ProxyHttp for Router {
         }
         upstream.remove_header(&ACCOUNT_ID);
         upstream.remove_header(&PROJECT_ID);
+        // The client's credential proves it to the router; it never travels on.
+        upstream.remove_header(&http::header::AUTHORIZATION);
+        if let Some(credential) = ctx.pool.as_ref().and_then(|pool| pool.upstream_auth.clone()) {
+            upstream.insert_header(http::header::AUTHORIZATION, credential)?;
+        }
         if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
             let forwarded = match upstream.headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
                 Some(earlier) => format!("{earlier}, {ip}"),

@@ -4,8 +4,10 @@
 //! The table is built aside from a validated config and published with one
 //! `ArcSwap::store`; the request path only loads it and looks up.
 
+mod identity;
 mod signal;
 mod table;
 
+pub use identity::{identify, sha256};
 pub use signal::{classify, classify_path, Access, Listener, Signal, PATH_TABLE};
-pub use table::{Refusal, RouteStore, RoutingTable, TenantRoute};
+pub use table::{Refusal, Rejections, RouteStore, RoutingTable, Shared, TenantRoute};

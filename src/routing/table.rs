@@ -8,7 +8,8 @@
 
 use super::{Access, Signal};
 use crate::config::{Config, TenantStatus};
-use crate::metrics::{Metrics, UNKNOWN_TENANT};
+use crate::metrics::{Metrics, REJECTION_REASONS, UNKNOWN_TENANT};
+use crate::quota::{Limits, QuotaRegistry};
 use crate::upstream::{EndpointHealth, HealthRegistry, Pool};
 use prometheus::IntCounter;
 use arc_swap::ArcSwap;
@@ -25,6 +26,14 @@ pub enum Refusal {
     SignalNotEnabled(Signal),
     ReadOnly,
     Unroutable,
+    /// A missing credential where one is needed, or a wrong one.
+    Unauthorized,
+    /// The credential proves another tenant than the header names.
+    CredentialMismatch,
+    /// Over the request rate; retry after this long.
+    RateLimited(std::time::Duration),
+    TooManyInFlight,
+    BodyTooLarge,
 }
 
 impl Refusal {
@@ -37,7 +46,35 @@ impl Refusal {
             Refusal::SignalNotEnabled(_) => 3,
             Refusal::ReadOnly => 4,
             Refusal::Unroutable => 5,
+            Refusal::Unauthorized => 7,
+            Refusal::CredentialMismatch => 8,
+            Refusal::RateLimited(_) => 9,
+            Refusal::TooManyInFlight => 10,
+            Refusal::BodyTooLarge => 11,
         }
+    }
+}
+
+/// Rejection counters by reason, in `metrics::REJECTION_REASONS` order.
+pub type Rejections = [IntCounter; REJECTION_REASONS.len()];
+
+/// State that outlives routing tables, which every table build draws on:
+/// endpoint health, quota state, and the metrics registry.
+pub struct Shared {
+    pub health: Arc<HealthRegistry>,
+    pub quotas: QuotaRegistry,
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+impl Shared {
+    pub fn new(health: Arc<HealthRegistry>, metrics: Option<Arc<Metrics>>) -> Self {
+        Shared { health, quotas: QuotaRegistry::default(), metrics }
+    }
+
+    /// No probes (endpoints taken as healthy) and no metrics: for tests and
+    /// benchmarks of routing alone.
+    pub fn for_tests() -> Self {
+        Shared::new(HealthRegistry::assume_healthy(), None)
     }
 }
 
@@ -48,8 +85,12 @@ pub struct TenantRoute {
     pub read_only: bool,
     /// Indexed by [`Signal::index`]; `Some` only for signals the tenant may use.
     pools: [Option<Arc<Pool>>; 3],
+    /// Whether the tenant has credentials (and so refuses the header alone).
+    pub has_credentials: bool,
+    /// Quota state of the tenant as a whole.
+    pub limits: Option<Arc<Limits>>,
     /// Rejection counters by reason (`metrics::REJECTION_REASONS`), when metrics are on.
-    rejections: Option<[IntCounter; 7]>,
+    rejections: Option<Rejections>,
 }
 
 impl TenantRoute {
@@ -63,14 +104,22 @@ pub struct RoutingTable {
     header: HeaderName,
     tenants: HashMap<String, TenantRoute>,
     /// Rejection counters of requests naming no configured tenant.
-    unknown_rejections: Option<[IntCounter; 7]>,
+    unknown_rejections: Option<Rejections>,
+    require_credentials: bool,
+    /// SHA-256 of a bearer token → its tenant.
+    bearer: HashMap<[u8; 32], Arc<str>>,
+    /// Basic-auth user → its tenant and the SHA-256 of its password.
+    basic: HashMap<String, (Arc<str>, [u8; 32])>,
 }
 
 impl RoutingTable {
     /// Builds the table for a validated config. Never touches the network:
-    /// endpoint health comes from (and new endpoints are registered with) `registry`.
-    /// With `metrics`, every pool carries its series' handles.
-    pub fn build(config: &Config, registry: &HealthRegistry, metrics: Option<&Metrics>) -> RoutingTable {
+    /// endpoint health and quota state come from (and new ones are
+    /// registered with) `shared`; with metrics on, every pool carries its
+    /// series' handles.
+    pub fn build(config: &Config, shared: &Shared) -> RoutingTable {
+        let metrics = shared.metrics.as_deref();
+        let (mut bearer, mut basic) = (HashMap::new(), HashMap::new());
         let tenants = config
             .tenants
             .values()
@@ -78,13 +127,19 @@ impl RoutingTable {
                 let id: Arc<str> = tenant.id.as_str().into();
                 let pools = Signal::ALL.map(|signal| {
                     let deployment = tenant.deployment(signal).filter(|_| tenant.features.allows(signal))?;
-                    Some(Arc::new(Pool::new(id.clone(), signal, deployment, registry, metrics)))
+                    Some(Arc::new(Pool::new(id.clone(), signal, deployment, shared)))
                 });
+                if let Some(auth) = &tenant.auth {
+                    bearer.extend(auth.bearer_sha256.iter().map(|digest| (*digest, id.clone())));
+                    basic.extend(auth.basic.iter().map(|(user, digest)| (user.clone(), (id.clone(), *digest))));
+                }
                 let route = TenantRoute {
                     id,
                     suspended: tenant.status == TenantStatus::Suspended,
                     read_only: tenant.features.read_only,
                     pools,
+                    has_credentials: tenant.auth.is_some(),
+                    limits: shared.quotas.limits(&tenant.id, &tenant.quotas),
                     rejections: metrics.map(|m| m.rejections(&tenant.id)),
                 };
                 (tenant.id.clone(), route)
@@ -94,7 +149,24 @@ impl RoutingTable {
             header: config.tenancy.header.clone(),
             tenants,
             unknown_rejections: metrics.map(|m| m.rejections(UNKNOWN_TENANT)),
+            require_credentials: config.tenancy.require_credentials,
+            bearer,
+            basic,
         }
+    }
+
+    pub fn require_credentials(&self) -> bool {
+        self.require_credentials
+    }
+
+    /// The tenant whose bearer token has this SHA-256.
+    pub fn bearer_tenant(&self, digest: &[u8; 32]) -> Option<&str> {
+        self.bearer.get(digest).map(|id| &**id)
+    }
+
+    /// A basic-auth user's tenant and password digest.
+    pub fn basic_user(&self, user: &str) -> Option<(&str, &[u8; 32])> {
+        self.basic.get(user).map(|(id, digest)| (&**id, digest))
     }
 
     /// The header that names the tenant.
@@ -104,7 +176,7 @@ impl RoutingTable {
 
     /// The rejection counters for a request naming `tenant`: its own when
     /// configured, else the one `unknown` set — never the client's value.
-    pub fn rejections(&self, tenant: &str) -> Option<&[IntCounter; 7]> {
+    pub fn rejections(&self, tenant: &str) -> Option<&Rejections> {
         match self.tenants.get(tenant) {
             Some(route) => route.rejections.as_ref(),
             None => self.unknown_rejections.as_ref(),
@@ -127,8 +199,8 @@ impl RoutingTable {
             .flat_map(|pool| pool.endpoints().iter().map(|e| &e.health))
     }
 
-    /// The pool serving `tenant`'s `signal`, or why there is none.
-    pub fn route(&self, tenant: &str, signal: Signal, access: Access) -> Result<&Arc<Pool>, Refusal> {
+    /// The tenant and the pool serving its `signal`, or why there is none.
+    pub fn route(&self, tenant: &str, signal: Signal, access: Access) -> Result<(&TenantRoute, &Arc<Pool>), Refusal> {
         let route = self.tenants.get(tenant).ok_or(Refusal::UnknownTenant)?;
         if route.suspended {
             return Err(Refusal::Suspended);
@@ -137,7 +209,7 @@ impl RoutingTable {
         if route.read_only && access == Access::Ingest {
             return Err(Refusal::ReadOnly);
         }
-        Ok(pool)
+        Ok((route, pool))
     }
 }
 
@@ -187,17 +259,17 @@ endpoints = ["http://127.0.0.1:18005"]
 "#;
 
     fn table() -> RoutingTable {
-        RoutingTable::build(&parse("t.toml", CONFIG).expect("valid config"), &HealthRegistry::assume_healthy(), None)
+        RoutingTable::build(&parse("t.toml", CONFIG).expect("valid config"), &Shared::for_tests())
     }
 
     #[test]
     fn routes_each_tenant_signal_to_its_own_pool() {
         let table = table();
-        let pool = table.route("acme", Signal::Metrics, Access::Query).unwrap();
+        let (_, pool) = table.route("acme", Signal::Metrics, Access::Query).unwrap();
         assert_eq!((&*pool.tenant, pool.signal), ("acme", Signal::Metrics));
         let urls: Vec<&str> = pool.endpoints().iter().map(|e| &*e.url).collect();
         assert_eq!(urls, ["http://127.0.0.1:18001", "http://127.0.0.1:18002"]);
-        let reader = table.route("reader", Signal::Traces, Access::Query).unwrap();
+        let (_, reader) = table.route("reader", Signal::Traces, Access::Query).unwrap();
         assert_eq!(&*reader.endpoint(0).url, "http://127.0.0.1:18005");
         assert_eq!(table.tenant_count(), 3);
     }
@@ -219,7 +291,7 @@ endpoints = ["http://127.0.0.1:18005"]
     fn a_swap_leaves_loaded_tables_alone() {
         let store = RouteStore::new(table());
         let before = Arc::clone(&store.load());
-        store.swap(RoutingTable::build(&parse("t.toml", "").unwrap(), &HealthRegistry::assume_healthy(), None));
+        store.swap(RoutingTable::build(&parse("t.toml", "").unwrap(), &Shared::for_tests()));
         assert_eq!(before.tenant_count(), 3);
         assert_eq!(store.load().tenant_count(), 0);
     }

@@ -8,9 +8,10 @@
 //! peers share Pingora's upstream connection pool.
 
 use super::health::EndpointHealth;
-use super::registry::HealthRegistry;
-use crate::config::{Deployment, Endpoint};
-use crate::metrics::{Metrics, PoolMetrics};
+use crate::config::{Deployment, Endpoint, Secret};
+use crate::metrics::PoolMetrics;
+use crate::quota::Limits;
+use crate::routing::Shared;
 use crate::routing::Signal;
 use http::HeaderValue;
 use pingora::upstreams::peer::HttpPeer;
@@ -79,16 +80,14 @@ pub struct Pool {
     /// The probe interval: how soon a 503 client may try again.
     pub retry_after: Duration,
     pub metrics: Option<PoolMetrics>,
+    /// Quota state of this signal alone, on top of the tenant's.
+    pub limits: Option<Arc<Limits>>,
+    /// Sent upstream as `Authorization` (the client's is never forwarded).
+    pub upstream_auth: Option<HeaderValue>,
 }
 
 impl Pool {
-    pub fn new(
-        tenant: Arc<str>,
-        signal: Signal,
-        deployment: &Deployment,
-        registry: &HealthRegistry,
-        metrics: Option<&Metrics>,
-    ) -> Pool {
+    pub fn new(tenant: Arc<str>, signal: Signal, deployment: &Deployment, shared: &Shared) -> Pool {
         let Deployment {
             endpoints,
             backup_endpoints,
@@ -97,7 +96,10 @@ impl Pool {
             max_attempts,
             namespace: _,
             health_check,
+            quotas,
+            upstream_auth,
         } = deployment;
+        let (registry, metrics) = (&shared.health, shared.metrics.as_deref());
         let make = |endpoint: &Endpoint, role: Role| UpstreamEndpoint {
             url: endpoint.url.as_str().into(),
             role,
@@ -115,7 +117,6 @@ impl Pool {
         debug_assert!(all.len() <= 64);
         let metrics = metrics.map(|m| m.pool(&tenant, signal));
         Pool {
-            tenant,
             signal,
             primaries: endpoints.len(),
             endpoints: all,
@@ -124,6 +125,13 @@ impl Pool {
             timeout: *timeout,
             retry_after: health_check.interval,
             metrics,
+            limits: quotas.as_ref().and_then(|q| shared.quotas.limits(&format!("{tenant}/{signal}"), q)),
+            upstream_auth: upstream_auth.as_ref().and_then(|Secret(value)| {
+                let mut value = HeaderValue::from_str(value).ok()?;
+                value.set_sensitive(true);
+                Some(value)
+            }),
+            tenant,
         }
     }
 
@@ -200,11 +208,13 @@ mod tests {
             max_attempts: 3,
             namespace: None,
             health_check: HealthCheck::default(),
+            quotas: None,
+            upstream_auth: None,
         }
     }
 
     fn pool(primaries: &[u16], backups: &[u16]) -> Pool {
-        Pool::new("t".into(), Signal::Metrics, &deployment(primaries, backups), &HealthRegistry::assume_healthy(), None)
+        Pool::new("t".into(), Signal::Metrics, &deployment(primaries, backups), &Shared::for_tests())
     }
 
     fn take_down(pool: &Pool, index: usize) {

@@ -18,7 +18,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::convert::Infallible;
 use std::hash::Hasher;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -46,6 +46,8 @@ struct Shared {
     probes: AtomicU64,
     /// Status of the health endpoint; 200 unless a test says otherwise.
     probe_status: AtomicU16,
+    /// The accept loop plus every open connection: 0 once all are gone.
+    alive: AtomicUsize,
 }
 
 pub struct Upstream {
@@ -68,21 +70,30 @@ impl Upstream {
         let (stop, stopped) = watch::channel(false);
         let upstream = Upstream { name: name.to_string(), addr, shared: shared.clone(), stop };
         let name: Arc<str> = name.into();
+        shared.alive.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             let mut accept_stopped = stopped.clone();
             loop {
                 let (socket, peer) = tokio::select! {
                     accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => continue },
-                    _ = accept_stopped.changed() => return,
+                    _ = accept_stopped.changed() => {
+                        drop(listener);
+                        shared.alive.fetch_sub(1, Ordering::SeqCst);
+                        return;
+                    }
                 };
+                shared.alive.fetch_add(1, Ordering::SeqCst);
                 let (name, shared, mut conn_stopped) = (name.clone(), shared.clone(), stopped.clone());
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| handle(name.clone(), shared.clone(), peer, req));
+                    let handler = shared.clone();
+                    let service = hyper::service::service_fn(move |req| handle(name.clone(), handler.clone(), peer, req));
                     let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(socket), service);
                     tokio::select! {
-                        _ = conn => {}
+                        biased;
                         _ = conn_stopped.changed() => {}
+                        _ = conn => {}
                     }
+                    shared.alive.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -110,6 +121,14 @@ impl Upstream {
     /// Stops accepting and drops every open connection: the endpoint is dead.
     pub fn kill(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// [`Upstream::kill`], returning once the listener and every connection are closed.
+    pub async fn stop(&self) {
+        self.kill();
+        while self.shared.alive.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 }
 

@@ -1,0 +1,139 @@
+//! Validation of the security-sensitive parts of a tenant: quotas,
+//! credential hashes, and upstream credentials read from the environment or
+//! files. Secrets read here are wrapped in [`Secret`] so that no `Debug`
+//! print, log line or API answer shows them.
+
+use super::error::KeyPath;
+use super::model::{Auth, Quotas, Secret, Tenant};
+use super::raw::{RawAuth, RawBasicUser, RawQuotas, RawUpstreamAuth};
+use super::validate::{positive, Problems};
+use base64::Engine;
+use std::collections::{BTreeMap, HashMap};
+
+pub(super) fn quotas(raw: RawQuotas, path: &KeyPath, problems: &mut Problems) -> Quotas {
+    let RawQuotas { requests_per_second, burst, max_concurrent_requests, max_body_bytes } = raw;
+    let small = |n: i64| n.min(u32::MAX as i64) as u32;
+    let quotas = Quotas {
+        requests_per_second: positive(requests_per_second, &path.key("requests_per_second"), problems).map(small),
+        burst: positive(burst, &path.key("burst"), problems).map(small),
+        max_concurrent_requests: positive(max_concurrent_requests, &path.key("max_concurrent_requests"), problems).map(small),
+        max_body_bytes: positive(max_body_bytes, &path.key("max_body_bytes"), problems).map(|n| n as u64),
+    };
+    if quotas.burst.is_some() && quotas.requests_per_second.is_none() {
+        problems.add(&path.key("burst"), "a burst needs requests_per_second");
+    }
+    quotas
+}
+
+/// A hex SHA-256 digest: 64 hex digits.
+fn digest(text: &str, path: &KeyPath, problems: &mut Problems) -> Option<[u8; 32]> {
+    let text = text.trim();
+    let mut out = [0u8; 32];
+    let ok = text.len() == 64
+        && text.is_char_boundary(0)
+        && (0..32).all(|i| match u8::from_str_radix(text.get(2 * i..2 * i + 2).unwrap_or("zz"), 16) {
+            Ok(byte) => {
+                out[i] = byte;
+                true
+            }
+            Err(_) => false,
+        });
+    if !ok {
+        problems.add(path, "must be a hex SHA-256 digest (64 hex digits), e.g. the output of `printf %s TOKEN | sha256sum`");
+        return None;
+    }
+    Some(out)
+}
+
+pub(super) fn auth(raw: RawAuth, path: &KeyPath, problems: &mut Problems) -> Auth {
+    let RawAuth { bearer_tokens_sha256, bearer_tokens_sha256_file, basic_auth } = raw;
+    let mut bearer: Vec<[u8; 32]> = bearer_tokens_sha256
+        .iter()
+        .enumerate()
+        .filter_map(|(i, hex)| digest(hex, &path.key("bearer_tokens_sha256").index(i), problems))
+        .collect();
+    if let Some(file) = bearer_tokens_sha256_file {
+        let at = path.key("bearer_tokens_sha256_file");
+        match std::fs::read_to_string(&file) {
+            Ok(text) => bearer.extend(text.lines().filter(|l| !l.trim().is_empty()).filter_map(|l| digest(l, &at, problems))),
+            Err(e) => problems.add(&at, format!("cannot read {file}: {e}")),
+        }
+    }
+    let basic = basic_auth
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, RawBasicUser { username, password_sha256 })| {
+            let at = path.key("basic_auth").index(i);
+            if username.is_empty() || username.contains(':') {
+                problems.add(&at.key("username"), "must be non-empty and contain no ':'");
+            }
+            Some((username, digest(&password_sha256, &at.key("password_sha256"), problems)?))
+        })
+        .collect::<Vec<_>>();
+    if bearer.is_empty() && basic.is_empty() {
+        problems.add(path, "lists no credential: add bearer_tokens_sha256 or basic_auth, or remove the table");
+    }
+    Auth { bearer_sha256: bearer, basic }
+}
+
+/// A credential must identify one tenant: no token hash or basic-auth user
+/// may belong to two.
+pub(super) fn credentials_unique(tenants: &BTreeMap<String, Tenant>, problems: &mut Problems) {
+    let mut tokens: HashMap<[u8; 32], &str> = HashMap::new();
+    let mut users: HashMap<&str, &str> = HashMap::new();
+    for (id, tenant) in tenants {
+        let Some(auth) = &tenant.auth else { continue };
+        let path = KeyPath::root().key("tenants").key(id).key("auth");
+        for token in &auth.bearer_sha256 {
+            if let Some(other) = tokens.insert(*token, id).filter(|other| other != id) {
+                problems.add(&path.key("bearer_tokens_sha256"), format!("a token hash is also tenant {other:?}'s: a credential must name one tenant"));
+            }
+        }
+        for (user, _) in &auth.basic {
+            if let Some(other) = users.insert(user, id).filter(|other| other != id) {
+                problems.add(&path.key("basic_auth"), format!("user {user:?} is also tenant {other:?}'s: a credential must name one tenant"));
+            }
+        }
+    }
+}
+
+/// The `Authorization` value to send upstream, from env or file.
+pub(super) fn upstream_auth(raw: RawUpstreamAuth, path: &KeyPath, problems: &mut Problems) -> Option<Secret> {
+    let RawUpstreamAuth { bearer_token_env, bearer_token_file, username, password_env, password_file } = raw;
+    let read = |env: Option<String>, file: Option<String>, what: &str, problems: &mut Problems| -> Option<String> {
+        let value = match (env, file) {
+            (Some(name), None) => std::env::var(&name).map_err(|_| format!("environment variable {name} is not set")),
+            (None, Some(file)) => std::fs::read_to_string(&file).map_err(|e| format!("cannot read {file}: {e}")),
+            (Some(_), Some(_)) => Err(format!("set {what}_env or {what}_file, not both")),
+            (None, None) => Err(format!("needs {what}_env or {what}_file")),
+        };
+        match value.map(|v| v.trim().to_string()) {
+            Ok(v) if !v.is_empty() => Some(v),
+            Ok(_) => {
+                problems.add(path, format!("the {what} is empty"));
+                None
+            }
+            Err(why) => {
+                problems.add(path, why);
+                None
+            }
+        }
+    };
+    let header = match username {
+        Some(user) => {
+            if bearer_token_env.is_some() || bearer_token_file.is_some() {
+                problems.add(path, "set a bearer token or a username and password, not both");
+                return None;
+            }
+            let password = read(password_env, password_file, "password", problems)?;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            format!("Basic {encoded}")
+        }
+        None => format!("Bearer {}", read(bearer_token_env, bearer_token_file, "bearer_token", problems)?),
+    };
+    if http::HeaderValue::from_str(&header).is_err() {
+        problems.add(path, "the credential has characters a header cannot carry");
+        return None;
+    }
+    Some(Secret(header))
+}
