@@ -145,6 +145,22 @@ pub struct Deployment {
     pub quotas: Option<Quotas>,
     /// The `Authorization` header value sent upstream instead of the client's.
     pub upstream_auth: Option<Secret>,
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS towards `https://` endpoints: CAs to trust (instead of the system's)
+/// and an optional client certificate. Certificates are DER.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamTls {
+    pub ca: Vec<Vec<u8>>,
+    /// Certificate chain (leaf first) and private key (DER).
+    pub client: Option<(Vec<Vec<u8>>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls").field("ca", &self.ca.len()).field("client", &self.client.is_some()).finish()
+    }
 }
 
 /// One upstream address, parsed and resolved.

@@ -161,6 +161,18 @@ pub struct RawDeployment {
     pub health_check: Option<RawHealthCheck>,
     pub quotas: Option<RawQuotas>,
     pub upstream_auth: Option<RawUpstreamAuth>,
+    pub tls: Option<RawUpstreamTls>,
+}
+
+/// How the router verifies `https://` endpoints, and proves itself to them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// PEM file of the CAs that sign the endpoints' certificates.
+    pub ca_file: Option<String>,
+    /// PEM certificate chain and key for mutual TLS.
+    pub client_cert_file: Option<String>,
+    pub client_key_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

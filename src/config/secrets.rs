@@ -4,8 +4,8 @@
 //! print, log line or API answer shows them.
 
 use super::error::KeyPath;
-use super::model::{Auth, Quotas, Secret, Tenant};
-use super::raw::{RawAuth, RawBasicUser, RawQuotas, RawUpstreamAuth};
+use super::model::{Auth, Quotas, Secret, Tenant, UpstreamTls};
+use super::raw::{RawAuth, RawBasicUser, RawQuotas, RawUpstreamAuth, RawUpstreamTls};
 use super::validate::{positive, Problems};
 use base64::Engine;
 use std::collections::{BTreeMap, HashMap};
@@ -136,4 +136,52 @@ pub(super) fn upstream_auth(raw: RawUpstreamAuth, path: &KeyPath, problems: &mut
         return None;
     }
     Some(Secret(header))
+}
+
+/// Certificates (and a key) for TLS to the deployment, read and parsed now so
+/// that a bad file is a config error, never a failure on the request path.
+pub(super) fn upstream_tls(raw: RawUpstreamTls, path: &KeyPath, problems: &mut Problems) -> Option<UpstreamTls> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let RawUpstreamTls { ca_file, client_cert_file, client_key_file } = raw;
+    let certs = |file: &str, key: &str, problems: &mut Problems| -> Option<Vec<Vec<u8>>> {
+        let parsed: Result<Vec<Vec<u8>>, String> = CertificateDer::pem_file_iter(file)
+            .map_err(|e| format!("cannot read {file}: {e}"))
+            .and_then(|iter| iter.map(|c| c.map(|c| c.to_vec()).map_err(|e| format!("{file}: {e}"))).collect());
+        match parsed {
+            Ok(certs) if certs.is_empty() => problems.add(&path.key(key), format!("{file} holds no PEM certificate")),
+            Ok(certs) if certs.iter().any(|der| x509_parser::parse_x509_certificate(der).is_err()) => {
+                problems.add(&path.key(key), format!("{file} holds a certificate that does not parse"))
+            }
+            Ok(certs) => return Some(certs),
+            Err(why) => problems.add(&path.key(key), why),
+        }
+        None
+    };
+    let ca = match &ca_file {
+        Some(file) => certs(file, "ca_file", problems)?,
+        None => Vec::new(),
+    };
+    let client = match (client_cert_file, client_key_file) {
+        (None, None) => None,
+        (Some(cert_file), Some(key_file)) => {
+            let chain = certs(&cert_file, "client_cert_file", problems)?;
+            match PrivateKeyDer::from_pem_file(&key_file) {
+                Ok(key) => Some((chain, key.secret_der().to_vec())),
+                Err(e) => {
+                    problems.add(&path.key("client_key_file"), format!("cannot read a PEM private key from {key_file}: {e}"));
+                    return None;
+                }
+            }
+        }
+        _ => {
+            problems.add(path, "client_cert_file and client_key_file go together");
+            return None;
+        }
+    };
+    if ca.is_empty() && client.is_none() {
+        problems.add(path, "sets nothing: give ca_file, or client_cert_file and client_key_file");
+        return None;
+    }
+    Some(UpstreamTls { ca, client })
 }

@@ -139,7 +139,7 @@ signals = ["metrics", "traces"]
 fn an_unknown_key_is_an_error_at_its_line() {
     assert_eq!(
         errors("[tenants.acme.metrics]\nendpoints = [\"http://127.0.0.1:1\"]\ntimeuot = \"5s\"\n"),
-        ["bad.toml:3:1: tenants.acme.metrics.timeuot: unknown field `timeuot`, expected one of `endpoints`, `backup_endpoints`, `timeout`, `connect_timeout`, `max_attempts`, `namespace`, `health_check`, `quotas`, `upstream_auth`"]
+        ["bad.toml:3:1: tenants.acme.metrics.timeuot: unknown field `timeuot`, expected one of `endpoints`, `backup_endpoints`, `timeout`, `connect_timeout`, `max_attempts`, `namespace`, `health_check`, `quotas`, `upstream_auth`, `tls`"]
     );
 }
 

@@ -262,6 +262,7 @@ fn deployment(raw: RawDeployment, path: &KeyPath, context: &DeploymentContext, p
         health_check,
         quotas,
         upstream_auth,
+        tls,
     } = raw;
     if endpoints.is_empty() {
         problems.add(&path.key("endpoints"), "the deployment lists no endpoints");
@@ -305,6 +306,7 @@ fn deployment(raw: RawDeployment, path: &KeyPath, context: &DeploymentContext, p
         },
         quotas: quotas.map(|raw| secrets::quotas(raw, &path.key("quotas"), problems)),
         upstream_auth: upstream_auth.and_then(|raw| secrets::upstream_auth(raw, &path.key("upstream_auth"), problems)),
+        tls: tls.and_then(|raw| secrets::upstream_tls(raw, &path.key("tls"), problems)),
     }
 }
 

@@ -116,7 +116,10 @@ impl EndpointHealth {
                 state.last_error = Some(reason);
                 state.successes = 0;
                 state.failures += 1;
-                if first || (state.healthy && state.failures >= self.settings.unhealthy_threshold) {
+                if first {
+                    tracing::warn!(endpoint = &*self.url, reason = state.last_error.as_deref(), "endpoint down at its first probe");
+                }
+                if state.healthy && state.failures >= self.settings.unhealthy_threshold {
                     self.set_healthy(&mut state, false);
                 }
             }
@@ -189,7 +192,8 @@ impl EndpointHealth {
             state.since = SystemTime::now();
             state.healthy = healthy;
             self.healthy.store(healthy, Ordering::Relaxed);
-            tracing::info!(endpoint = &*self.url, healthy, "endpoint health changed");
+            let reason = if healthy { None } else { state.last_error.as_deref() };
+            tracing::warn!(endpoint = &*self.url, healthy, reason, "endpoint health changed");
         }
     }
 }

@@ -5,6 +5,7 @@
 mod health;
 mod pool;
 mod registry;
+mod tls;
 
 pub use health::{EndpointHealth, HealthSnapshot};
 pub use pool::{Pick, Pool, Role, Tried, UpstreamEndpoint};

@@ -8,6 +8,7 @@
 //! peers share Pingora's upstream connection pool.
 
 use super::health::EndpointHealth;
+use super::tls::TlsMaterial;
 use crate::config::{Deployment, Endpoint, Secret};
 use crate::metrics::PoolMetrics;
 use crate::quota::Limits;
@@ -98,16 +99,18 @@ impl Pool {
             health_check,
             quotas,
             upstream_auth,
+            tls,
         } = deployment;
+        let tls_material = TlsMaterial::new(tls.as_ref());
         let (registry, metrics) = (&shared.health, shared.metrics.as_deref());
         let make = |endpoint: &Endpoint, role: Role| UpstreamEndpoint {
             url: endpoint.url.as_str().into(),
             role,
             authority: HeaderValue::from_str(&endpoint.authority())
                 .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
-            health: registry.endpoint(endpoint, health_check),
+            health: registry.endpoint(endpoint, health_check, tls.as_ref(), &tls_material),
             attempt_duration: metrics.map(|m| m.endpoint(&endpoint.url).attempt_duration),
-            peer: peer(endpoint, *timeout, *connect_timeout),
+            peer: peer(endpoint, *timeout, *connect_timeout, &tls_material),
         };
         let all: Vec<UpstreamEndpoint> = endpoints
             .iter()
@@ -181,8 +184,9 @@ impl Pool {
 
 }
 
-fn peer(endpoint: &Endpoint, timeout: Duration, connect_timeout: Duration) -> HttpPeer {
+fn peer(endpoint: &Endpoint, timeout: Duration, connect_timeout: Duration, tls: &TlsMaterial) -> HttpPeer {
     let mut peer = HttpPeer::new(endpoint.addr, endpoint.tls, endpoint.host.clone());
+    tls.apply(endpoint, &mut peer);
     peer.options.connection_timeout = Some(connect_timeout);
     peer.options.read_timeout = Some(timeout);
     peer.options.write_timeout = Some(timeout);
@@ -210,6 +214,7 @@ mod tests {
             health_check: HealthCheck::default(),
             quotas: None,
             upstream_auth: None,
+            tls: None,
         }
     }
 

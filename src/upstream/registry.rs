@@ -12,7 +12,8 @@
 //! never on the request path.
 
 use super::health::EndpointHealth;
-use crate::config::{Endpoint, HealthCheck};
+use super::tls::TlsMaterial;
+use crate::config::{Endpoint, HealthCheck, UpstreamTls};
 use crate::metrics::Metrics;
 use pingora::lb::health_check::{HealthCheck as _, HttpHealthCheck};
 use pingora::lb::Backend;
@@ -22,7 +23,7 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
-type Key = (String, HealthCheck);
+type Key = (String, HealthCheck, Option<UpstreamTls>);
 
 pub struct HealthRegistry {
     /// Where probers run; `None`: endpoints are assumed healthy and never probed.
@@ -54,9 +55,15 @@ impl HealthRegistry {
 
     /// The shared health of `endpoint` under `settings`, created (and its
     /// prober started) when new.
-    pub fn endpoint(&self, endpoint: &Endpoint, settings: &HealthCheck) -> Arc<EndpointHealth> {
+    pub fn endpoint(
+        &self,
+        endpoint: &Endpoint,
+        settings: &HealthCheck,
+        tls: Option<&UpstreamTls>,
+        material: &TlsMaterial,
+    ) -> Arc<EndpointHealth> {
         let mut endpoints = self.endpoints.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let key = (endpoint.url.clone(), settings.clone());
+        let key = (endpoint.url.clone(), settings.clone(), tls.cloned());
         if let Some(known) = endpoints.by_key.get(&key).and_then(Weak::upgrade) {
             return known;
         }
@@ -67,7 +74,7 @@ impl HealthRegistry {
         let health = Arc::new(EndpointHealth::new(endpoint.url.as_str().into(), settings.clone()));
         match &self.runtime {
             Some(runtime) => {
-                let probe = Probe::new(endpoint, settings);
+                let probe = Probe::new(endpoint, settings, material);
                 runtime.spawn(run_prober(Arc::downgrade(&health), probe, self.metrics.clone()));
             }
             None => health.record_probe(Ok(Duration::ZERO), Instant::now()),
@@ -120,7 +127,7 @@ struct Probe {
 }
 
 impl Probe {
-    fn new(endpoint: &Endpoint, settings: &HealthCheck) -> Probe {
+    fn new(endpoint: &Endpoint, settings: &HealthCheck, tls: &TlsMaterial) -> Probe {
         let mut check = HttpHealthCheck::new(&endpoint.authority(), endpoint.tls);
         if let Ok(mut request) = pingora::http::RequestHeader::build("GET", settings.path.as_bytes(), None) {
             let _ = request.insert_header(http::header::HOST, endpoint.authority());
@@ -131,6 +138,7 @@ impl Probe {
         check.peer_template.options.read_timeout = Some(settings.timeout);
         check.peer_template.options.write_timeout = Some(settings.timeout);
         check.peer_template.sni = if endpoint.tls { endpoint.host.clone() } else { String::new() };
+        tls.apply(endpoint, &mut check.peer_template);
         Probe { check, backend: Backend::new(&endpoint.addr.to_string()).ok(), timeout: settings.timeout }
     }
 
@@ -146,18 +154,34 @@ impl Probe {
     }
 }
 
-/// A short reason for the admin API: the error kind and its root cause.
+/// A reason for the admin API and the log: the error kind, and every cause
+/// in its chain that says more (Pingora keeps TLS verdicts such as
+/// `UnknownIssuer` a few causes deep).
 fn probe_error(e: &pingora::Error) -> String {
-    let kind = match e.etype() {
+    let mut reason = match e.etype() {
         pingora::ErrorType::CustomCode(_, code) => format!("health check answered {code}"),
         other => other.as_str().to_string(),
     };
-    let root = e.root_cause().to_string();
-    if root.is_empty() || kind.contains(&root) {
-        kind
-    } else {
-        format!("{kind}: {root}")
+    if let Some(context) = e.context.as_ref().map(|c| c.as_str()).filter(|c| !c.is_empty()) {
+        reason = format!("{reason}: {context}");
     }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = e.cause.as_deref().map(|c| c as _);
+    while let Some(inner) = cause {
+        // Pingora chains its own errors boxed.
+        let nested = inner.downcast_ref::<Box<pingora::Error>>().map(|b| &**b).or_else(|| inner.downcast_ref::<pingora::Error>());
+        let text = match nested {
+            Some(pingora_error) => pingora_error.context.as_ref().map(|c| c.as_str().to_string()).unwrap_or_default(),
+            None => inner.to_string(),
+        };
+        if !text.is_empty() && !reason.contains(&text) {
+            reason = format!("{reason}: {text}");
+        }
+        cause = match nested {
+            Some(pingora_error) => pingora_error.cause.as_deref().map(|c| c as _),
+            None => inner.source(),
+        };
+    }
+    reason.chars().take(300).collect()
 }
 
 /// Probes an endpoint until no table lists it any more, then deletes its series.
