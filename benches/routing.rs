@@ -1,13 +1,14 @@
 //! Micro-benchmarks of the request path's own work: classification, table
-//! lookup at 10 / 1k / 100k tenants (must be flat), endpoint selection, and
-//! building a table from a 10k-tenant config off the request path.
+//! lookup at 10 / 1k / 100k tenants (must be flat), endpoint selection,
+//! building a table from a 10k-tenant config off the request path, and the
+//! swap that publishes a table.
 //!
 //! Run: `cargo bench --bench routing`
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use mirador_router::config::parse;
 use std::hint::black_box;
-use mirador_router::routing::{classify_path, Access, RoutingTable, Shared, Signal};
+use mirador_router::routing::{classify_path, Access, RouteStore, RoutingTable, Shared, Signal};
 use mirador_router::upstream::Tried;
 
 fn config_text(tenants: usize) -> String {
@@ -52,5 +53,17 @@ fn build(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, classification, lookup, build);
+fn select_and_swap(c: &mut Criterion) {
+    let table = RoutingTable::build(&parse("bench.toml", &config_text(1_000)).unwrap(), &Shared::for_tests());
+    let (_, pool) = table.route("tenant-7", Signal::Metrics, Access::Query).unwrap();
+    c.bench_function("select_endpoint", |b| b.iter(|| black_box(pool).select(Tried::default())));
+    let store = RouteStore::new(RoutingTable::build(&parse("bench.toml", &config_text(10)).unwrap(), &Shared::for_tests()));
+    let spare = std::sync::Arc::new(RoutingTable::build(&parse("bench.toml", &config_text(10_000)).unwrap(), &Shared::for_tests()));
+    c.bench_function("swap_10k_tenant_table", |b| b.iter(|| store.swap_arc(spare.clone())));
+    c.bench_function("load_and_route", |b| {
+        b.iter(|| store.load().route(black_box("tenant-5"), Signal::Metrics, Access::Query).is_ok())
+    });
+}
+
+criterion_group!(benches, classification, lookup, build, select_and_swap);
 criterion_main!(benches);

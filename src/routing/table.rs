@@ -230,7 +230,12 @@ impl RouteStore {
 
     /// Publishes a new table in one store.
     pub fn swap(&self, table: RoutingTable) {
-        self.current.store(Arc::new(table));
+        self.swap_arc(Arc::new(table));
+    }
+
+    /// Publishes an already shared table in one store.
+    pub fn swap_arc(&self, table: Arc<RoutingTable>) {
+        self.current.store(table);
     }
 }
 

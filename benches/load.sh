@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Load benchmark: mirador-router against nginx, HAProxy and a bare Pingora
+# floor (examples/floor.rs), side by side in one run.
+#
+#   benches/load.sh [seconds per run, default 10] [rounds, default 2]
+#
+# Loopback only. Backends: one nginx worker serving a ~100-byte 200, a 16 KiB
+# file, and a 204 sink for POSTs. Every proxy runs with one worker/thread,
+# pinned alone on CPU 0; wrk (1 thread, 64 connections) and the backends share
+# CPU 1. Three scenarios: small GET, 16 KiB GET, 4 KiB POST. Proxies take
+# turns, the order flipped every round. Reported per proxy and scenario: req/s,
+# p50, p99, the proxy's CPU time per request (from /proc/<pid>/stat over the
+# run — on 2 CPUs req/s saturates, so this is the figure to compare), its
+# ratio to nginx's, and peak RSS. mirador-router runs with every feature on:
+# health checks, metrics, quotas configured, access log off.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_RUN=${1:-10}
+ROUNDS=${2:-2}
+
+need=()
+command -v nginx >/dev/null || need+=(nginx)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v wrk >/dev/null || need+=(wrk)
+if [ ${#need[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release --quiet --bin mirador-router --example floor
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; sleep 0.3; rm -rf "$WORK"' EXIT
+
+BACKEND=127.0.0.1:18600
+head -c 16384 /dev/zero | tr '\0' 'v' > "$WORK/big.json"
+cat > "$WORK/backend.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/backend.pid;
+error_log $WORK/backend-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  server {
+    listen $BACKEND;
+    location = /api/v1/query { return 200 '{"status":"success","data":{"resultType":"vector","result":[]},"stats":{"seriesFetched":"0"}}'; }
+    location = /api/v1/export { default_type application/json; alias $WORK/big.json; }
+    location = /api/v1/write { client_body_buffer_size 16k; return 204; }
+    location / { return 200 'OK'; }
+  }
+}
+EOF
+taskset -c 1 nginx -c "$WORK/backend.conf" &
+
+# The proxies, each on its own port, all pinned to CPU 0.
+cat > "$WORK/mirador.toml" <<EOF
+[server]
+listen = ["127.0.0.1:18611"]
+threads = 1
+grace_period = "0s"
+pid_file = "$WORK/mirador.pid"
+upgrade_sock = "$WORK/mirador.sock"
+[server.signal_listeners]
+metrics = "127.0.0.1:18610"
+[admin]
+listen = "127.0.0.1:18612"
+[health_check]
+interval = "5s"
+[tenants.bench.metrics]
+endpoints = ["http://$BACKEND"]
+[tenants.bench.quotas]
+requests_per_second = 10000000
+max_concurrent_requests = 100000
+max_body_bytes = 1048576
+EOF
+RUST_LOG=warn taskset -c 0 target/release/mirador-router --config "$WORK/mirador.toml" > "$WORK/mirador.log" 2>&1 &
+MIRADOR_PID=$!
+taskset -c 0 target/release/examples/floor 127.0.0.1:18620 "$BACKEND" > "$WORK/floor.log" 2>&1 &
+FLOOR_PID=$!
+cat > "$WORK/proxy.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/proxy.pid;
+error_log $WORK/proxy-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  upstream backend { server $BACKEND; keepalive 128; }
+  server {
+    listen 127.0.0.1:18630;
+    client_body_buffer_size 16k;
+    location / {
+      if (\$http_x_tenant_id = "") { return 401; }
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+taskset -c 0 nginx -c "$WORK/proxy.conf" &
+cat > "$WORK/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 10000
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:18640
+  http-request deny deny_status 401 unless { req.hdr(x-tenant-id) -m found }
+  default_backend be
+backend be
+  server b1 $BACKEND
+EOF
+taskset -c 0 haproxy -f "$WORK/haproxy.cfg" > "$WORK/haproxy.log" 2>&1 &
+HAPROXY_PID=$!
+
+wait_up() { for _ in $(seq 200); do curl -s -o /dev/null -H 'X-Tenant-ID: bench' "http://$1/api/v1/query" && return; sleep 0.05; done; echo "no $1" >&2; exit 1; }
+for addr in "$BACKEND" 127.0.0.1:18610 127.0.0.1:18620 127.0.0.1:18630 127.0.0.1:18640; do wait_up "$addr"; done
+NGINX_PROXY_PID=$(pgrep -P "$(cat "$WORK/proxy.pid")" | head -1)
+
+declare -A PORT=([mirador]=18610 [floor]=18620 [nginx]=18630 [haproxy]=18640)
+declare -A PID=([mirador]=$MIRADOR_PID [floor]=$FLOOR_PID [nginx]=$NGINX_PROXY_PID [haproxy]=$HAPROXY_PID)
+cat > "$WORK/post.lua" <<'EOF'
+wrk.method = "POST"
+wrk.body = string.rep("x", 4096)
+wrk.headers["X-Tenant-ID"] = "bench"
+wrk.headers["Content-Type"] = "text/plain"
+EOF
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICKS=$(getconf CLK_TCK)
+RESULTS="$WORK/results"
+: > "$RESULTS"
+
+run() { # proxy scenario round
+  local port=${PORT[$1]} pid=${PID[$1]} args=()
+  case $2 in
+    small) args=(-H 'X-Tenant-ID: bench' "http://127.0.0.1:$port/api/v1/query") ;;
+    big) args=(-H 'X-Tenant-ID: bench' "http://127.0.0.1:$port/api/v1/export") ;;
+    post) args=(-s "$WORK/post.lua" "http://127.0.0.1:$port/api/v1/write") ;;
+  esac
+  taskset -c 1 wrk -t1 -c64 -d1s "${args[@]}" > /dev/null
+  local before after out
+  before=$(cpu_ticks "$pid")
+  out=$(taskset -c 1 wrk -t1 -c64 -d"${SECONDS_PER_RUN}s" --latency "${args[@]}")
+  after=$(cpu_ticks "$pid")
+  local requests rps p50 p99 errors
+  requests=$(echo "$out" | awk '/requests in/ {print $1}')
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {printf "%s ", $0}')
+  echo "$1 $2 $3 $requests $(( after - before )) $rps $p50 $p99 ${errors:-ok}" >> "$RESULTS"
+}
+
+PROXIES=(mirador floor nginx haproxy)
+for round in $(seq "$ROUNDS"); do
+  for scenario in small big post; do
+    order=("${PROXIES[@]}")
+    [ $(( round % 2 )) -eq 0 ] && order=(haproxy nginx floor mirador)
+    for proxy in "${order[@]}"; do run "$proxy" "$scenario" "$round"; done
+  done
+done
+
+rss() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+echo "machine: $(nproc) CPUs, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs); ${SECONDS_PER_RUN}s x ${ROUNDS} rounds per cell"
+echo
+awk -v hz="$TICKS" -v rss_mirador="$(rss "$MIRADOR_PID")" -v rss_floor="$(rss "$FLOOR_PID")" \
+    -v rss_nginx="$(rss "$NGINX_PROXY_PID")" -v rss_haproxy="$(rss "$HAPROXY_PID")" '
+  { req[$2" "$1] += $4; ticks[$2" "$1] += $5; rps[$2" "$1] = rps[$2" "$1] " " $6; p50[$2" "$1] = p50[$2" "$1] " " $7; p99[$2" "$1] = p99[$2" "$1] " " $8; if ($9 != "ok") err[$2" "$1] = err[$2" "$1] " " $9 }
+  END {
+    rssof["mirador"] = rss_mirador; rssof["floor"] = rss_floor; rssof["nginx"] = rss_nginx; rssof["haproxy"] = rss_haproxy
+    split("small big post", scenarios, " "); split("mirador floor nginx haproxy", proxies, " ")
+    printf "%-8s %-8s %-24s %-20s %-20s %10s %9s %9s %8s\n", "scenario", "proxy", "req/s (rounds)", "p50 (rounds)", "p99 (rounds)", "cpu us/req", "x nginx", "x floor", "rss MiB"
+    for (s = 1; s <= 3; s++) {
+      nginx_cpu = ticks[scenarios[s]" nginx"] / hz * 1e6 / req[scenarios[s]" nginx"]
+      floor_cpu = ticks[scenarios[s]" floor"] / hz * 1e6 / req[scenarios[s]" floor"]
+      for (p = 1; p <= 4; p++) {
+        k = scenarios[s]" "proxies[p]
+        cpu = ticks[k] / hz * 1e6 / req[k]
+        printf "%-8s %-8s %-24s %-20s %-20s %10.2f %9.2f %9.2f %8s%s\n", scenarios[s], proxies[p], rps[k], p50[k], p99[k], cpu, cpu / nginx_cpu, cpu / floor_cpu, rssof[proxies[p]], err[k]
+      }
+    }
+  }' "$RESULTS"

@@ -1,0 +1,48 @@
+//! The routing decision allocates nothing: identify the tenant, classify the
+//! path, look the pool up, select an endpoint — counted with a counting
+//! global allocator.
+
+use mirador_router::config::parse;
+use mirador_router::routing::{classify_path, identify, Access, RoutingTable, Shared, Signal};
+use mirador_router::upstream::Tried;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn the_routing_decision_allocates_nothing() {
+    let text: String = (0..1000)
+        .map(|i| format!("[tenants.t{i}.metrics]\nendpoints = [\"http://127.0.0.1:{}\", \"http://127.0.0.2:{}\"]\n", 20000 + i, 20000 + i))
+        .collect();
+    let table = RoutingTable::build(&parse("a.toml", &text).unwrap(), &Shared::for_tests());
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    let mut picked = 0;
+    for i in 0..10_000 {
+        let tenant = ["t1", "t500", "t999"][i % 3];
+        let (signal, access) = classify_path("/prometheus/api/v1/query_range").unwrap_or((Signal::Metrics, Access::Query));
+        let tenant = identify(&table, tenant, None).unwrap();
+        let (_, pool) = table.route(tenant, signal, access).unwrap();
+        if let mirador_router::upstream::Pick::Endpoint(index) = pool.select(Tried::default()) {
+            picked += index;
+        }
+    }
+    let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
+    assert!(picked > 0);
+    assert_eq!(allocations, 0, "allocations in 10,000 routing decisions");
+}
