@@ -27,10 +27,12 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 cargo build --release --quiet --bin mirador-router --example floor
 WORK=$(mktemp -d)
+chmod 755 "$WORK"
 trap 'kill $(jobs -p) 2>/dev/null || true; sleep 0.3; rm -rf "$WORK"' EXIT
 
 BACKEND=127.0.0.1:18600
 head -c 16384 /dev/zero | tr '\0' 'v' > "$WORK/big.json"
+chmod 644 "$WORK/big.json"
 cat > "$WORK/backend.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -74,6 +76,11 @@ max_body_bytes = 1048576
 EOF
 RUST_LOG=warn taskset -c 0 target/release/mirador-router --config "$WORK/mirador.toml" > "$WORK/mirador.log" 2>&1 &
 MIRADOR_PID=$!
+# The same router with Pingora's work stealing on (the default is off), for the A/B.
+sed -e 's/18610/18650/; s/18611/18651/; s/18612/18652/; s/mirador\.pid/mirador-ws.pid/; s/mirador\.sock/mirador-ws.sock/' \
+    -e 's/^threads = 1$/threads = 1\nwork_stealing = true/' "$WORK/mirador.toml" > "$WORK/mirador-ws.toml"
+RUST_LOG=warn taskset -c 0 target/release/mirador-router --config "$WORK/mirador-ws.toml" > "$WORK/mirador-ws.log" 2>&1 &
+MIRADOR_WS_PID=$!
 taskset -c 0 target/release/examples/floor 127.0.0.1:18620 "$BACKEND" > "$WORK/floor.log" 2>&1 &
 FLOOR_PID=$!
 cat > "$WORK/proxy.conf" <<EOF
@@ -102,7 +109,7 @@ taskset -c 0 nginx -c "$WORK/proxy.conf" &
 cat > "$WORK/haproxy.cfg" <<EOF
 global
   nbthread 1
-  maxconn 10000
+  maxconn 4096
 defaults
   mode http
   timeout connect 2s
@@ -120,11 +127,11 @@ taskset -c 0 haproxy -f "$WORK/haproxy.cfg" > "$WORK/haproxy.log" 2>&1 &
 HAPROXY_PID=$!
 
 wait_up() { for _ in $(seq 200); do curl -s -o /dev/null -H 'X-Tenant-ID: bench' "http://$1/api/v1/query" && return; sleep 0.05; done; echo "no $1" >&2; exit 1; }
-for addr in "$BACKEND" 127.0.0.1:18610 127.0.0.1:18620 127.0.0.1:18630 127.0.0.1:18640; do wait_up "$addr"; done
+for addr in "$BACKEND" 127.0.0.1:18610 127.0.0.1:18650 127.0.0.1:18620 127.0.0.1:18630 127.0.0.1:18640; do wait_up "$addr"; done
 NGINX_PROXY_PID=$(pgrep -P "$(cat "$WORK/proxy.pid")" | head -1)
 
-declare -A PORT=([mirador]=18610 [floor]=18620 [nginx]=18630 [haproxy]=18640)
-declare -A PID=([mirador]=$MIRADOR_PID [floor]=$FLOOR_PID [nginx]=$NGINX_PROXY_PID [haproxy]=$HAPROXY_PID)
+declare -A PORT=([mirador]=18610 [mirador-ws]=18650 [floor]=18620 [nginx]=18630 [haproxy]=18640)
+declare -A PID=([mirador]=$MIRADOR_PID [mirador-ws]=$MIRADOR_WS_PID [floor]=$FLOOR_PID [nginx]=$NGINX_PROXY_PID [haproxy]=$HAPROXY_PID)
 cat > "$WORK/post.lua" <<'EOF'
 wrk.method = "POST"
 wrk.body = string.rep("x", 4096)
@@ -157,11 +164,14 @@ run() { # proxy scenario round
   echo "$1 $2 $3 $requests $(( after - before )) $rps $p50 $p99 ${errors:-ok}" >> "$RESULTS"
 }
 
-PROXIES=(mirador floor nginx haproxy)
+# PROXIES="mirador nginx" benches/load.sh runs a subset (nginx and floor are the references).
+read -r -a ORDER <<< "${PROXIES:-mirador mirador-ws floor nginx haproxy}"
 for round in $(seq "$ROUNDS"); do
   for scenario in small big post; do
-    order=("${PROXIES[@]}")
-    [ $(( round % 2 )) -eq 0 ] && order=(haproxy nginx floor mirador)
+    order=("${ORDER[@]}")
+    if [ $(( round % 2 )) -eq 0 ]; then
+      order=(); for (( i=${#ORDER[@]}-1; i>=0; i-- )); do order+=("${ORDER[$i]}"); done
+    fi
     for proxy in "${order[@]}"; do run "$proxy" "$scenario" "$round"; done
   done
 done
@@ -169,20 +179,20 @@ done
 rss() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 echo "machine: $(nproc) CPUs, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs); ${SECONDS_PER_RUN}s x ${ROUNDS} rounds per cell"
 echo
-awk -v hz="$TICKS" -v rss_mirador="$(rss "$MIRADOR_PID")" -v rss_floor="$(rss "$FLOOR_PID")" \
-    -v rss_nginx="$(rss "$NGINX_PROXY_PID")" -v rss_haproxy="$(rss "$HAPROXY_PID")" '
+awk -v hz="$TICKS" -v rss_mirador="$(rss "$MIRADOR_PID")" -v rss_ws="$(rss "$MIRADOR_WS_PID")" -v rss_floor="$(rss "$FLOOR_PID")" \
+    -v rss_nginx="$(rss "$NGINX_PROXY_PID")" -v rss_haproxy="$(rss "$HAPROXY_PID")" -v proxies="${ORDER[*]}" '
   { req[$2" "$1] += $4; ticks[$2" "$1] += $5; rps[$2" "$1] = rps[$2" "$1] " " $6; p50[$2" "$1] = p50[$2" "$1] " " $7; p99[$2" "$1] = p99[$2" "$1] " " $8; if ($9 != "ok") err[$2" "$1] = err[$2" "$1] " " $9 }
   END {
-    rssof["mirador"] = rss_mirador; rssof["floor"] = rss_floor; rssof["nginx"] = rss_nginx; rssof["haproxy"] = rss_haproxy
-    split("small big post", scenarios, " "); split("mirador floor nginx haproxy", proxies, " ")
-    printf "%-8s %-8s %-24s %-20s %-20s %10s %9s %9s %8s\n", "scenario", "proxy", "req/s (rounds)", "p50 (rounds)", "p99 (rounds)", "cpu us/req", "x nginx", "x floor", "rss MiB"
+    rssof["mirador"] = rss_mirador; rssof["mirador-ws"] = rss_ws; rssof["floor"] = rss_floor; rssof["nginx"] = rss_nginx; rssof["haproxy"] = rss_haproxy
+    split("small big post", scenarios, " "); n = split(proxies, list, " ")
+    printf "%-8s %-10s %-24s %-20s %-20s %10s %9s %9s %8s\n", "scenario", "proxy", "req/s (rounds)", "p50 (rounds)", "p99 (rounds)", "cpu us/req", "x nginx", "x floor", "rss MiB"
     for (s = 1; s <= 3; s++) {
       nginx_cpu = ticks[scenarios[s]" nginx"] / hz * 1e6 / req[scenarios[s]" nginx"]
       floor_cpu = ticks[scenarios[s]" floor"] / hz * 1e6 / req[scenarios[s]" floor"]
-      for (p = 1; p <= 4; p++) {
-        k = scenarios[s]" "proxies[p]
+      for (p = 1; p <= n; p++) {
+        k = scenarios[s]" "list[p]
         cpu = ticks[k] / hz * 1e6 / req[k]
-        printf "%-8s %-8s %-24s %-20s %-20s %10.2f %9.2f %9.2f %8s%s\n", scenarios[s], proxies[p], rps[k], p50[k], p99[k], cpu, cpu / nginx_cpu, cpu / floor_cpu, rssof[proxies[p]], err[k]
+        printf "%-8s %-10s %-24s %-20s %-20s %10.2f %9.2f %9.2f %8s%s\n", scenarios[s], list[p], rps[k], p50[k], p99[k], cpu, cpu / nginx_cpu, cpu / floor_cpu, rssof[list[p]], err[k]
       }
     }
   }' "$RESULTS"

@@ -31,6 +31,7 @@ pub fn build(
         graceful_shutdown_timeout_seconds: Some(RUNTIME_SHUTDOWN_SECONDS),
         pid_file: settings.pid_file.display().to_string(),
         upgrade_sock: settings.upgrade_sock.display().to_string(),
+        work_stealing: settings.work_stealing,
         ..ServerConf::default()
     };
     let opt = Opt { upgrade, ..Opt::default() };

@@ -41,6 +41,8 @@ pub struct Server {
     pub grace_period: Duration,
     pub pid_file: PathBuf,
     pub upgrade_sock: PathBuf,
+    /// Pingora's tokio work stealing between worker threads.
+    pub work_stealing: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -54,6 +54,7 @@ pub struct RawServer {
     pub grace_period: Option<String>,
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
+    pub work_stealing: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

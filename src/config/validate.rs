@@ -68,7 +68,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
 }
 
 fn server_settings(raw: RawServer, path: &KeyPath, problems: &mut Problems) -> Server {
-    let RawServer { listen, threads, signal_listeners, grace_period, pid_file, upgrade_sock } = raw;
+    let RawServer { listen, threads, signal_listeners, grace_period, pid_file, upgrade_sock, work_stealing } = raw;
     let listen_raw = listen.unwrap_or_else(|| vec!["0.0.0.0:8080".to_string()]);
     let listen: Vec<SocketAddr> = listen_raw
         .iter()
@@ -101,6 +101,7 @@ fn server_settings(raw: RawServer, path: &KeyPath, problems: &mut Problems) -> S
         grace_period,
         pid_file: pid_file.unwrap_or_else(|| "/tmp/mirador-router.pid".into()).into(),
         upgrade_sock: upgrade_sock.unwrap_or_else(|| "/tmp/mirador-router-upgrade.sock".into()).into(),
+        work_stealing: work_stealing.unwrap_or(false),
     }
 }
 
