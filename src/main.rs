@@ -25,6 +25,11 @@ struct Cli {
     upgrade: bool,
 }
 
+/// glibc malloc/free were the top user-space functions in a callgrind
+/// profile of the proxy path (~25 % of instructions); see README, Benchmarks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let sighup = match reload::catch_sighup() {
         Ok(signals) => signals,
