@@ -86,6 +86,15 @@ async fn series_names(base: &str, tenant: &str, selector: &str) -> Vec<String> {
     names
 }
 
+/// `POST {base}/api/v1/import/prometheus` of Prometheus text, as `tenant` when given.
+async fn import(base: &str, tenant: Option<&str>, text: &str) {
+    let mut request = client().post(format!("{base}/api/v1/import/prometheus")).body(text.to_string());
+    if let Some(tenant) = tenant {
+        request = request.header("X-Tenant-ID", tenant);
+    }
+    assert_eq!(request.send().await.unwrap().status(), 204, "import to {base}");
+}
+
 async fn force_flush(addr: SocketAddr) {
     let r = client().get(format!("http://{addr}/internal/force_flush")).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -118,14 +127,7 @@ async fn writes_through_the_router_land_only_in_the_tenants_own_victoria_metrics
     let unified = router.base("unified");
 
     // Tenant A imports Prometheus text through the unified listener.
-    let import = client()
-        .post(format!("{unified}/api/v1/import/prometheus"))
-        .header("X-Tenant-ID", "team-a")
-        .body("mirador_e2e_a{source=\"import\"} 11\n")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(import.status(), 204);
+    import(&unified, Some("team-a"), "mirador_e2e_a{source=\"import\"} 11\n").await;
 
     // Tenant B's vmagent remote-writes through the drop-in metrics listener.
     let agent_addr = free_addr();
@@ -141,13 +143,7 @@ async fn writes_through_the_router_land_only_in_the_tenants_own_victoria_metrics
         ],
     );
     wait_healthy(agent_addr).await;
-    let pushed = client()
-        .post(format!("http://{agent_addr}/api/v1/import/prometheus"))
-        .body("mirador_e2e_b{source=\"vmagent\"} 22\n")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(pushed.status(), 204);
+    import(&format!("http://{agent_addr}"), None, "mirador_e2e_b{source=\"vmagent\"} 22\n").await;
 
     // Each tenant reads its own series back through the router, and only those.
     wait_for_series(&unified, "team-a", &[vm_a, vm_b], &["mirador_e2e_a"]).await;
@@ -194,13 +190,7 @@ async fn killing_one_of_two_victoria_metrics_mid_run_fails_no_query() {
     let (_vm_2, addr_2) = start_victoria_metrics(dir.path(), "vm-2").await;
     // The same data in both instances, written to each directly.
     for addr in [addr_1, addr_2] {
-        let r = client()
-            .post(format!("http://{addr}/api/v1/import/prometheus"))
-            .body("mirador_e2e_replicated 7\n")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 204);
+        import(&format!("http://{addr}"), None, "mirador_e2e_replicated 7\n").await;
     }
     let router = RouterProcess::start(&format!(
         "[tenants.acme.metrics]\nendpoints = [\"http://{addr_1}\", \"http://{addr_2}\"]\n\
