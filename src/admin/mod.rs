@@ -101,7 +101,7 @@ impl AdminApp {
                     Err(answer) => return answer,
                 };
                 let parsed = tenants::from_json(&body, None);
-                self.mutate("create", parsed, from, StatusCode::CREATED, |doc, id, item| tenants::create(doc, id, item)).await
+                self.mutate("create", parsed, from, StatusCode::CREATED, tenants::create).await
             }
             (&Method::PUT, ["api", "v1", "tenants", id]) => {
                 let body = match read_body(session).await {
@@ -109,7 +109,7 @@ impl AdminApp {
                     Err(answer) => return answer,
                 };
                 let parsed = tenants::from_json(&body, Some(id));
-                self.mutate("update", parsed, from, StatusCode::OK, |doc, id, item| tenants::replace(doc, id, item)).await
+                self.mutate("update", parsed, from, StatusCode::OK, tenants::replace).await
             }
             (&Method::DELETE, ["api", "v1", "tenants", id]) => {
                 let (reloader, id) = (self.reloader.clone(), id.to_string());

@@ -30,7 +30,6 @@ fn digest(text: &str, path: &KeyPath, problems: &mut Problems) -> Option<[u8; 32
     let text = text.trim();
     let mut out = [0u8; 32];
     let ok = text.len() == 64
-        && text.is_char_boundary(0)
         && (0..32).all(|i| match u8::from_str_radix(text.get(2 * i..2 * i + 2).unwrap_or("zz"), 16) {
             Ok(byte) => {
                 out[i] = byte;
