@@ -10,13 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-async fn served_by(router: &RouterProcess, tenant: &str) -> Result<String, u16> {
-    let r = client().get(format!("{}/api/v1/query", router.base("unified"))).header("X-Tenant-ID", tenant).send().await.unwrap();
-    match r.headers().get("x-upstream") {
-        Some(name) if r.status() == 200 => Ok(name.to_str().unwrap().to_string()),
-        _ => Err(r.status().as_u16()),
-    }
-}
 
 fn file(router: &RouterProcess) -> String {
     std::fs::read_to_string(&router.config_path).unwrap()
@@ -38,7 +31,7 @@ async fn tenant_crud_routes_at_once_and_persists_to_the_file_with_comments_kept(
     assert_eq!(status, 201, "{answer}");
     assert_eq!(answer["changes"]["added"], json!(["newco"]));
     assert_eq!(answer["tenant"], body);
-    assert_eq!(served_by(&router, "newco").await, Ok("first".into()));
+    assert_eq!(served_by(&router.base("unified"), "newco").await, Ok("first".into()));
     assert!(file(&router).contains("[tenants.newco.metrics]"));
     assert_eq!(router.admin("GET", "/api/v1/tenants/newco", None).await, (200, body.clone()));
 
@@ -52,7 +45,7 @@ async fn tenant_crud_routes_at_once_and_persists_to_the_file_with_comments_kept(
     let (status, answer) = router.admin("PUT", "/api/v1/tenants/newco", Some(&moved.to_string())).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["changes"]["changed"], json!(["newco"]));
-    assert_eq!(served_by(&router, "newco").await, Ok("second".into()));
+    assert_eq!(served_by(&router.base("unified"), "newco").await, Ok("second".into()));
 
     // Bad input: 400 naming the field, file untouched, routing unchanged.
     let before = file(&router);
@@ -67,7 +60,7 @@ async fn tenant_crud_routes_at_once_and_persists_to_the_file_with_comments_kept(
         assert!(answer["error"].as_str().unwrap().contains(field), "{answer} should name {field}");
     }
     assert_eq!(file(&router), before, "a refused change leaves the file as it was");
-    assert_eq!(served_by(&router, "newco").await, Ok("second".into()));
+    assert_eq!(served_by(&router.base("unified"), "newco").await, Ok("second".into()));
 
     // Two concurrent creates both land.
     let twin_a = json!({"id": "twin-a", "logs": {"endpoints": [first.url()]}}).to_string();
@@ -96,8 +89,8 @@ async fn tenant_crud_routes_at_once_and_persists_to_the_file_with_comments_kept(
     let (_, listed) = router.admin("GET", "/api/v1/tenants", None).await;
     router.restart();
     assert_eq!(router.admin("GET", "/api/v1/tenants", None).await, (200, listed));
-    assert_eq!(served_by(&router, "newco").await, Ok("second".into()));
-    assert_eq!(served_by(&router, "acme").await, Ok("existing".into()));
+    assert_eq!(served_by(&router.base("unified"), "newco").await, Ok("second".into()));
+    assert_eq!(served_by(&router.base("unified"), "acme").await, Ok("existing".into()));
 
     // Every mutation is in the audit log with its source address.
     let log = router.log();
@@ -181,7 +174,7 @@ async fn a_broken_file_on_sighup_is_refused_and_visible_through_the_api() {
     router.write_tenants("[tenants.acme.metrics]\nendpoints = [\"http://127.0.0.1:1\", \"http://127.0.0.1:1\"]\n");
     router.signal("HUP");
     router.wait_for_log("config reload refused", 1);
-    assert_eq!(served_by(&router, "acme").await, Ok("up".into()), "the old table keeps serving");
+    assert_eq!(served_by(&router.base("unified"), "acme").await, Ok("up".into()), "the old table keeps serving");
     let (status, last) = router.admin("GET", "/api/v1/reload", None).await;
     assert_eq!(status, 200);
     assert_eq!((&last["last"]["ok"], &last["last"]["trigger"]), (&json!(false), &json!("sighup")));
@@ -275,7 +268,7 @@ async fn reloading_1000_tenants_is_timed() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["changes"]["added"].as_array().unwrap().len(), 1000);
     eprintln!("reload of 1,000 tenants (debug build): {:.1} ms", answer["changes"]["duration_ms"].as_f64().unwrap());
-    assert_eq!(served_by(&router, "t999").await, Ok("up".into()));
+    assert_eq!(served_by(&router.base("unified"), "t999").await, Ok("up".into()));
 }
 
 #[tokio::test(flavor = "multi_thread")]

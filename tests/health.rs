@@ -30,13 +30,6 @@ async fn wait_health(router: &RouterProcess, tenant: &str, url: &str, healthy: b
     start.elapsed()
 }
 
-async fn served_by(base: &str, tenant: &str) -> Result<String, u16> {
-    let response = client().get(format!("{base}/api/v1/query")).header("X-Tenant-ID", tenant).send().await.unwrap();
-    match response.headers().get("x-upstream") {
-        Some(name) if response.status() == 200 => Ok(name.to_str().unwrap().to_string()),
-        _ => Err(response.status().as_u16()),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_an_endpoint_under_a_read_loop_fails_no_read() {

@@ -64,18 +64,22 @@ async fn start_victoria_metrics(dir: &std::path::Path, name: &str) -> (Process, 
     (process, addr)
 }
 
-/// Names of the series matching `selector`, as `tenant` sees them through `base`.
-async fn series_names(base: &str, tenant: &str, selector: &str) -> Vec<String> {
-    let response = client()
-        .get(format!("{base}/api/v1/query"))
-        .query(&[("query", selector)])
-        .header("X-Tenant-ID", tenant)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "query {selector} as {tenant}");
+/// `GET {base}/api/v1/query?query=expr`, as `tenant` when given: the JSON answer.
+async fn query(base: &str, tenant: Option<&str>, expr: &str) -> serde_json::Value {
+    let mut request = client().get(format!("{base}/api/v1/query")).query(&[("query", expr)]);
+    if let Some(tenant) = tenant {
+        request = request.header("X-Tenant-ID", tenant);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200, "query {expr} as {tenant:?} at {base}");
     let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
     assert_eq!(body["status"], "success", "{body}");
+    body
+}
+
+/// Names of the series matching `selector`, as `tenant` sees them through `base`.
+async fn series_names(base: &str, tenant: &str, selector: &str) -> Vec<String> {
+    let body = query(base, Some(tenant), selector).await;
     let mut names: Vec<String> = body["data"]["result"]
         .as_array()
         .unwrap()
@@ -153,33 +157,14 @@ async fn writes_through_the_router_land_only_in_the_tenants_own_victoria_metrics
 
     // The storage itself holds each tenant's data only in its own instance.
     let direct = |vm: SocketAddr| async move {
-        let body = client()
-            .get(format!("http://{vm}/api/v1/query"))
-            .query(&[("query", r#"{__name__=~"mirador_e2e_.*"}"#)])
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let body = query(&format!("http://{vm}"), None, r#"{__name__=~"mirador_e2e_.*"}"#).await;
         body["data"]["result"].as_array().unwrap().iter().map(|r| r["metric"]["__name__"].to_string()).collect::<Vec<_>>()
     };
     assert_eq!(direct(vm_a).await, ["\"mirador_e2e_a\""]);
     assert_eq!(direct(vm_b).await, ["\"mirador_e2e_b\""]);
 
     // The value written is the value read.
-    let value = client()
-        .get(format!("{unified}/api/v1/query"))
-        .query(&[("query", "mirador_e2e_b")])
-        .header("X-Tenant-ID", "team-b")
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let value: serde_json::Value = serde_json::from_slice(&value).unwrap();
+    let value = query(&unified, Some("team-b"), "mirador_e2e_b").await;
     assert_eq!(value["data"]["result"][0]["value"][1], "22");
 }
 

@@ -65,3 +65,13 @@ impl Fleet {
             .collect()
     }
 }
+
+/// Which upstream answered `GET {base}/api/v1/query` for `tenant`, or the
+/// status when the router answered itself.
+pub async fn served_by(base: &str, tenant: &str) -> Result<String, u16> {
+    let response = client().get(format!("{base}/api/v1/query")).header("X-Tenant-ID", tenant).send().await.unwrap();
+    match response.headers().get("x-upstream") {
+        Some(name) if response.status() == 200 => Ok(name.to_str().unwrap().to_string()),
+        _ => Err(response.status().as_u16()),
+    }
+}
