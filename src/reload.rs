@@ -91,7 +91,11 @@ impl Reloader {
     /// the audit log.
     pub fn reload(&self, trigger: &'static str, from: &str) -> Result<ReloadReport, Vec<ConfigError>> {
         let mut state = self.lock();
-        let result = self.source.read().and_then(|text| self.apply(&mut state, text));
+        let started = Instant::now();
+        let result = self.source.read().and_then(|text| {
+            let next = config::parse(&self.source.name(), &text)?;
+            Ok(self.apply(&mut state, next, text, started))
+        });
         self.record(&mut state, trigger, from, None, &result);
         result
     }
@@ -136,14 +140,15 @@ impl Reloader {
             on_disk.parse().map_err(|e| MutationError::Storage(format!("{} is not valid TOML: {e}", path.display())))?;
         edit(&mut doc)?;
         let text = doc.to_string();
-        config::parse(&self.source.name(), &text).map_err(MutationError::Invalid)?;
+        let started = Instant::now();
+        let next = config::parse(&self.source.name(), &text).map_err(MutationError::Invalid)?;
         config::write_atomically(path, &text).map_err(|e| MutationError::Storage(format!("cannot write {}: {e}", path.display())))?;
-        self.apply(state, text).map_err(MutationError::Invalid)
+        Ok(self.apply(state, next, text, started))
     }
 
-    fn apply(&self, state: &mut State, text: String) -> Result<ReloadReport, Vec<ConfigError>> {
-        let started = Instant::now();
-        let mut next = config::parse(&self.source.name(), &text)?;
+    /// Swaps in the table of a validated config parsed from `text`; `started`
+    /// is when its parsing began, for the reported duration.
+    fn apply(&self, state: &mut State, mut next: Config, text: String, started: Instant) -> ReloadReport {
         let mut report = diff(&state.applied, &next);
         let table = build_table(&next, &self.shared);
         self.routes.swap(table);
@@ -159,7 +164,7 @@ impl Reloader {
         state.applied = next;
         state.text = text;
         report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-        Ok(report)
+        report
     }
 
     /// Counts, audits and remembers the outcome of a reload or mutation.

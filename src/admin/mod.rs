@@ -113,7 +113,7 @@ impl AdminApp {
             }
             (&Method::DELETE, ["api", "v1", "tenants", id]) => {
                 let (reloader, id) = (self.reloader.clone(), id.to_string());
-                let result = blocking(move || reloader.mutate("delete", &id.clone(), &from, |doc| tenants::delete(doc, &id))).await;
+                let result = blocking(move || reloader.mutate("delete", &id, &from, |doc| tenants::delete(doc, &id))).await;
                 mutation_answer(result, StatusCode::OK, None)
             }
             (_, ["metrics"] | ["api", "v1", "reload"] | ["api", "v1", "tenants"] | ["api", "v1", "tenants", _] | ["api", "v1", "tenants", _, "health"]) => {
