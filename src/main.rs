@@ -30,6 +30,13 @@ struct Cli {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Returns freed memory to the OS now instead of when mimalloc next gets to
+/// it: after a 10k-tenant parse that is tens of MiB of RSS.
+fn release_memory() {
+    // SAFETY: mi_collect takes no pointers and may be called from any thread.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 fn main() -> ExitCode {
     let sighup = match reload::catch_sighup() {
         Ok(signals) => signals,
@@ -74,15 +81,19 @@ fn main() -> ExitCode {
     let metrics = config.observability.metrics.then(Metrics::new);
     let registry = HealthRegistry::new(health_runtime.handle().clone(), metrics.clone());
     let shared = Arc::new(Shared::new(registry.clone(), metrics.clone()));
-    let routes = Arc::new(RouteStore::new(reload::build_table(&config, &shared)));
+    let routes = Arc::new(RouteStore::new(reload::build_table(&config, &shared, None)));
     if let Some(metrics) = &metrics {
         metrics.watch(routes.clone());
         metrics.reload(true);
     }
     tracing::info!(config = %source.name(), tenants = config.tenants.len(), endpoints = registry.len(), "config loaded");
     let watch_config = config.admin.watch_config;
-    let reloader = Arc::new(Reloader::new(source, routes.clone(), shared, config.clone(), text));
+    let reloader = Arc::new(Reloader::new(source, routes.clone(), shared, config.clone(), text).with_memory_trim(release_memory));
     let server = mirador_router::server::build(&config, routes, metrics, reloader.clone(), cli.upgrade);
+    // The reloader holds the config from here on; main's copy would live as
+    // long as the process.
+    drop(config);
+    release_memory();
     reload::serve_sighup(sighup, reloader.clone());
     if watch_config {
         reload::watch_file(reloader, std::time::Duration::from_secs(1));

@@ -3,19 +3,25 @@
 //! Label values come only from the configuration (tenant ids, endpoint URLs)
 //! and from closed enums (signal, status class, error kind, rejection
 //! reason): a client-sent tenant id that is not configured is counted under
-//! `tenant="unknown"`, never under its own value. The request path never
-//! looks a label up: each pool carries [`PoolMetrics`] handles resolved when
-//! the table is built. Series of a tenant removed by a reload are deleted
-//! ([`Metrics::forget_tenant`]); endpoint series go with their endpoint.
+//! `tenant="unknown"`, never under its own value.
+//!
+//! Series are created when first counted, not when a table is built: a
+//! series costs about half a kilobyte, and 10,000 idle tenants × 3 signals
+//! with every series made up front held 400 MiB (benches/memory.rs). The
+//! request path still never looks a label up more than once per pool and
+//! table: each pool keeps its resolved [`PoolMetrics`] handles in a
+//! [`PoolSeries`]. Series of a tenant removed by a reload are deleted
+//! ([`TenantSeries::retire`]); endpoint series go with their endpoint.
 
 use crate::routing::{RouteStore, Signal};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Request and attempt duration buckets: sub-millisecond to a minute.
 const DURATION_BUCKETS: &[f64] =
@@ -104,10 +110,15 @@ pub struct Metrics {
     failovers: IntCounterVec,
     request_bytes: IntCounterVec,
     response_bytes: IntCounterVec,
-    probe_duration: HistogramVec,
+    /// Of every endpoint together: by endpoint it was 19 series per
+    /// endpoint (30,000 endpoints: 570,000 series); the latest probe of each
+    /// endpoint is the `mirador_router_endpoint_probe_seconds` gauge.
+    pub probe_duration: Histogram,
     rejections: IntCounterVec,
     reloads: IntCounterVec,
     pub last_reload_success: Gauge,
+    /// Orders the creation of a tenant's series against its retirement.
+    lifecycle: Mutex<()>,
 }
 
 /// Handles of one pool's series, resolved once per table build.
@@ -138,10 +149,68 @@ impl PoolMetrics {
     }
 }
 
-/// Handles of one endpoint's series.
-pub struct EndpointMetrics {
-    pub attempt_duration: Histogram,
-    pub probe_duration: Histogram,
+/// One tenant's series, created when first counted. A tenant removed by a
+/// reload is retired: its series are deleted and none is created for it
+/// afterwards, so a request still finishing on the old table cannot bring
+/// them back.
+pub struct TenantSeries {
+    metrics: Arc<Metrics>,
+    tenant: Arc<str>,
+    retired: AtomicBool,
+    rejections: OnceLock<Option<Rejections>>,
+}
+
+/// Rejection counters by reason, in [`REJECTION_REASONS`] order.
+pub type Rejections = [IntCounter; REJECTION_REASONS.len()];
+
+impl TenantSeries {
+    pub fn new(metrics: Arc<Metrics>, tenant: Arc<str>) -> Arc<TenantSeries> {
+        Arc::new(TenantSeries { metrics, tenant, retired: AtomicBool::new(false), rejections: OnceLock::new() })
+    }
+
+    /// The tenant's rejection counters; `None` once retired.
+    pub fn rejections(&self) -> Option<&Rejections> {
+        self.rejections.get_or_init(|| self.create(|m| m.rejections(&self.tenant))).as_ref()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn create<T>(&self, make: impl FnOnce(&Metrics) -> T) -> Option<T> {
+        let _order = self.metrics.lifecycle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        (!self.retired.load(Ordering::Relaxed)).then(|| make(&self.metrics))
+    }
+
+    /// Deletes every series of the tenant, for good.
+    pub fn retire(&self) {
+        let _order = self.metrics.lifecycle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.retired.store(true, Ordering::Relaxed);
+        self.metrics.forget_tenant(&self.tenant);
+    }
+}
+
+/// One pool's series, created when the pool first counts something.
+pub struct PoolSeries {
+    tenant: Arc<TenantSeries>,
+    signal: Signal,
+    /// Boxed: 19 handles are 170 bytes, held by idle pools too otherwise.
+    handles: OnceLock<Option<Box<PoolMetrics>>>,
+}
+
+impl PoolSeries {
+    pub fn new(tenant: Arc<TenantSeries>, signal: Signal) -> PoolSeries {
+        PoolSeries { tenant, signal, handles: OnceLock::new() }
+    }
+
+    /// The pool's handles; `None` once its tenant is retired.
+    pub fn get(&self) -> Option<&PoolMetrics> {
+        self.handles.get_or_init(|| self.tenant.create(|m| Box::new(m.pool(&self.tenant.tenant, self.signal)))).as_deref()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.tenant.metrics
+    }
 }
 
 impl Metrics {
@@ -185,11 +254,13 @@ impl Metrics {
             failovers: counter("mirador_router_failovers_total", "Requests answered by a backup endpoint.", &ts),
             request_bytes: counter("mirador_router_request_bytes_total", "Request body bytes received from clients.", &ts),
             response_bytes: counter("mirador_router_response_bytes_total", "Response body bytes sent to clients.", &ts),
-            probe_duration: histogram(
-                "mirador_router_probe_duration_seconds",
-                "Duration of active health probes, by endpoint.",
-                &["endpoint"],
-            ),
+            probe_duration: {
+                let opts = HistogramOpts::new("mirador_router_probe_duration_seconds", "Duration of active health probes.")
+                    .buckets(DURATION_BUCKETS.to_vec());
+                let histogram = Histogram::with_opts(opts).expect("valid metric");
+                registry.register(Box::new(histogram.clone())).expect("unique metric");
+                histogram
+            },
             rejections: counter(
                 "mirador_router_rejections_total",
                 "Requests the router answered itself without an upstream, by tenant and reason.",
@@ -202,6 +273,7 @@ impl Metrics {
             )
             .expect("valid metric"),
             registry,
+            lifecycle: Mutex::new(()),
         };
         metrics.registry.register(Box::new(metrics.last_reload_success.clone())).expect("unique metric");
         let build_info = IntGaugeVec::new(
@@ -221,7 +293,7 @@ impl Metrics {
     }
 
     /// Resolves the series of one pool.
-    pub fn pool(&self, tenant: &str, signal: Signal) -> PoolMetrics {
+    fn pool(&self, tenant: &str, signal: Signal) -> PoolMetrics {
         let labels = [tenant, signal.as_str()];
         PoolMetrics {
             requests: STATUS_CLASSES.map(|class| self.requests.with_label_values(&[tenant, signal.as_str(), class])),
@@ -236,15 +308,13 @@ impl Metrics {
         }
     }
 
-    pub fn endpoint(&self, url: &str) -> EndpointMetrics {
-        EndpointMetrics {
-            attempt_duration: self.attempt_duration.with_label_values(&[url]),
-            probe_duration: self.probe_duration.with_label_values(&[url]),
-        }
+    /// `mirador_router_upstream_attempt_duration_seconds` of one endpoint.
+    pub fn attempt_duration(&self, url: &str) -> Histogram {
+        self.attempt_duration.with_label_values(&[url])
     }
 
     /// One handle per rejection reason for `tenant` (a configured id or [`UNKNOWN_TENANT`]).
-    pub fn rejections(&self, tenant: &str) -> [IntCounter; REJECTION_REASONS.len()] {
+    fn rejections(&self, tenant: &str) -> Rejections {
         REJECTION_REASONS.map(|reason| self.rejections.with_label_values(&[tenant, reason]))
     }
 
@@ -257,7 +327,7 @@ impl Metrics {
     }
 
     /// Deletes every series of a tenant that is gone from the config.
-    pub fn forget_tenant(&self, tenant: &str) {
+    fn forget_tenant(&self, tenant: &str) {
         for signal in Signal::ALL {
             let labels = [tenant, signal.as_str()];
             for class in STATUS_CLASSES {
@@ -279,7 +349,6 @@ impl Metrics {
     /// Deletes the series of an endpoint no table lists any more.
     pub fn forget_endpoint(&self, url: &str) {
         let _ = self.attempt_duration.remove_label_values(&[url]);
-        let _ = self.probe_duration.remove_label_values(&[url]);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -291,12 +360,13 @@ impl Metrics {
 }
 
 /// Gauges read from the table in force at scrape time, so they can never
-/// outlive a tenant or an endpoint: endpoint health, pools per endpoint,
-/// tenants loaded.
+/// outlive a tenant or an endpoint: endpoint health, latest probe latency,
+/// pools per endpoint, tenants loaded.
 struct TableCollector {
     routes: Arc<RouteStore>,
     descs: Vec<Desc>,
     healthy: IntGaugeVec,
+    probe: GaugeVec,
     pools: IntGaugeVec,
     tenants: IntGauge,
 }
@@ -308,14 +378,19 @@ impl TableCollector {
             &["endpoint"],
         )
         .expect("valid metric");
+        let probe = GaugeVec::new(
+            Opts::new("mirador_router_endpoint_probe_seconds", "Latency of the endpoint's latest successful health probe."),
+            &["endpoint"],
+        )
+        .expect("valid metric");
         let pools = IntGaugeVec::new(
             Opts::new("mirador_router_endpoint_pools", "Number of (tenant, signal) pools that list the endpoint."),
             &["endpoint"],
         )
         .expect("valid metric");
         let tenants = IntGauge::new("mirador_router_tenants", "Tenants in the routing table in force.").expect("valid metric");
-        let descs = [healthy.desc(), pools.desc(), tenants.desc()].concat().into_iter().cloned().collect();
-        TableCollector { routes, descs, healthy, pools, tenants }
+        let descs = [healthy.desc(), probe.desc(), pools.desc(), tenants.desc()].concat().into_iter().cloned().collect();
+        TableCollector { routes, descs, healthy, probe, pools, tenants }
     }
 }
 
@@ -327,12 +402,47 @@ impl Collector for TableCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let table = self.routes.load();
         self.healthy.reset();
+        self.probe.reset();
         self.pools.reset();
         for health in table.endpoint_health() {
-            self.healthy.with_label_values(&[&*health.url]).set(health.is_healthy() as i64);
-            self.pools.with_label_values(&[&*health.url]).inc();
+            let url = [&*health.url];
+            self.healthy.with_label_values(&url).set(health.is_healthy() as i64);
+            if let Some(latency) = health.last_probe() {
+                self.probe.with_label_values(&url).set(latency.as_secs_f64());
+            }
+            self.pools.with_label_values(&url).inc();
         }
         self.tenants.set(table.tenant_count() as i64);
-        [self.healthy.collect(), self.pools.collect(), self.tenants.collect()].concat()
+        [self.healthy.collect(), self.probe.collect(), self.pools.collect(), self.tenants.collect()].concat()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exposition(metrics: &Metrics) -> String {
+        String::from_utf8(metrics.render()).unwrap()
+    }
+
+    #[test]
+    fn series_are_made_on_first_use_and_never_after_retirement() {
+        let metrics = Metrics::new();
+        let tenant = TenantSeries::new(metrics.clone(), "acme".into());
+        let pool = PoolSeries::new(tenant.clone(), Signal::Logs);
+        assert!(!exposition(&metrics).contains("acme"), "series before first use");
+
+        pool.get().expect("metrics on").answered(204);
+        tenant.rejections().expect("metrics on")[0].inc();
+        let text = exposition(&metrics);
+        assert!(text.contains(r#"mirador_router_requests_total{signal="logs",status_class="2xx",tenant="acme"} 1"#), "{text}");
+        assert!(text.contains(r#"mirador_router_rejections_total{reason="no_tenant",tenant="acme"} 1"#), "{text}");
+
+        tenant.retire();
+        assert!(!exposition(&metrics).contains("acme"), "series left after retirement");
+        // A pool of the retired tenant that had not counted yet makes none.
+        let late = PoolSeries::new(tenant.clone(), Signal::Traces);
+        assert!(late.get().is_none());
+        assert!(!exposition(&metrics).contains("acme"));
     }
 }

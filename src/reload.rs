@@ -65,6 +65,8 @@ pub struct Reloader {
     routes: Arc<RouteStore>,
     shared: Arc<Shared>,
     state: Mutex<State>,
+    /// Run after each reload: hands the memory of the parse back to the OS.
+    trim: Option<fn()>,
 }
 
 impl Reloader {
@@ -76,7 +78,21 @@ impl Reloader {
         text: String,
     ) -> Self {
         let state = Mutex::new(State { applied, text, last: None });
-        Reloader { source, routes, shared, state }
+        Reloader { source, routes, shared, state, trim: None }
+    }
+
+    /// Runs `trim` after every reload and mutation, to return the parse's
+    /// temporary memory (megabytes for a large config) to the OS; the
+    /// binary passes its allocator's collect, the library knows none.
+    pub fn with_memory_trim(mut self, trim: fn()) -> Self {
+        self.trim = Some(trim);
+        self
+    }
+
+    fn trim(&self) {
+        if let Some(trim) = self.trim {
+            trim();
+        }
     }
 
     fn metrics(&self) -> Option<&Metrics> {
@@ -97,6 +113,8 @@ impl Reloader {
             Ok(self.apply(&mut state, next, text, started))
         });
         self.record(&mut state, trigger, from, None, &result);
+        drop(state);
+        self.trim();
         result
     }
 
@@ -121,6 +139,8 @@ impl Reloader {
             }
         };
         self.record(&mut state, action, from, Some(tenant), &logged);
+        drop(state);
+        self.trim();
         result
     }
 
@@ -150,12 +170,11 @@ impl Reloader {
     /// is when its parsing began, for the reported duration.
     fn apply(&self, state: &mut State, mut next: Config, text: String, started: Instant) -> ReloadReport {
         let mut report = diff(&state.applied, &next);
-        let table = build_table(&next, &self.shared);
+        let old = self.routes.load_full();
+        let table = build_table(&next, &self.shared, Some((&state.applied, &old)));
         self.routes.swap(table);
-        if let Some(metrics) = self.metrics() {
-            for tenant in &report.removed {
-                metrics.forget_tenant(tenant);
-            }
+        for tenant in &report.removed {
+            old.retire(tenant);
         }
         // Settings that need new sockets stay as they run until a restart.
         next.server = state.applied.server.clone();
@@ -232,11 +251,12 @@ impl Reloader {
     }
 }
 
-/// Builds the table for `config` and waits until each of its endpoints has
-/// been probed once (endpoints kept from the running table already have), so
-/// a new endpoint is judged before it takes traffic.
-pub fn build_table(config: &Config, shared: &Shared) -> RoutingTable {
-    let table = RoutingTable::build(config, shared);
+/// Builds the table for `config` (taking over `previous`'s unchanged
+/// tenants) and waits until each of its endpoints has been probed once
+/// (endpoints kept from the running table already have), so a new endpoint
+/// is judged before it takes traffic.
+pub fn build_table(config: &Config, shared: &Shared, previous: Option<(&Config, &RoutingTable)>) -> RoutingTable {
+    let table = RoutingTable::rebuild(config, shared, previous);
     let longest_probe = table.endpoint_health().map(|h| h.settings.timeout).max().unwrap_or_default();
     shared.health.wait_first_probes(table.endpoint_health(), longest_probe + Duration::from_secs(1));
     table

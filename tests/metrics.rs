@@ -114,6 +114,28 @@ async fn unknown_tenant_ids_never_become_label_values() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn series_appear_with_a_tenants_first_request_not_before() {
+    let up = Upstream::start("up").await;
+    let router = RouterProcess::start(&format!(
+        "[tenants.busy.metrics]\nendpoints = [\"{0}\"]\n[tenants.idle.metrics]\nendpoints = [\"{0}\"]\n",
+        up.url()
+    ));
+    let before = exposition(&router).await;
+    assert!(!before.contains("tenant=\"busy\"") && !before.contains("tenant=\"idle\""), "series made before any request");
+    assert!(!before.contains("mirador_router_upstream_attempt_duration_seconds_count"), "attempt series before any attempt");
+    let r = client().get(format!("{}/api/v1/query", router.base("unified"))).header("X-Tenant-ID", "busy").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let m = scrape(&router).await;
+    assert_eq!(value(&m, r#"mirador_router_requests_total{signal="metrics",status_class="2xx",tenant="busy"}"#), 1.0);
+    let attempts = format!(r#"mirador_router_upstream_attempt_duration_seconds_count{{endpoint="{}"}}"#, up.url());
+    assert_eq!(value(&m, &attempts), 1.0);
+    assert!(!exposition(&router).await.contains("tenant=\"idle\""), "an idle tenant got series");
+    // Probes are measured for every endpoint, but not as a series per endpoint.
+    assert!(value(&m, "mirador_router_probe_duration_seconds_count") >= 1.0);
+    assert!(value(&m, &format!(r#"mirador_router_endpoint_probe_seconds{{endpoint="{}"}}"#, up.url())) > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_removed_by_reload_has_no_series_left() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;

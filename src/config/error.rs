@@ -102,18 +102,23 @@ pub struct Problem {
 pub struct Locator<'a> {
     file: &'a str,
     text: &'a str,
-    doc: Option<toml_edit::Document<String>>,
+    /// Parsed only when there is an error to place: a valid 2 MB config
+    /// would otherwise pay a second, spanned parse on every reload.
+    doc: std::cell::OnceCell<Option<toml_edit::Document<String>>>,
 }
 
 impl<'a> Locator<'a> {
     pub fn new(file: &'a str, text: &'a str) -> Self {
-        let doc = toml_edit::Document::parse(text.to_string()).ok();
-        Locator { file, text, doc }
+        Locator { file, text, doc: std::cell::OnceCell::new() }
+    }
+
+    fn doc(&self) -> Option<&toml_edit::Document<String>> {
+        self.doc.get_or_init(|| toml_edit::Document::parse(self.text.to_string()).ok()).as_ref()
     }
 
     /// Places a validation problem at its key in the file.
     pub fn place(&self, problem: Problem) -> ConfigError {
-        let span = self.doc.as_ref().and_then(|doc| span_of(doc.as_table(), problem.path.segments()));
+        let span = self.doc().and_then(|doc| span_of(doc.as_table(), problem.path.segments()));
         ConfigError {
             file: self.file.to_string(),
             position: span.map(|s| self.line_column(s.start)),
@@ -125,7 +130,7 @@ impl<'a> Locator<'a> {
     /// Turns a TOML/serde error into a config error at the key under it.
     pub fn parse_error(&self, err: &toml::de::Error) -> ConfigError {
         let span = err.span();
-        let key = match (&self.doc, &span) {
+        let key = match (self.doc(), &span) {
             (Some(doc), Some(span)) => path_at(doc.as_table(), span.start).to_string(),
             _ => String::new(),
         };

@@ -77,7 +77,7 @@ pub(super) fn auth(raw: RawAuth, path: &KeyPath, problems: &mut Problems) -> Aut
 
 /// A credential must identify one tenant: no token hash or basic-auth user
 /// may belong to two.
-pub(super) fn credentials_unique(tenants: &BTreeMap<String, Tenant>, problems: &mut Problems) {
+pub(super) fn credentials_unique(tenants: &BTreeMap<String, std::sync::Arc<Tenant>>, problems: &mut Problems) {
     let mut tokens: HashMap<[u8; 32], &str> = HashMap::new();
     let mut users: HashMap<&str, &str> = HashMap::new();
     for (id, tenant) in tenants {

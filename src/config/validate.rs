@@ -51,7 +51,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         let path = root.key("tenants").key(&id);
         let context = DeploymentContext { own_listeners: &own_listeners, health_check: &health_check };
         let tenant = tenant(id.clone(), raw_tenant, &path, &context, &mut problems);
-        model_tenants.insert(id, tenant);
+        model_tenants.insert(id, std::sync::Arc::new(tenant));
     }
 
     secrets::credentials_unique(&model_tenants, &mut problems);

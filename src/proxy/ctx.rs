@@ -77,7 +77,7 @@ impl RequestCtx {
         self.observe_attempt();
         let (Some(pool), Some(index)) = (&self.pool, self.endpoint) else { return };
         if status >= 500 {
-            if let Some(metrics) = &pool.metrics {
+            if let Some(metrics) = pool.metrics() {
                 metrics.error(UpstreamErrorKind::Status5xx).inc();
             }
         } else {
@@ -90,7 +90,7 @@ impl RequestCtx {
     pub fn attempt_failed(&mut self, kind: UpstreamErrorKind, reason: &str) {
         self.observe_attempt();
         let (Some(pool), Some(index)) = (&self.pool, self.endpoint) else { return };
-        if let Some(metrics) = &pool.metrics {
+        if let Some(metrics) = pool.metrics() {
             metrics.error(kind).inc();
         }
         let endpoint = pool.endpoint(index);
@@ -103,7 +103,7 @@ impl RequestCtx {
         let (Some(pool), Some(index), Some(started)) = (&self.pool, self.endpoint, self.attempt_started.take()) else {
             return;
         };
-        if let Some(histogram) = &pool.endpoint(index).attempt_duration {
+        if let Some(histogram) = pool.attempt_duration(index) {
             histogram.observe(started.elapsed().as_secs_f64());
         }
     }
@@ -113,7 +113,7 @@ impl RequestCtx {
         let bytes_in = session.body_bytes_read() as u64;
         let bytes_out = session.body_bytes_sent() as u64;
         let duration = self.started.elapsed();
-        if let Some(metrics) = self.pool.as_ref().and_then(|p| p.metrics.as_ref()) {
+        if let Some(metrics) = self.pool.as_ref().and_then(|p| p.metrics()) {
             if let Some(status) = status {
                 metrics.answered(status);
             }

@@ -116,6 +116,11 @@ impl ProxyHttp for Router {
         RequestCtx::new()
     }
 
+    /// No downstream modules. Pingora's default adds its response
+    /// compression module, disabled, which still costs a boxed context and
+    /// two filter calls per request; Victoria* compresses its own answers.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     /// Resolves the route; refusals are answered here and never reach an upstream.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = Some(request_id(session));
@@ -141,7 +146,7 @@ impl ProxyHttp for Router {
         let (Some(max), Some(chunk)) = (ctx.max_body, body.as_ref()) else { return Ok(()) };
         ctx.body_bytes += chunk.len() as u64;
         if ctx.body_bytes > max {
-            if let Some(metrics) = ctx.pool.as_ref().and_then(|pool| pool.metrics.as_ref()) {
+            if let Some(metrics) = ctx.pool.as_ref().and_then(|pool| pool.metrics()) {
                 metrics.body_too_large.inc();
             }
             return Err(Error::explain(BODY_TOO_LARGE, format!("request body over {max} bytes")));
@@ -159,7 +164,7 @@ impl ProxyHttp for Router {
                 Ok(peer)
             }
             Pick::NoneHealthy => {
-                if let Some(metrics) = &pool.metrics {
+                if let Some(metrics) = pool.metrics() {
                     metrics.no_healthy_endpoint.inc();
                 }
                 Err(Error::explain(NO_HEALTHY_ENDPOINT, "every endpoint of the pool is down"))

@@ -10,4 +10,4 @@ mod table;
 
 pub use identity::{identify, sha256};
 pub use signal::{classify, classify_path, Access, Listener, Signal, PATH_TABLE};
-pub use table::{Refusal, Rejections, RouteStore, RoutingTable, Shared, TenantRoute};
+pub use table::{Refusal, RouteStore, RoutingTable, Shared, TenantRoute};

@@ -8,10 +8,9 @@
 
 use super::{Access, Signal};
 use crate::config::{Config, TenantStatus};
-use crate::metrics::{Metrics, REJECTION_REASONS, UNKNOWN_TENANT};
+use crate::metrics::{Metrics, Rejections, TenantSeries, UNKNOWN_TENANT};
 use crate::quota::{Limits, QuotaRegistry};
 use crate::upstream::{EndpointHealth, HealthRegistry, Pool};
-use prometheus::IntCounter;
 use arc_swap::ArcSwap;
 use http::HeaderName;
 use std::collections::HashMap;
@@ -55,9 +54,6 @@ impl Refusal {
     }
 }
 
-/// Rejection counters by reason, in `metrics::REJECTION_REASONS` order.
-pub type Rejections = [IntCounter; REJECTION_REASONS.len()];
-
 /// State that outlives routing tables, which every table build draws on:
 /// endpoint health, quota state, and the metrics registry.
 pub struct Shared {
@@ -89,11 +85,29 @@ pub struct TenantRoute {
     pub has_credentials: bool,
     /// Quota state of the tenant as a whole.
     pub limits: Option<Arc<Limits>>,
-    /// Rejection counters by reason (`metrics::REJECTION_REASONS`), when metrics are on.
-    rejections: Option<Rejections>,
+    /// The tenant's metric series, when metrics are on.
+    series: Option<Arc<TenantSeries>>,
 }
 
 impl TenantRoute {
+    fn build(tenant: &crate::config::Tenant, shared: &Shared, metrics: Option<&Arc<Metrics>>) -> TenantRoute {
+        let id: Arc<str> = tenant.id.as_str().into();
+        let series = metrics.map(|m| TenantSeries::new(m.clone(), id.clone()));
+        let pools = Signal::ALL.map(|signal| {
+            let deployment = tenant.deployment(signal).filter(|_| tenant.features.allows(signal))?;
+            Some(Arc::new(Pool::new(id.clone(), signal, deployment, shared, series.as_ref())))
+        });
+        TenantRoute {
+            id,
+            suspended: tenant.status == TenantStatus::Suspended,
+            read_only: tenant.features.read_only,
+            pools,
+            has_credentials: tenant.auth.is_some(),
+            limits: shared.quotas.limits(&tenant.id, &tenant.quotas),
+            series,
+        }
+    }
+
     /// The pools of the signals the tenant may use.
     pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
         self.pools.iter().flatten()
@@ -102,9 +116,11 @@ impl TenantRoute {
 
 pub struct RoutingTable {
     header: HeaderName,
-    tenants: HashMap<String, TenantRoute>,
-    /// Rejection counters of requests naming no configured tenant.
-    unknown_rejections: Option<Rejections>,
+    /// Shared with the tables before and after that have the same tenant
+    /// config: a reload builds only the tenants it changes.
+    tenants: HashMap<String, Arc<TenantRoute>>,
+    /// Series of requests naming no configured tenant.
+    unknown: Option<Arc<TenantSeries>>,
     require_credentials: bool,
     /// SHA-256 of a bearer token → its tenant.
     bearer: HashMap<[u8; 32], Arc<str>>,
@@ -115,32 +131,34 @@ pub struct RoutingTable {
 impl RoutingTable {
     /// Builds the table for a validated config. Never touches the network:
     /// endpoint health and quota state come from (and new ones are
-    /// registered with) `shared`; with metrics on, every pool carries its
-    /// series' handles.
+    /// registered with) `shared`.
     pub fn build(config: &Config, shared: &Shared) -> RoutingTable {
-        let metrics = shared.metrics.as_deref();
+        RoutingTable::rebuild(config, shared, None)
+    }
+
+    /// Builds the table for `config`, taking over from `previous` (the
+    /// table in force and the config it was built from) every tenant whose
+    /// config is unchanged: its pools, round-robin positions and metric
+    /// handles go on as they were, and a reload costs the parse plus the
+    /// tenants it changes.
+    pub fn rebuild(config: &Config, shared: &Shared, previous: Option<(&Config, &RoutingTable)>) -> RoutingTable {
+        let metrics = shared.metrics.as_ref();
         let (mut bearer, mut basic) = (HashMap::new(), HashMap::new());
         let tenants = config
             .tenants
             .values()
             .map(|tenant| {
-                let id: Arc<str> = tenant.id.as_str().into();
-                let pools = Signal::ALL.map(|signal| {
-                    let deployment = tenant.deployment(signal).filter(|_| tenant.features.allows(signal))?;
-                    Some(Arc::new(Pool::new(id.clone(), signal, deployment, shared)))
-                });
                 if let Some(auth) = &tenant.auth {
+                    let id: Arc<str> = tenant.id.as_str().into();
                     bearer.extend(auth.bearer_sha256.iter().map(|digest| (*digest, id.clone())));
                     basic.extend(auth.basic.iter().map(|(user, digest)| (user.clone(), (id.clone(), *digest))));
                 }
-                let route = TenantRoute {
-                    id,
-                    suspended: tenant.status == TenantStatus::Suspended,
-                    read_only: tenant.features.read_only,
-                    pools,
-                    has_credentials: tenant.auth.is_some(),
-                    limits: shared.quotas.limits(&tenant.id, &tenant.quotas),
-                    rejections: metrics.map(|m| m.rejections(&tenant.id)),
+                let unchanged = previous
+                    .filter(|(before, _)| before.tenants.get(&tenant.id) == Some(tenant))
+                    .and_then(|(_, table)| table.tenants.get(&tenant.id));
+                let route = match unchanged {
+                    Some(route) => route.clone(),
+                    None => Arc::new(TenantRoute::build(tenant, shared, metrics)),
                 };
                 (tenant.id.clone(), route)
             })
@@ -148,10 +166,17 @@ impl RoutingTable {
         RoutingTable {
             header: config.tenancy.header.clone(),
             tenants,
-            unknown_rejections: metrics.map(|m| m.rejections(UNKNOWN_TENANT)),
+            unknown: metrics.map(|m| TenantSeries::new(m.clone(), UNKNOWN_TENANT.into())),
             require_credentials: config.tenancy.require_credentials,
             bearer,
             basic,
+        }
+    }
+
+    /// Deletes the metric series of `tenant`, which the next table leaves out.
+    pub fn retire(&self, tenant: &str) {
+        if let Some(series) = self.tenants.get(tenant).and_then(|route| route.series.as_ref()) {
+            series.retire();
         }
     }
 
@@ -178,13 +203,13 @@ impl RoutingTable {
     /// configured, else the one `unknown` set — never the client's value.
     pub fn rejections(&self, tenant: &str) -> Option<&Rejections> {
         match self.tenants.get(tenant) {
-            Some(route) => route.rejections.as_ref(),
-            None => self.unknown_rejections.as_ref(),
+            Some(route) => route.series.as_ref()?.rejections(),
+            None => self.unknown.as_ref()?.rejections(),
         }
     }
 
     pub fn tenant(&self, id: &str) -> Option<&TenantRoute> {
-        self.tenants.get(id)
+        self.tenants.get(id).map(|route| &**route)
     }
 
     pub fn tenant_count(&self) -> usize {
@@ -209,7 +234,7 @@ impl RoutingTable {
         if route.read_only && access == Access::Ingest {
             return Err(Refusal::ReadOnly);
         }
-        Ok((route, pool))
+        Ok((&**route, pool))
     }
 }
 
@@ -226,6 +251,11 @@ impl RouteStore {
     /// The table in force now; cheap, lock-free.
     pub fn load(&self) -> arc_swap::Guard<Arc<RoutingTable>> {
         self.current.load()
+    }
+
+    /// The table in force now, as an `Arc` of its own.
+    pub fn load_full(&self) -> Arc<RoutingTable> {
+        self.current.load_full()
     }
 
     /// Publishes a new table in one store.
@@ -290,6 +320,24 @@ endpoints = ["http://127.0.0.1:18005"]
         assert_eq!(refusal("acme", Signal::Logs, Access::Query), Some(Refusal::SignalNotEnabled(Signal::Logs)));
         assert_eq!(refusal("acme", Signal::Traces, Access::Query), Some(Refusal::SignalNotEnabled(Signal::Traces)));
         assert_eq!(refusal("reader", Signal::Traces, Access::Ingest), Some(Refusal::ReadOnly));
+    }
+
+    #[test]
+    fn a_rebuild_takes_over_unchanged_tenants_and_builds_changed_ones() {
+        let shared = Shared::for_tests();
+        let before = parse("t.toml", CONFIG).unwrap();
+        let old = RoutingTable::build(&before, &shared);
+        let edited = CONFIG.replace("18005", "18006");
+        let after = parse("t.toml", &edited).unwrap();
+        let new = RoutingTable::rebuild(&after, &shared, Some((&before, &old)));
+        let pool = |table: &RoutingTable, tenant: &str, signal: Signal| table.route(tenant, signal, Access::Query).unwrap().1.clone();
+        assert!(Arc::ptr_eq(&pool(&old, "acme", Signal::Metrics), &pool(&new, "acme", Signal::Metrics)), "unchanged tenant rebuilt");
+        let (old_reader, new_reader) = (pool(&old, "reader", Signal::Traces), pool(&new, "reader", Signal::Traces));
+        assert!(!Arc::ptr_eq(&old_reader, &new_reader), "changed tenant taken over");
+        assert_eq!(&*new_reader.endpoint(0).url, "http://127.0.0.1:18006");
+        // Without the config the old table was built from, nothing is taken over.
+        let fresh = RoutingTable::rebuild(&after, &shared, None);
+        assert!(!Arc::ptr_eq(&pool(&old, "acme", Signal::Metrics), &pool(&fresh, "acme", Signal::Metrics)));
     }
 
     #[test]

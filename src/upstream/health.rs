@@ -18,7 +18,7 @@ use crate::config::HealthCheck;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// What one endpoint's health looks like now, for the admin API.
@@ -56,8 +56,8 @@ pub struct EndpointHealth {
     /// Wakes the prober when an ejection changes its schedule, and when the
     /// endpoint is dropped (so the prober ends and its series go at once).
     pub(crate) wake: Arc<Notify>,
-    /// Becomes true once the first probe has finished.
-    probed: watch::Sender<bool>,
+    /// Notified when the first probe has finished (`State::probed`).
+    first_probe: Notify,
 }
 
 impl EndpointHealth {
@@ -79,7 +79,7 @@ impl EndpointHealth {
                 ejected_until: None,
             }),
             wake: Arc::new(Notify::new()),
-            probed: watch::channel(false).0,
+            first_probe: Notify::new(),
         }
     }
 
@@ -125,7 +125,9 @@ impl EndpointHealth {
             }
         }
         drop(state);
-        self.probed.send_replace(true);
+        if first {
+            self.first_probe.notify_waiters();
+        }
     }
 
     /// Counts a failure of live traffic; ejects the endpoint at the threshold.
@@ -170,8 +172,20 @@ impl EndpointHealth {
 
     /// Resolves once the first probe has finished.
     pub async fn wait_probed(&self) {
-        let mut probed = self.probed.subscribe();
-        let _ = probed.wait_for(|done| *done).await;
+        loop {
+            let mut notified = std::pin::pin!(self.first_probe.notified());
+            // Registered before the check, so a probe finishing in between is not missed.
+            notified.as_mut().enable();
+            if self.lock().probed {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Latency of the latest successful probe.
+    pub fn last_probe(&self) -> Option<Duration> {
+        self.lock().last_probe
     }
 
     pub fn snapshot(&self) -> HealthSnapshot {

@@ -10,14 +10,15 @@
 use super::health::EndpointHealth;
 use super::tls::TlsMaterial;
 use crate::config::{Deployment, Endpoint, Secret};
-use crate::metrics::PoolMetrics;
+use crate::metrics::{PoolMetrics, PoolSeries, TenantSeries};
 use crate::quota::Limits;
 use crate::routing::Shared;
 use crate::routing::Signal;
 use http::HeaderValue;
 use pingora::upstreams::peer::HttpPeer;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Whether an endpoint is a primary or a backup of its pool.
@@ -34,9 +35,13 @@ pub struct UpstreamEndpoint {
     /// The `Host` header sent upstream.
     pub authority: HeaderValue,
     pub health: Arc<EndpointHealth>,
-    /// `mirador_router_upstream_attempt_duration_seconds` of this endpoint.
-    pub attempt_duration: Option<prometheus::Histogram>,
-    peer: HttpPeer,
+    /// `mirador_router_upstream_attempt_duration_seconds` of this endpoint,
+    /// created at its first attempt.
+    attempt_duration: OnceLock<prometheus::Histogram>,
+    addr: SocketAddr,
+    tls: bool,
+    /// The TLS server name of an `https://` endpoint; empty for `http://`.
+    sni: Box<str>,
 }
 
 /// The outcome of choosing an endpoint for an attempt.
@@ -80,15 +85,25 @@ pub struct Pool {
     pub timeout: Duration,
     /// The probe interval: how soon a 503 client may try again.
     pub retry_after: Duration,
-    pub metrics: Option<PoolMetrics>,
+    series: Option<PoolSeries>,
     /// Quota state of this signal alone, on top of the tenant's.
     pub limits: Option<Arc<Limits>>,
     /// Sent upstream as `Authorization` (the client's is never forwarded).
     pub upstream_auth: Option<HeaderValue>,
+    connect_timeout: Duration,
+    tls: TlsMaterial,
 }
 
 impl Pool {
-    pub fn new(tenant: Arc<str>, signal: Signal, deployment: &Deployment, shared: &Shared) -> Pool {
+    /// The pool of `tenant`'s `signal`; with metrics on, its series are
+    /// created under `series` when first counted.
+    pub fn new(
+        tenant: Arc<str>,
+        signal: Signal,
+        deployment: &Deployment,
+        shared: &Shared,
+        series: Option<&Arc<TenantSeries>>,
+    ) -> Pool {
         let Deployment {
             endpoints,
             backup_endpoints,
@@ -102,15 +117,20 @@ impl Pool {
             tls,
         } = deployment;
         let tls_material = TlsMaterial::new(tls.as_ref());
-        let (registry, metrics) = (&shared.health, shared.metrics.as_deref());
-        let make = |endpoint: &Endpoint, role: Role| UpstreamEndpoint {
-            url: endpoint.url.as_str().into(),
-            role,
-            authority: HeaderValue::from_str(&endpoint.authority())
-                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
-            health: registry.endpoint(endpoint, health_check, tls.as_ref(), &tls_material),
-            attempt_duration: metrics.map(|m| m.endpoint(&endpoint.url).attempt_duration),
-            peer: peer(endpoint, *timeout, *connect_timeout, &tls_material),
+        let registry = &shared.health;
+        let make = |endpoint: &Endpoint, role: Role| {
+            let health = registry.endpoint(endpoint, health_check, tls.as_ref(), &tls_material);
+            UpstreamEndpoint {
+                url: health.url.clone(),
+                role,
+                authority: HeaderValue::from_str(&endpoint.authority())
+                    .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+                health,
+                attempt_duration: OnceLock::new(),
+                addr: endpoint.addr,
+                tls: endpoint.tls,
+                sni: if endpoint.tls { endpoint.host.as_str().into() } else { "".into() },
+            }
         };
         let all: Vec<UpstreamEndpoint> = endpoints
             .iter()
@@ -118,7 +138,6 @@ impl Pool {
             .chain(backup_endpoints.iter().map(|e| make(e, Role::Backup)))
             .collect();
         debug_assert!(all.len() <= 64);
-        let metrics = metrics.map(|m| m.pool(&tenant, signal));
         Pool {
             signal,
             primaries: endpoints.len(),
@@ -127,7 +146,7 @@ impl Pool {
             max_attempts: *max_attempts,
             timeout: *timeout,
             retry_after: health_check.interval,
-            metrics,
+            series: series.map(|tenant| PoolSeries::new(tenant.clone(), signal)),
             limits: quotas.as_ref().and_then(|q| shared.quotas.limits(&format!("{tenant}/{signal}"), q)),
             upstream_auth: upstream_auth.as_ref().and_then(|Secret(value)| {
                 let mut value = HeaderValue::from_str(value).ok()?;
@@ -135,6 +154,8 @@ impl Pool {
                 Some(value)
             }),
             tenant,
+            connect_timeout: *connect_timeout,
+            tls: tls_material,
         }
     }
 
@@ -169,6 +190,18 @@ impl Pool {
         }
     }
 
+    /// The pool's metric handles, when metrics are on.
+    pub fn metrics(&self) -> Option<&PoolMetrics> {
+        self.series.as_ref()?.get()
+    }
+
+    /// The attempt-duration histogram of endpoint `index`, when metrics are on.
+    pub fn attempt_duration(&self, index: usize) -> Option<&prometheus::Histogram> {
+        let series = self.series.as_ref()?;
+        let endpoint = &self.endpoints[index];
+        Some(endpoint.attempt_duration.get_or_init(|| series.metrics().attempt_duration(&endpoint.url)))
+    }
+
     pub fn endpoint(&self, index: usize) -> &UpstreamEndpoint {
         &self.endpoints[index]
     }
@@ -179,18 +212,14 @@ impl Pool {
 
     /// The peer for one attempt at endpoint `index`.
     pub fn peer(&self, index: usize) -> Box<HttpPeer> {
-        Box::new(self.endpoints[index].peer.clone())
+        let endpoint = &self.endpoints[index];
+        let mut peer = Box::new(HttpPeer::new(endpoint.addr, endpoint.tls, endpoint.sni.to_string()));
+        self.tls.apply(&mut peer);
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.read_timeout = Some(self.timeout);
+        peer.options.write_timeout = Some(self.timeout);
+        peer
     }
-
-}
-
-fn peer(endpoint: &Endpoint, timeout: Duration, connect_timeout: Duration, tls: &TlsMaterial) -> HttpPeer {
-    let mut peer = HttpPeer::new(endpoint.addr, endpoint.tls, endpoint.host.clone());
-    tls.apply(endpoint, &mut peer);
-    peer.options.connection_timeout = Some(connect_timeout);
-    peer.options.read_timeout = Some(timeout);
-    peer.options.write_timeout = Some(timeout);
-    peer
 }
 
 #[cfg(test)]
@@ -219,7 +248,7 @@ mod tests {
     }
 
     fn pool(primaries: &[u16], backups: &[u16]) -> Pool {
-        Pool::new("t".into(), Signal::Metrics, &deployment(primaries, backups), &Shared::for_tests())
+        Pool::new("t".into(), Signal::Metrics, &deployment(primaries, backups), &Shared::for_tests(), None)
     }
 
     fn take_down(pool: &Pool, index: usize) {

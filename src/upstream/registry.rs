@@ -27,7 +27,10 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
-type Key = (String, HealthCheck, Option<UpstreamTls>);
+/// The endpoints known under one URL: usually one; more when pools probe it
+/// with other settings or TLS material (held as its fingerprint, not as a
+/// copy of the certificates).
+type Known = Vec<(Option<[u8; 32]>, Weak<EndpointHealth>)>;
 
 pub struct HealthRegistry {
     /// Where probers run; `None`: endpoints are assumed healthy and never probed.
@@ -39,7 +42,9 @@ pub struct HealthRegistry {
 
 #[derive(Default)]
 struct Endpoints {
-    by_key: HashMap<Key, Weak<EndpointHealth>>,
+    /// Keyed by URL alone, sharing the `Arc<str>` each health state holds:
+    /// at 30,000 endpoints a key of URL, settings and TLS was 10 MiB.
+    by_url: HashMap<Arc<str>, Known>,
     /// Dropped endpoints are swept when the map reaches this size, so
     /// building a table stays linear in its endpoints.
     sweep_at: usize,
@@ -68,30 +73,37 @@ impl HealthRegistry {
         material: &TlsMaterial,
     ) -> Arc<EndpointHealth> {
         let mut endpoints = self.endpoints.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let key = (endpoint.url.clone(), settings.clone(), tls.cloned());
-        if let Some(known) = endpoints.by_key.get(&key).and_then(Weak::upgrade) {
+        let fingerprint = tls.map(UpstreamTls::fingerprint);
+        let same = |(print, health): &(Option<[u8; 32]>, Weak<EndpointHealth>)| {
+            health.upgrade().filter(|health| *print == fingerprint && health.settings == *settings)
+        };
+        if let Some(known) = endpoints.by_url.get(endpoint.url.as_str()).and_then(|known| known.iter().find_map(same)) {
             return known;
         }
-        if endpoints.by_key.len() >= endpoints.sweep_at {
-            endpoints.by_key.retain(|_, health| health.strong_count() > 0);
-            endpoints.sweep_at = (endpoints.by_key.len() * 2).max(64);
+        if endpoints.by_url.len() >= endpoints.sweep_at {
+            endpoints.by_url.retain(|_, known| {
+                known.retain(|(_, health)| health.strong_count() > 0);
+                !known.is_empty()
+            });
+            endpoints.sweep_at = (endpoints.by_url.len() * 2).max(64);
         }
-        let health = Arc::new(EndpointHealth::new(endpoint.url.as_str().into(), settings.clone()));
+        let url: Arc<str> = endpoint.url.as_str().into();
+        let health = Arc::new(EndpointHealth::new(url.clone(), settings.clone()));
         match &self.runtime {
             Some(runtime) => {
-                let probe = Probe::new(endpoint, settings, material, self.connector.clone());
+                let probe = Probe::new(endpoint, settings, material.clone(), self.connector.clone());
                 runtime.spawn(run_prober(Arc::downgrade(&health), probe, self.metrics.clone()));
             }
             None => health.record_probe(Ok(Duration::ZERO), Instant::now()),
         }
-        endpoints.by_key.insert(key, Arc::downgrade(&health));
+        endpoints.by_url.entry(url).or_default().push((fingerprint, Arc::downgrade(&health)));
         health
     }
 
     /// Number of endpoints with a live prober (for tests and the admin API).
     pub fn len(&self) -> usize {
         let endpoints = self.endpoints.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        endpoints.by_key.values().filter(|health| health.strong_count() > 0).count()
+        endpoints.by_url.values().flatten().filter(|(_, health)| health.strong_count() > 0).count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -124,29 +136,20 @@ impl HealthRegistry {
     }
 }
 
-/// One endpoint's probe.
+/// One endpoint's probe. Kept small, since a prober lives as long as its
+/// endpoint: the peer and request are built afresh for each probe (a few
+/// hundred bytes, once per interval) instead of being held between probes.
 struct Probe {
     connector: Arc<Connector>,
-    peer: HttpPeer,
-    request: RequestHeader,
+    endpoint: Endpoint,
+    tls: TlsMaterial,
+    path: Box<str>,
     timeout: Duration,
 }
 
 impl Probe {
-    fn new(endpoint: &Endpoint, settings: &HealthCheck, tls: &TlsMaterial, connector: Arc<Connector>) -> Probe {
-        let mut request = RequestHeader::build("GET", settings.path.as_bytes(), None).unwrap_or_else(|_| {
-            RequestHeader::build("GET", b"/health", None).expect("a constant request")
-        });
-        let _ = request.insert_header(http::header::HOST, endpoint.authority());
-        let _ = request.insert_header(http::header::USER_AGENT, "mirador-router-health-check");
-        let _ = request.insert_header(http::header::CONNECTION, "close");
-        let sni = if endpoint.tls { endpoint.host.clone() } else { String::new() };
-        let mut peer = HttpPeer::new(endpoint.addr, endpoint.tls, sni);
-        peer.options.connection_timeout = Some(settings.timeout);
-        peer.options.read_timeout = Some(settings.timeout);
-        peer.options.write_timeout = Some(settings.timeout);
-        tls.apply(endpoint, &mut peer);
-        Probe { connector, peer, request, timeout: settings.timeout }
+    fn new(endpoint: &Endpoint, settings: &HealthCheck, tls: TlsMaterial, connector: Arc<Connector>) -> Probe {
+        Probe { connector, endpoint: endpoint.clone(), tls, path: settings.path.as_str().into(), timeout: settings.timeout }
     }
 
     /// Probes once: the latency, or why the endpoint is not healthy.
@@ -162,9 +165,21 @@ impl Probe {
 
     /// One GET on a fresh connection; the status.
     async fn exchange(&self) -> pingora::Result<u16> {
-        let (mut session, _) = self.connector.get_http_session(&self.peer).await?;
+        let endpoint = &self.endpoint;
+        let sni = if endpoint.tls { endpoint.host.clone() } else { String::new() };
+        let mut peer = HttpPeer::new(endpoint.addr, endpoint.tls, sni);
+        peer.options.connection_timeout = Some(self.timeout);
+        peer.options.read_timeout = Some(self.timeout);
+        peer.options.write_timeout = Some(self.timeout);
+        self.tls.apply(&mut peer);
+        let mut request = RequestHeader::build("GET", self.path.as_bytes(), None)?;
+        request.insert_header(http::header::HOST, endpoint.authority())?;
+        request.insert_header(http::header::USER_AGENT, "mirador-router-health-check")?;
+        request.insert_header(http::header::CONNECTION, "close")?;
+
+        let (mut session, _) = self.connector.get_http_session(&peer).await?;
         session.set_write_timeout(Some(self.timeout));
-        session.write_request_header(Box::new(self.request.clone())).await?;
+        session.write_request_header(Box::new(request)).await?;
         session.finish_request_body().await?;
         session.set_read_timeout(Some(self.timeout));
         session.read_response_header().await?;
@@ -207,8 +222,7 @@ fn probe_error(e: &pingora::Error) -> String {
 /// Probes an endpoint until no table lists it any more, then deletes its series.
 async fn run_prober(health: Weak<EndpointHealth>, probe: Probe, metrics: Option<Arc<Metrics>>) {
     let url = health.upgrade().map(|h| h.url.clone());
-    let probe_duration = metrics.as_ref().zip(url.as_ref()).map(|(m, url)| m.endpoint(url).probe_duration);
-    probe_loop(&health, &probe, probe_duration.as_ref()).await;
+    probe_loop(&health, &probe, metrics.as_ref().map(|m| &m.probe_duration)).await;
     if let (Some(metrics), Some(url)) = (metrics, url) {
         metrics.forget_endpoint(&url);
     }
@@ -234,7 +248,9 @@ async fn probe_loop(health: &Weak<EndpointHealth>, probe: &Probe, probe_duration
             }
         }
         let started = Instant::now();
-        let result = probe.run().await;
+        // Boxed: the exchange's state (Pingora's connect and HTTP futures,
+        // kilobytes) exists only while a probe runs, not in every idle task.
+        let result = Box::pin(probe.run()).await;
         if let Some(histogram) = probe_duration {
             histogram.observe(started.elapsed().as_secs_f64());
         }
@@ -244,3 +260,4 @@ async fn probe_loop(health: &Weak<EndpointHealth>, probe: &Probe, probe_duration
         scheduled = now + strong.settings.interval;
     }
 }
+

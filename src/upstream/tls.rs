@@ -4,13 +4,13 @@
 //! certificate is parsed on the request path. Without a `tls` table an
 //! `https://` endpoint is verified against the system's CAs.
 
-use crate::config::{Endpoint, UpstreamTls};
+use crate::config::UpstreamTls;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
 use std::sync::Arc;
 
 /// A deployment's TLS settings in the form Pingora's peers take, built once per pool.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct TlsMaterial {
     ca: Option<Arc<[WrappedX509]>>,
     client: Option<Arc<CertKey>>,
@@ -31,8 +31,8 @@ impl TlsMaterial {
 
 impl TlsMaterial {
     /// Sets the CAs and client certificate on a peer of an `https://` endpoint.
-    pub fn apply(&self, endpoint: &Endpoint, peer: &mut HttpPeer) {
-        if endpoint.tls {
+    pub fn apply(&self, peer: &mut HttpPeer) {
+        if peer.is_tls() {
             peer.options.ca = self.ca.clone();
             peer.client_cert_key = self.client.clone();
         }
