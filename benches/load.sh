@@ -164,8 +164,9 @@ run() { # proxy scenario round
   echo "$1 $2 $3 $requests $(( after - before )) $rps $p50 $p99 ${errors:-ok}" >> "$RESULTS"
 }
 
-# PROXIES="mirador nginx" benches/load.sh runs a subset (nginx and floor are the references).
-read -r -a ORDER <<< "${PROXIES:-mirador mirador-ws floor nginx haproxy}"
+# PROXIES="mirador nginx" benches/load.sh runs a subset (nginx and floor are the
+# references); mirador-ws (work stealing on) is the A/B of that setting.
+read -r -a ORDER <<< "${PROXIES:-mirador floor nginx haproxy}"
 for round in $(seq "$ROUNDS"); do
   for scenario in small big post; do
     order=("${ORDER[@]}")

@@ -179,6 +179,28 @@ async fn a_reload_keeps_endpoint_health() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_ejected_endpoint_is_probed_when_its_cooldown_ends_not_an_interval_later() {
+    // Probes say healthy; one reset of live traffic ejects it for 300 ms.
+    // With an hour between regular probes, only a probe scheduled at the
+    // cooldown's end can bring it back.
+    let flaky = Upstream::start("flaky").await;
+    let router = RouterProcess::start(&format!(
+        "[tenants.acme.metrics]\nendpoints = [\"{}\"]\n\
+         health_check = {{ interval = \"1h\", passive_failures = 1, ejection_cooldown = \"300ms\" }}\n",
+        flaky.url()
+    ));
+    let base = router.base("unified");
+    let probes_before = flaky.probes();
+    let r = client().get(format!("{base}/api/v1/query?reset=1")).header("X-Tenant-ID", "acme").send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(endpoint_health(&router, "acme", &flaky.url()).await["ejected"], true);
+    let back = wait_health(&router, "acme", &flaky.url(), true).await;
+    assert!(back < Duration::from_secs(5), "re-admitted after {back:?}");
+    assert_eq!(flaky.probes(), probes_before + 1, "one probe, at the cooldown's end");
+    assert_eq!(served_by(&base, "acme").await, Ok("flaky".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_health_api_answers_404_for_an_unknown_tenant() {
     let up = Upstream::start("up").await;
     let router = RouterProcess::start(&format!("[tenants.acme.metrics]\nendpoints = [\"{}\"]\n", up.url()));

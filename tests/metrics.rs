@@ -38,6 +38,21 @@ fn value(metrics: &BTreeMap<String, f64>, series: &str) -> f64 {
     *metrics.get(&key).unwrap_or_else(|| panic!("no series {key}"))
 }
 
+/// Scrapes until `series` exists with at least `at_least`: a request is
+/// counted when it ends, just after its answer reaches the client.
+async fn scrape_once_counted(router: &RouterProcess, series: &str, at_least: f64) -> BTreeMap<String, f64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = scrape(router).await;
+        let key_present = std::panic::catch_unwind(|| value(&m, series)).is_ok_and(|v| v >= at_least);
+        if key_present {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "{series} never reached {at_least}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn counters_and_histograms_equal_the_requests_sent() {
     let dying = Upstream::start("dying").await;
@@ -71,7 +86,7 @@ async fn counters_and_histograms_equal_the_requests_sent() {
         assert!(request.send().await.unwrap().status().is_client_error());
     }
 
-    let m = scrape(&router).await;
+    let m = scrape_once_counted(&router, r#"mirador_router_request_duration_seconds_count{signal="metrics",tenant="acme"}"#, 6.0).await;
     let acme = r#"signal="metrics",tenant="acme""#;
     assert_eq!(value(&m, &format!(r#"mirador_router_requests_total{{{acme},status_class="2xx"}}"#)), 4.0);
     assert_eq!(value(&m, &format!(r#"mirador_router_requests_total{{{acme},status_class="5xx"}}"#)), 2.0);
@@ -125,7 +140,7 @@ async fn series_appear_with_a_tenants_first_request_not_before() {
     assert!(!before.contains("mirador_router_upstream_attempt_duration_seconds_count"), "attempt series before any attempt");
     let r = client().get(format!("{}/api/v1/query", router.base("unified"))).header("X-Tenant-ID", "busy").send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let m = scrape(&router).await;
+    let m = scrape_once_counted(&router, r#"mirador_router_request_duration_seconds_count{signal="metrics",tenant="busy"}"#, 1.0).await;
     assert_eq!(value(&m, r#"mirador_router_requests_total{signal="metrics",status_class="2xx",tenant="busy"}"#), 1.0);
     let attempts = format!(r#"mirador_router_upstream_attempt_duration_seconds_count{{endpoint="{}"}}"#, up.url());
     assert_eq!(value(&m, &attempts), 1.0);
@@ -209,6 +224,7 @@ async fn every_metric_the_grafana_dashboard_queries_exists() {
     let router = RouterProcess::start(&format!("[tenants.acme.metrics]\nendpoints = [\"{}\"]\n", up.url()));
     let r = client().get(format!("{}/api/v1/query", router.base("unified"))).header("X-Tenant-ID", "acme").send().await.unwrap();
     assert_eq!(r.status(), 200);
+    scrape_once_counted(&router, r#"mirador_router_request_duration_seconds_count{signal="metrics",tenant="acme"}"#, 1.0).await;
     let text = exposition(&router).await;
     let exposed: std::collections::BTreeSet<&str> =
         text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();

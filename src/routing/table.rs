@@ -163,10 +163,14 @@ impl RoutingTable {
                 (tenant.id.clone(), route)
             })
             .collect();
+        let unknown = metrics.map(|m| TenantSeries::new(m.clone(), UNKNOWN_TENANT.into()));
+        // Made at once, unlike a tenant's: 12 series in all, and
+        // `rejections_total` is never absent from a scrape.
+        let _ = unknown.as_ref().map(|series| series.rejections());
         RoutingTable {
             header: config.tenancy.header.clone(),
             tenants,
-            unknown: metrics.map(|m| TenantSeries::new(m.clone(), UNKNOWN_TENANT.into())),
+            unknown,
             require_credentials: config.tenancy.require_credentials,
             bearer,
             basic,

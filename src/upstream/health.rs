@@ -14,10 +14,12 @@
 //! - `passive_failures` consecutive failures of live traffic eject it for
 //!   `ejection_cooldown`; after that only a good probe re-admits it.
 
+use super::registry::{Probe, Wake};
 use crate::config::HealthCheck;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -44,6 +46,16 @@ struct State {
     last_error: Option<String>,
     last_probe: Option<Duration>,
     ejected_until: Option<Instant>,
+    /// When the scheduler's live entry for this endpoint is due; `None`
+    /// while a probe runs.
+    next_probe: Option<Instant>,
+}
+
+/// How a probed endpoint reaches the registry's scheduler.
+pub(crate) struct Schedule {
+    pub(crate) me: Weak<EndpointHealth>,
+    pub(crate) wake: UnboundedSender<Wake>,
+    pub(crate) probe: Probe,
 }
 
 pub struct EndpointHealth {
@@ -53,9 +65,8 @@ pub struct EndpointHealth {
     /// Consecutive failures of live traffic since the last success.
     passive_failures: AtomicU32,
     state: Mutex<State>,
-    /// Wakes the prober when an ejection changes its schedule, and when the
-    /// endpoint is dropped (so the prober ends and its series go at once).
-    pub(crate) wake: Arc<Notify>,
+    /// `None`: never probed (tables built for tests take endpoints as healthy).
+    schedule: Option<Schedule>,
     /// Notified when the first probe has finished (`State::probed`).
     first_probe: Notify,
 }
@@ -63,6 +74,15 @@ pub struct EndpointHealth {
 impl EndpointHealth {
     /// A new endpoint: down and unprobed.
     pub fn new(url: Arc<str>, settings: HealthCheck) -> Self {
+        EndpointHealth::with_schedule(url, settings, None)
+    }
+
+    /// A new endpoint that the registry's scheduler probes.
+    pub(crate) fn scheduled(url: Arc<str>, settings: HealthCheck, schedule: Schedule) -> Self {
+        EndpointHealth::with_schedule(url, settings, Some(schedule))
+    }
+
+    fn with_schedule(url: Arc<str>, settings: HealthCheck, schedule: Option<Schedule>) -> Self {
         EndpointHealth {
             url,
             settings,
@@ -77,8 +97,9 @@ impl EndpointHealth {
                 last_error: None,
                 last_probe: None,
                 ejected_until: None,
+                next_probe: None,
             }),
-            wake: Arc::new(Notify::new()),
+            schedule,
             first_probe: Notify::new(),
         }
     }
@@ -149,9 +170,49 @@ impl EndpointHealth {
         state.successes = 0;
         state.ejected_until = Some(now + self.settings.ejection_cooldown);
         state.last_error = Some(format!("ejected after {failures} consecutive failures of live traffic: {reason}"));
-        drop(state);
-        self.wake.notify_one();
+        // Probe at the cooldown's end, unless a probe is running (it
+        // schedules the next one itself) or one is due before.
+        let until = now + self.settings.ejection_cooldown;
+        if state.next_probe.is_some_and(|next| until < next) {
+            self.schedule_at(&mut state, until);
+        }
         true
+    }
+
+    /// The probe of a probed endpoint.
+    pub(crate) fn probe(&self) -> Option<&Probe> {
+        self.schedule.as_ref().map(|schedule| &schedule.probe)
+    }
+
+    /// Puts the first probe in the scheduler's queue.
+    pub(crate) fn schedule_first_probe(&self, now: Instant) {
+        let mut state = self.lock();
+        self.schedule_at(&mut state, now);
+    }
+
+    /// Whether the scheduler's entry due `at` is the live one; if so the
+    /// probe starts and no other is started until it has finished.
+    pub(crate) fn claim_probe(&self, at: Instant) -> bool {
+        let mut state = self.lock();
+        if state.next_probe != Some(at) {
+            return false;
+        }
+        state.next_probe = None;
+        true
+    }
+
+    /// A probe has finished (and been recorded): schedules the next one, a
+    /// probe interval from now or at an ejection's end if that comes first.
+    pub(crate) fn probe_finished(&self, now: Instant) {
+        let mut state = self.lock();
+        let next = self.due(&state, now + self.settings.interval);
+        self.schedule_at(&mut state, next);
+    }
+
+    fn schedule_at(&self, state: &mut State, at: Instant) {
+        let Some(schedule) = &self.schedule else { return };
+        state.next_probe = Some(at);
+        let _ = schedule.wake.send(Wake::At(at, schedule.me.clone()));
     }
 
     /// A success of live traffic: the passive failure count starts over.
@@ -164,7 +225,11 @@ impl EndpointHealth {
     /// When the next probe is due: at `scheduled`, or earlier when an
     /// ejection's cooldown ends first.
     pub fn probe_due(&self, scheduled: Instant) -> Instant {
-        match self.lock().ejected_until {
+        self.due(&self.lock(), scheduled)
+    }
+
+    fn due(&self, state: &State, scheduled: Instant) -> Instant {
+        match state.ejected_until {
             Some(until) if until < scheduled => until,
             _ => scheduled,
         }
@@ -213,8 +278,11 @@ impl EndpointHealth {
 }
 
 impl Drop for EndpointHealth {
+    /// The scheduler deletes the series of an endpoint no table lists.
     fn drop(&mut self) {
-        self.wake.notify_one();
+        if let Some(schedule) = &self.schedule {
+            let _ = schedule.wake.send(Wake::Gone(self.url.clone()));
+        }
     }
 }
 
