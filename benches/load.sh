@@ -81,6 +81,12 @@ sed -e 's/18610/18650/; s/18611/18651/; s/18612/18652/; s/mirador\.pid/mirador-w
     -e 's/^threads = 1$/threads = 1\nwork_stealing = true/' "$WORK/mirador.toml" > "$WORK/mirador-ws.toml"
 RUST_LOG=warn taskset -c 0 target/release/mirador-router --config "$WORK/mirador-ws.toml" > "$WORK/mirador-ws.log" 2>&1 &
 MIRADOR_WS_PID=$!
+# And with metrics off, for what recording metrics costs.
+sed -e 's/18610/18660/; s/18611/18661/; s/18612/18662/; s/mirador\.pid/mirador-nm.pid/; s/mirador\.sock/mirador-nm.sock/' \
+    "$WORK/mirador.toml" > "$WORK/mirador-nm.toml"
+printf '[observability]\nmetrics = false\n' >> "$WORK/mirador-nm.toml"
+RUST_LOG=warn taskset -c 0 target/release/mirador-router --config "$WORK/mirador-nm.toml" > "$WORK/mirador-nm.log" 2>&1 &
+MIRADOR_NM_PID=$!
 taskset -c 0 target/release/examples/floor 127.0.0.1:18620 "$BACKEND" > "$WORK/floor.log" 2>&1 &
 FLOOR_PID=$!
 cat > "$WORK/proxy.conf" <<EOF
@@ -127,11 +133,11 @@ taskset -c 0 haproxy -f "$WORK/haproxy.cfg" > "$WORK/haproxy.log" 2>&1 &
 HAPROXY_PID=$!
 
 wait_up() { for _ in $(seq 200); do curl -s -o /dev/null -H 'X-Tenant-ID: bench' "http://$1/api/v1/query" && return; sleep 0.05; done; echo "no $1" >&2; exit 1; }
-for addr in "$BACKEND" 127.0.0.1:18610 127.0.0.1:18650 127.0.0.1:18620 127.0.0.1:18630 127.0.0.1:18640; do wait_up "$addr"; done
+for addr in "$BACKEND" 127.0.0.1:18610 127.0.0.1:18650 127.0.0.1:18660 127.0.0.1:18620 127.0.0.1:18630 127.0.0.1:18640; do wait_up "$addr"; done
 NGINX_PROXY_PID=$(pgrep -P "$(cat "$WORK/proxy.pid")" | head -1)
 
-declare -A PORT=([mirador]=18610 [mirador-ws]=18650 [floor]=18620 [nginx]=18630 [haproxy]=18640)
-declare -A PID=([mirador]=$MIRADOR_PID [mirador-ws]=$MIRADOR_WS_PID [floor]=$FLOOR_PID [nginx]=$NGINX_PROXY_PID [haproxy]=$HAPROXY_PID)
+declare -A PORT=([mirador]=18610 [mirador-ws]=18650 [mirador-nometrics]=18660 [floor]=18620 [nginx]=18630 [haproxy]=18640)
+declare -A PID=([mirador]=$MIRADOR_PID [mirador-ws]=$MIRADOR_WS_PID [mirador-nometrics]=$MIRADOR_NM_PID [floor]=$FLOOR_PID [nginx]=$NGINX_PROXY_PID [haproxy]=$HAPROXY_PID)
 cat > "$WORK/post.lua" <<'EOF'
 wrk.method = "POST"
 wrk.body = string.rep("x", 4096)
@@ -165,7 +171,9 @@ run() { # proxy scenario round
 }
 
 # PROXIES="mirador nginx" benches/load.sh runs a subset (nginx and floor are the
-# references); mirador-ws (work stealing on) is the A/B of that setting.
+# references). Variants for A/Bs: mirador-ws (Pingora's work stealing on),
+# mirador-nometrics (`[observability] metrics = false`):
+#   PROXIES="mirador mirador-nometrics" benches/load.sh 10 4
 read -r -a ORDER <<< "${PROXIES:-mirador floor nginx haproxy}"
 for round in $(seq "$ROUNDS"); do
   for scenario in small big post; do
@@ -180,20 +188,22 @@ done
 rss() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 echo "machine: $(nproc) CPUs, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs); ${SECONDS_PER_RUN}s x ${ROUNDS} rounds per cell"
 echo
-awk -v hz="$TICKS" -v rss_mirador="$(rss "$MIRADOR_PID")" -v rss_ws="$(rss "$MIRADOR_WS_PID")" -v rss_floor="$(rss "$FLOOR_PID")" \
+awk -v hz="$TICKS" -v rss_mirador="$(rss "$MIRADOR_PID")" -v rss_ws="$(rss "$MIRADOR_WS_PID")" -v rss_nm="$(rss "$MIRADOR_NM_PID")" -v rss_floor="$(rss "$FLOOR_PID")" \
     -v rss_nginx="$(rss "$NGINX_PROXY_PID")" -v rss_haproxy="$(rss "$HAPROXY_PID")" -v proxies="${ORDER[*]}" '
   { req[$2" "$1] += $4; ticks[$2" "$1] += $5; rps[$2" "$1] = rps[$2" "$1] " " $6; p50[$2" "$1] = p50[$2" "$1] " " $7; p99[$2" "$1] = p99[$2" "$1] " " $8; if ($9 != "ok") err[$2" "$1] = err[$2" "$1] " " $9 }
   END {
-    rssof["mirador"] = rss_mirador; rssof["mirador-ws"] = rss_ws; rssof["floor"] = rss_floor; rssof["nginx"] = rss_nginx; rssof["haproxy"] = rss_haproxy
+    rssof["mirador"] = rss_mirador; rssof["mirador-ws"] = rss_ws; rssof["mirador-nometrics"] = rss_nm; rssof["floor"] = rss_floor; rssof["nginx"] = rss_nginx; rssof["haproxy"] = rss_haproxy
     split("small big post", scenarios, " "); n = split(proxies, list, " ")
-    printf "%-8s %-10s %-24s %-20s %-20s %10s %9s %9s %8s\n", "scenario", "proxy", "req/s (rounds)", "p50 (rounds)", "p99 (rounds)", "cpu us/req", "x nginx", "x floor", "rss MiB"
+    printf "%-8s %-17s %-24s %-20s %-20s %10s %9s %9s %8s\n", "scenario", "proxy", "req/s (rounds)", "p50 (rounds)", "p99 (rounds)", "cpu us/req", "x nginx", "x floor", "rss MiB"
     for (s = 1; s <= 3; s++) {
-      nginx_cpu = ticks[scenarios[s]" nginx"] / hz * 1e6 / req[scenarios[s]" nginx"]
-      floor_cpu = ticks[scenarios[s]" floor"] / hz * 1e6 / req[scenarios[s]" floor"]
+      nginx_cpu = req[scenarios[s]" nginx"] ? ticks[scenarios[s]" nginx"] / hz * 1e6 / req[scenarios[s]" nginx"] : 0
+      floor_cpu = req[scenarios[s]" floor"] ? ticks[scenarios[s]" floor"] / hz * 1e6 / req[scenarios[s]" floor"] : 0
       for (p = 1; p <= n; p++) {
         k = scenarios[s]" "list[p]
         cpu = ticks[k] / hz * 1e6 / req[k]
-        printf "%-8s %-10s %-24s %-20s %-20s %10.2f %9.2f %9.2f %8s%s\n", scenarios[s], list[p], rps[k], p50[k], p99[k], cpu, cpu / nginx_cpu, cpu / floor_cpu, rssof[list[p]], err[k]
+        x_nginx = nginx_cpu ? sprintf("%.2f", cpu / nginx_cpu) : "-"
+        x_floor = floor_cpu ? sprintf("%.2f", cpu / floor_cpu) : "-"
+        printf "%-8s %-17s %-24s %-20s %-20s %10.2f %9s %9s %8s%s\n", scenarios[s], list[p], rps[k], p50[k], p99[k], cpu, x_nginx, x_floor, rssof[list[p]], err[k]
       }
     }
   }' "$RESULTS"

@@ -1,7 +1,7 @@
 //! Memory and build time at scale: 10,000 tenants × 3 signals, every pool
 //! with an endpoint of its own (30,000 endpoints), as live heap bytes counted
 //! by a counting global allocator — exact and free of RSS noise — by what
-//! holds them: the parsed config, the routing table, the health probers, and
+//! holds them: the parsed config, the routing table, the health-probe schedule, and
 //! metric series once every pool has served.
 //!
 //! Run: `cargo bench --bench memory` (`-- 100000` for another tenant count).
@@ -89,7 +89,7 @@ fn main() {
     let shared = Shared::new(HealthRegistry::new(runtime.handle().clone(), None), None);
     let before = live();
     let table = build_table(&config, &shared, None);
-    println!("  + health and probers   {}", per_pool(live() - before));
+    println!("  + probe schedule       {}", per_pool(live() - before));
     drop((table, shared));
 
     let metrics = Metrics::new();

@@ -168,11 +168,11 @@ impl EndpointHealth {
         }
         self.set_healthy(&mut state, false);
         state.successes = 0;
-        state.ejected_until = Some(now + self.settings.ejection_cooldown);
+        let until = now + self.settings.ejection_cooldown;
+        state.ejected_until = Some(until);
         state.last_error = Some(format!("ejected after {failures} consecutive failures of live traffic: {reason}"));
         // Probe at the cooldown's end, unless a probe is running (it
         // schedules the next one itself) or one is due before.
-        let until = now + self.settings.ejection_cooldown;
         if state.next_probe.is_some_and(|next| until < next) {
             self.schedule_at(&mut state, until);
         }

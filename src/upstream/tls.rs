@@ -1,6 +1,6 @@
 //! TLS towards `https://` endpoints, in the form Pingora's peers take.
 //!
-//! Built once per pool (and per prober) from the validated config, so no
+//! Built once per pool (and per probed endpoint) from the validated config, so no
 //! certificate is parsed on the request path. Without a `tls` table an
 //! `https://` endpoint is verified against the system's CAs.
 
