@@ -30,8 +30,9 @@ struct Cli {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Returns freed memory to the OS now instead of when mimalloc next gets to
-/// it: after a 10k-tenant parse that is tens of MiB of RSS.
+/// Returns the memory the calling thread has freed to the OS now instead of
+/// when mimalloc next gets to it: after a 10k-tenant parse on that thread,
+/// tens of MiB of RSS.
 fn release_memory() {
     // SAFETY: mi_collect takes no pointers and may be called from any thread.
     unsafe { libmimalloc_sys::mi_collect(true) }

@@ -121,7 +121,8 @@ pub struct Metrics {
     lifecycle: Mutex<()>,
 }
 
-/// Handles of one pool's series, resolved once per table build.
+/// Handles of one pool's series, resolved at the pool's first request and
+/// kept by the pool (across reloads that leave its tenant unchanged).
 pub struct PoolMetrics {
     pub requests: [IntCounter; 5],
     pub duration: Histogram,

@@ -99,6 +99,9 @@ impl Router {
         if declared.zip(ctx.max_body).is_some_and(|(declared, max)| declared > max) {
             return Err(refuse(Refusal::BodyTooLarge));
         }
+        // A pool's and its tenant's series exist (at 0) from their first
+        // request on, so `increase()` sees even the first error or refusal.
+        let _ = (pool.metrics(), route.rejections());
         ctx.pool = Some(pool.clone());
         // Reads may be replayed on another endpoint: GET/HEAD, and the POST
         // forms of known query paths (Grafana posts its queries).
@@ -229,14 +232,10 @@ impl ProxyHttp for Router {
         if let (Some(pool), Some(index)) = (&ctx.pool, ctx.endpoint) {
             upstream.insert_header(http::header::HOST, pool.endpoint(index).authority.clone())?;
         }
-        // The client's credential proves it to the router; it never travels
-        // on. Looked up first: a removal also edits Pingora's case map, and
-        // these headers are usually absent.
-        for name in [&ACCOUNT_ID, &PROJECT_ID, &http::header::AUTHORIZATION] {
-            if upstream.headers.contains_key(name) {
-                upstream.remove_header(name);
-            }
-        }
+        upstream.remove_header(&ACCOUNT_ID);
+        upstream.remove_header(&PROJECT_ID);
+        // The client's credential proves it to the router; it never travels on.
+        upstream.remove_header(&http::header::AUTHORIZATION);
         if let Some(credential) = ctx.pool.as_ref().and_then(|pool| pool.upstream_auth.clone()) {
             upstream.insert_header(http::header::AUTHORIZATION, credential)?;
         }

@@ -90,9 +90,8 @@ pub struct TenantRoute {
 }
 
 impl TenantRoute {
-    fn build(tenant: &crate::config::Tenant, shared: &Shared, metrics: Option<&Arc<Metrics>>) -> TenantRoute {
+    fn build(tenant: &crate::config::Tenant, shared: &Shared, series: Option<Arc<TenantSeries>>) -> TenantRoute {
         let id: Arc<str> = tenant.id.as_str().into();
-        let series = metrics.map(|m| TenantSeries::new(m.clone(), id.clone()));
         let pools = Signal::ALL.map(|signal| {
             let deployment = tenant.deployment(signal).filter(|_| tenant.features.allows(signal))?;
             Some(Arc::new(Pool::new(id.clone(), signal, deployment, shared, series.as_ref())))
@@ -106,6 +105,11 @@ impl TenantRoute {
             limits: shared.quotas.limits(&tenant.id, &tenant.quotas),
             series,
         }
+    }
+
+    /// The tenant's rejection counters, when metrics are on.
+    pub fn rejections(&self) -> Option<&Rejections> {
+        self.series.as_ref()?.rejections()
     }
 
     /// The pools of the signals the tenant may use.
@@ -153,12 +157,16 @@ impl RoutingTable {
                     bearer.extend(auth.bearer_sha256.iter().map(|digest| (*digest, id.clone())));
                     basic.extend(auth.basic.iter().map(|(user, digest)| (user.clone(), (id.clone(), *digest))));
                 }
-                let unchanged = previous
-                    .filter(|(before, _)| before.tenants.get(&tenant.id) == Some(tenant))
-                    .and_then(|(_, table)| table.tenants.get(&tenant.id));
-                let route = match unchanged {
-                    Some(route) => route.clone(),
-                    None => Arc::new(TenantRoute::build(tenant, shared, metrics)),
+                let before = previous.and_then(|(config, table)| Some((config.tenants.get(&tenant.id)?, table.tenants.get(&tenant.id)?)));
+                let route = match before {
+                    Some((config, route)) if **config == **tenant => route.clone(),
+                    // Changed: new pools, but the same series, so retiring the
+                    // tenant later reaches the pools of every generation.
+                    Some((_, route)) => Arc::new(TenantRoute::build(tenant, shared, route.series.clone())),
+                    None => {
+                        let series = metrics.map(|m| TenantSeries::new(m.clone(), tenant.id.as_str().into()));
+                        Arc::new(TenantRoute::build(tenant, shared, series))
+                    }
                 };
                 (tenant.id.clone(), route)
             })
@@ -207,7 +215,7 @@ impl RoutingTable {
     /// configured, else the one `unknown` set — never the client's value.
     pub fn rejections(&self, tenant: &str) -> Option<&Rejections> {
         match self.tenants.get(tenant) {
-            Some(route) => route.series.as_ref()?.rejections(),
+            Some(route) => route.rejections(),
             None => self.unknown.as_ref()?.rejections(),
         }
     }
@@ -342,6 +350,24 @@ endpoints = ["http://127.0.0.1:18005"]
         // Without the config the old table was built from, nothing is taken over.
         let fresh = RoutingTable::rebuild(&after, &shared, None);
         assert!(!Arc::ptr_eq(&pool(&old, "acme", Signal::Metrics), &pool(&fresh, "acme", Signal::Metrics)));
+    }
+
+    #[test]
+    fn retiring_a_tenant_reaches_the_pools_of_every_generation() {
+        let metrics = Metrics::new();
+        let shared = Shared::new(HealthRegistry::assume_healthy(), Some(metrics.clone()));
+        let first = parse("t.toml", CONFIG).unwrap();
+        let t1 = RoutingTable::build(&first, &shared);
+        let changed = parse("t.toml", &CONFIG.replace("18005", "18006")).unwrap();
+        let t2 = RoutingTable::rebuild(&changed, &shared, Some((&first, &t1)));
+        let without = parse("t.toml", &CONFIG[..CONFIG.find("[tenants.reader]").unwrap()]).unwrap();
+        let _t3 = RoutingTable::rebuild(&without, &shared, Some((&changed, &t2)));
+        t2.retire("reader");
+        // A request that started on the first table finishes only now.
+        let (_, old_pool) = t1.route("reader", Signal::Traces, Access::Query).unwrap();
+        assert!(old_pool.metrics().is_none(), "a retired tenant's pool made series");
+        let text = String::from_utf8(metrics.render()).unwrap();
+        assert!(!text.contains("reader"), "{text}");
     }
 
     #[test]

@@ -46,7 +46,8 @@ pub struct HealthRegistry {
     runtime: Option<Handle>,
     /// The scheduler's inbox; `None` with no runtime.
     scheduler: Option<UnboundedSender<Wake>>,
-    endpoints: Mutex<Endpoints>,
+    /// Shared with the scheduler, which drops an endpoint's entry when it is gone.
+    endpoints: Arc<Mutex<Endpoints>>,
 }
 
 /// What the scheduler is told.
@@ -67,19 +68,37 @@ struct Endpoints {
     sweep_at: usize,
 }
 
+impl Endpoints {
+    /// Drops the dead entries under `url`; whether none is left.
+    fn forget_if_unused(&mut self, url: &str) -> bool {
+        let Some(known) = self.by_url.get_mut(url) else { return true };
+        known.retain(|(_, health)| health.strong_count() > 0);
+        if known.is_empty() {
+            self.by_url.remove(url);
+            return true;
+        }
+        false
+    }
+}
+
+fn lock(endpoints: &Mutex<Endpoints>) -> std::sync::MutexGuard<'_, Endpoints> {
+    endpoints.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl HealthRegistry {
     /// A registry that probes every endpoint on `runtime`, recording probe
     /// durations in `metrics` when given.
     pub fn new(runtime: Handle, metrics: Option<Arc<Metrics>>) -> Arc<Self> {
         let (wake, inbox) = unbounded_channel();
-        runtime.spawn(schedule(inbox, Arc::new(Connector::new(None)), metrics));
-        Arc::new(HealthRegistry { runtime: Some(runtime), scheduler: Some(wake), endpoints: Mutex::default() })
+        let endpoints = Arc::new(Mutex::default());
+        runtime.spawn(schedule(inbox, endpoints.clone(), Arc::new(Connector::new(None)), metrics));
+        Arc::new(HealthRegistry { runtime: Some(runtime), scheduler: Some(wake), endpoints })
     }
 
     /// A registry that never probes and takes every endpoint as healthy:
     /// for building tables in tests and benchmarks of routing alone.
     pub fn assume_healthy() -> Arc<Self> {
-        Arc::new(HealthRegistry { runtime: None, scheduler: None, endpoints: Mutex::default() })
+        Arc::new(HealthRegistry { runtime: None, scheduler: None, endpoints: Arc::default() })
     }
 
     /// The shared health of `endpoint` under `settings`, created (and its
@@ -91,7 +110,7 @@ impl HealthRegistry {
         tls: Option<&UpstreamTls>,
         material: &TlsMaterial,
     ) -> Arc<EndpointHealth> {
-        let mut endpoints = self.endpoints.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut endpoints = lock(&self.endpoints);
         let fingerprint = tls.map(UpstreamTls::fingerprint);
         let same = |(print, health): &(Option<[u8; 32]>, Weak<EndpointHealth>)| {
             health.upgrade().filter(|health| *print == fingerprint && health.settings == *settings)
@@ -123,13 +142,15 @@ impl HealthRegistry {
                 health
             }
         };
-        endpoints.by_url.entry(url).or_default().push((fingerprint, Arc::downgrade(&health)));
+        let known = endpoints.by_url.entry(url).or_default();
+        known.retain(|(_, health)| health.strong_count() > 0);
+        known.push((fingerprint, Arc::downgrade(&health)));
         health
     }
 
     /// Number of endpoints some table still lists (for tests and the admin API).
     pub fn len(&self) -> usize {
-        let endpoints = self.endpoints.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let endpoints = lock(&self.endpoints);
         endpoints.by_url.values().flatten().filter(|(_, health)| health.strong_count() > 0).count()
     }
 
@@ -248,9 +269,11 @@ fn probe_error(e: &pingora::Error) -> String {
 /// Probes in flight at most: each holds Pingora's connect and HTTP state
 /// (kilobytes) and a socket. A probe waiting for its slot holds a few
 /// pointers (its state is boxed once it runs): spawned with the state
-/// inline, 30,000 start-up probes peaked at 400 MiB. Refused or answering
-/// endpoints take well under a millisecond each, so the cap costs start-up
-/// nothing; only endpoints that time out queue behind one another.
+/// inline, 30,000 start-up probes peaked at 400 MiB. Slots are taken in
+/// order, so while more than this many endpoints time out, the others'
+/// probes wait behind them: at start-up a new endpoint whose first probe has
+/// not run when the wait for first probes ends (probe timeout + 1 s) starts
+/// down, and is admitted by its probe when its turn comes.
 const MAX_PROBES_AT_ONCE: usize = 1024;
 
 /// An endpoint's next probe in the scheduler's queue.
@@ -275,7 +298,12 @@ impl Ord for Due {
 
 /// Starts each endpoint's probe when it is due; deletes the series of
 /// endpoints that are gone. Ends with the registry and its last endpoint.
-async fn schedule(mut inbox: UnboundedReceiver<Wake>, connector: Arc<Connector>, metrics: Option<Arc<Metrics>>) {
+async fn schedule(
+    mut inbox: UnboundedReceiver<Wake>,
+    endpoints: Arc<Mutex<Endpoints>>,
+    connector: Arc<Connector>,
+    metrics: Option<Arc<Metrics>>,
+) {
     let mut queue: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
     let running = Arc::new(tokio::sync::Semaphore::new(MAX_PROBES_AT_ONCE));
     loop {
@@ -284,7 +312,11 @@ async fn schedule(mut inbox: UnboundedReceiver<Wake>, connector: Arc<Connector>,
             message = inbox.recv() => match message {
                 Some(Wake::At(at, health)) => queue.push(Reverse(Due(at, health))),
                 Some(Wake::Gone(url)) => {
-                    if let Some(metrics) = &metrics {
+                    // The series are the URL's: they go with the last
+                    // endpoint under it (others may probe it with other
+                    // settings or TLS material).
+                    let last = lock(&endpoints).forget_if_unused(&url);
+                    if let (true, Some(metrics)) = (last, &metrics) {
                         metrics.forget_endpoint(&url);
                     }
                 }
@@ -323,4 +355,45 @@ async fn probe_once(health: Arc<EndpointHealth>, connector: Arc<Connector>, metr
     let now = Instant::now();
     health.record_probe(result, now);
     health.probe_finished(now);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn endpoint(port: u16) -> Endpoint {
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        Endpoint { url: format!("http://{addr}"), tls: false, host: "127.0.0.1".into(), port, addr }
+    }
+
+    #[test]
+    fn an_endpoints_series_go_with_the_last_health_state_under_its_url() {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let metrics = Metrics::new();
+        let registry = HealthRegistry::new(runtime.handle().clone(), Some(metrics.clone()));
+        let shared = endpoint(9);
+        let other = HealthCheck { interval: Duration::from_secs(7), ..HealthCheck::default() };
+        let a = registry.endpoint(&shared, &HealthCheck::default(), None, &TlsMaterial::default());
+        let b = registry.endpoint(&shared, &other, None, &TlsMaterial::default());
+        assert!(!Arc::ptr_eq(&a, &b), "other probe settings, another health state");
+        metrics.attempt_duration(&shared.url).observe(0.001);
+        let exposed = || String::from_utf8(metrics.render()).unwrap().contains(&shared.url);
+        assert!(exposed());
+
+        drop(a);
+        // The scheduler handles messages in order: once an endpoint created
+        // after the drop has been probed, the drop has been handled.
+        let marker = registry.endpoint(&endpoint(7), &HealthCheck::default(), None, &TlsMaterial::default());
+        registry.wait_first_probes([&marker], Duration::from_secs(10));
+        assert!(exposed(), "series gone while another health state still uses the URL");
+
+        drop(b);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while exposed() {
+            assert!(std::time::Instant::now() < deadline, "series of a URL no table lists remain");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(registry.len(), 1);
+    }
 }
