@@ -26,7 +26,7 @@ struct Cli {
 }
 
 /// glibc malloc/free were the top user-space functions in a callgrind
-/// profile of the proxy path (~25 % of instructions); see README, Benchmarks.
+/// profile of the proxy path (~25 % of instructions); see README, Performance.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
