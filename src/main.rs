@@ -48,7 +48,15 @@ fn main() -> ExitCode {
     };
     let cli = Cli::parse();
     let source = Source::choose(cli.config);
-    let loaded = source.read().and_then(|text| Ok((mirador_router::config::parse(&source.name(), &text)?, text)));
+    // Parsed on a thread of its own that then ends: its temporary memory
+    // goes back with the thread instead of staying in the main thread's heap,
+    // which never allocates again and so would never give it back.
+    let loaded = std::thread::scope(|scope| {
+        scope
+            .spawn(|| source.read().and_then(|text| Ok((mirador_router::config::parse(&source.name(), &text)?, text))))
+            .join()
+            .expect("the config parse does not panic")
+    });
     let (config, text) = match loaded {
         Ok(loaded) => loaded,
         Err(errors) => {
