@@ -174,10 +174,6 @@ impl TenantSeries {
         self.rejections.get_or_init(|| self.create(|m| m.rejections(&self.tenant))).as_ref()
     }
 
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
     fn create<T>(&self, make: impl FnOnce(&Metrics) -> T) -> Option<T> {
         let _order = self.metrics.lifecycle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         (!self.retired.load(Ordering::Relaxed)).then(|| make(&self.metrics))
