@@ -8,7 +8,8 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use mirador_router::config::parse;
 use std::hint::black_box;
-use mirador_router::routing::{classify_path, Access, RouteStore, RoutingTable, Shared, Signal};
+use mirador_router::api::{classify_path, Access, Signal};
+use mirador_router::routing::{RouteStore, RoutingTable, Shared};
 use mirador_router::upstream::Tried;
 
 fn config_text(tenants: usize) -> String {

@@ -1,19 +1,24 @@
 //! mirador-router: a multi-tenant reverse-proxy data plane for the
 //! VictoriaMetrics stack, on Pingora.
 //!
-//! Modules follow the path of a request: `config` (TOML → validated model),
-//! `routing` (signal, tenant, routing table), `upstream` (pools and endpoint
-//! selection), `proxy` (the Pingora phases and the error → status map),
-//! `reload` (build aside, swap once), `admin` (the admin listener) and
-//! `server` (assembly).
+//! Modules follow the path of a request, from the ground up (ARCHITECTURE.md
+//! draws the layers; a test keeps the imports to them): `api` (signals, the
+//! path table), `rejection` and `reply` (why the router answers itself, and
+//! how), `config` (TOML → validated model), `metrics`, `quota`, `access_log`,
+//! `upstream` (pools, endpoint health and probes), `routing` (tenant,
+//! routing table), `proxy` (the Pingora phases), `reload` (build aside, swap
+//! once), `admin` (the admin listener) and `server` (assembly).
 
 pub mod access_log;
 pub mod admin;
+pub mod api;
 pub mod config;
 pub mod metrics;
 pub mod proxy;
 pub mod quota;
+pub mod rejection;
 pub mod reload;
+pub mod reply;
 pub mod routing;
 pub mod server;
 pub mod upstream;

@@ -4,8 +4,8 @@ use clap::Parser;
 use mirador_router::access_log::{self, AccessLogLayer};
 use mirador_router::config::{AccessLogFormat, Source};
 use mirador_router::reload::{self, Reloader};
-use mirador_router::routing::{RouteStore, Shared};
 use mirador_router::metrics::Metrics;
+use mirador_router::routing::{self, RouteStore, Shared};
 use mirador_router::upstream::HealthRegistry;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -92,7 +92,7 @@ fn main() -> ExitCode {
     let shared = Arc::new(Shared::new(registry.clone(), metrics.clone()));
     let routes = Arc::new(RouteStore::new(reload::build_table(&config, &shared, None)));
     if let Some(metrics) = &metrics {
-        metrics.watch(routes.clone());
+        routing::watch(metrics, routes.clone());
         metrics.reload(true);
     }
     tracing::info!(config = %source.name(), tenants = config.tenants.len(), endpoints = registry.len(), "config loaded");

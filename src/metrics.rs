@@ -5,20 +5,20 @@
 //! reason): a client-sent tenant id that is not configured is counted under
 //! `tenant="unknown"`, never under its own value.
 //!
-//! Series are created when first counted, not when a table is built: a
-//! series costs about half a kilobyte, and 10,000 idle tenants × 3 signals
-//! with every series made up front held 400 MiB (benches/memory.rs). The
-//! request path still never looks a label up more than once per pool and
-//! table: each pool keeps its resolved [`PoolMetrics`] handles in a
-//! [`PoolSeries`]. Series of a tenant removed by a reload are deleted
-//! ([`TenantSeries::retire`]); endpoint series go with their endpoint.
+//! Series are created when first counted, not when a table is built (an idle
+//! tenant costs no series; README, Performance). The request path still never
+//! looks a label up more than once per pool and table: each pool keeps its
+//! resolved [`PoolMetrics`] handles in a [`PoolSeries`]. Series of a tenant
+//! removed by a reload are deleted ([`TenantSeries::retire`]); endpoint
+//! series go with their endpoint. Gauges read from running state at scrape
+//! time are collectors their owners register ([`Metrics::register`]).
 
-use crate::routing::{RouteStore, Signal};
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::MetricFamily;
+use crate::api::Signal;
+use crate::rejection::Rejection;
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -84,22 +84,6 @@ impl UpstreamErrorKind {
     }
 }
 
-/// Why the router refused a request: a closed set.
-pub const REJECTION_REASONS: [&str; 12] = [
-    "no_tenant",
-    "unknown_tenant",
-    "suspended",
-    "signal_not_enabled",
-    "read_only",
-    "unroutable",
-    "no_healthy_endpoint",
-    "unauthorized",
-    "credential_mismatch",
-    "rate_limited",
-    "concurrency_limited",
-    "body_too_large",
-];
-
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
@@ -110,9 +94,9 @@ pub struct Metrics {
     failovers: IntCounterVec,
     request_bytes: IntCounterVec,
     response_bytes: IntCounterVec,
-    /// Of every endpoint together: by endpoint it was 19 series per
-    /// endpoint (30,000 endpoints: 570,000 series); the latest probe of each
-    /// endpoint is the `mirador_router_endpoint_probe_seconds` gauge.
+    /// Of every endpoint together (a histogram per endpoint is too many
+    /// series at scale); the latest probe of each endpoint is the
+    /// `mirador_router_endpoint_probe_seconds` gauge.
     pub probe_duration: Histogram,
     rejections: IntCounterVec,
     reloads: IntCounterVec,
@@ -135,6 +119,15 @@ pub struct PoolMetrics {
     pub no_healthy_endpoint: IntCounter,
     /// `rejections_total{reason="body_too_large"}` of the pool's tenant.
     pub body_too_large: IntCounter,
+}
+
+/// Rejection counters of one tenant, one per [`Rejection`].
+pub struct Rejections([IntCounter; Rejection::ALL.len()]);
+
+impl Rejections {
+    pub fn get(&self, rejection: Rejection) -> &IntCounter {
+        &self.0[rejection.index()]
+    }
 }
 
 impl PoolMetrics {
@@ -160,9 +153,6 @@ pub struct TenantSeries {
     retired: AtomicBool,
     rejections: OnceLock<Option<Rejections>>,
 }
-
-/// Rejection counters by reason, in [`REJECTION_REASONS`] order.
-pub type Rejections = [IntCounter; REJECTION_REASONS.len()];
 
 impl TenantSeries {
     pub fn new(metrics: Arc<Metrics>, tenant: Arc<str>) -> Arc<TenantSeries> {
@@ -191,7 +181,7 @@ impl TenantSeries {
 pub struct PoolSeries {
     tenant: Arc<TenantSeries>,
     signal: Signal,
-    /// Boxed: 19 handles are 170 bytes, held by idle pools too otherwise.
+    /// Boxed: the handles are held by idle pools too otherwise.
     handles: OnceLock<Option<Box<PoolMetrics>>>,
 }
 
@@ -283,10 +273,11 @@ impl Metrics {
         Arc::new(metrics)
     }
 
-    /// Reads endpoint health, pools per endpoint and the tenant count from
-    /// the table in force at each scrape.
-    pub fn watch(&self, routes: Arc<RouteStore>) {
-        let _ = self.registry.register(Box::new(TableCollector::new(routes)));
+    /// Adds a collector of gauges read at scrape time (the routing table's).
+    pub fn register(&self, collector: Box<dyn Collector>) {
+        if let Err(e) = self.registry.register(collector) {
+            tracing::warn!(error = %e, "metric collector not registered");
+        }
     }
 
     /// Resolves the series of one pool.
@@ -300,8 +291,8 @@ impl Metrics {
             failovers: self.failovers.with_label_values(&labels),
             request_bytes: self.request_bytes.with_label_values(&labels),
             response_bytes: self.response_bytes.with_label_values(&labels),
-            no_healthy_endpoint: self.rejections.with_label_values(&[tenant, REJECTION_REASONS[6]]),
-            body_too_large: self.rejections.with_label_values(&[tenant, REJECTION_REASONS[11]]),
+            no_healthy_endpoint: self.rejections.with_label_values(&[tenant, Rejection::NoHealthyEndpoint.as_str()]),
+            body_too_large: self.rejections.with_label_values(&[tenant, Rejection::BodyTooLarge.as_str()]),
         }
     }
 
@@ -312,7 +303,7 @@ impl Metrics {
 
     /// One handle per rejection reason for `tenant` (a configured id or [`UNKNOWN_TENANT`]).
     fn rejections(&self, tenant: &str) -> Rejections {
-        REJECTION_REASONS.map(|reason| self.rejections.with_label_values(&[tenant, reason]))
+        Rejections(Rejection::ALL.map(|reason| self.rejections.with_label_values(&[tenant, reason.as_str()])))
     }
 
     pub fn reload(&self, success: bool) {
@@ -338,8 +329,8 @@ impl Metrics {
             }
             let _ = self.duration.remove_label_values(&labels);
         }
-        for reason in REJECTION_REASONS {
-            let _ = self.rejections.remove_label_values(&[tenant, reason]);
+        for reason in Rejection::ALL {
+            let _ = self.rejections.remove_label_values(&[tenant, reason.as_str()]);
         }
     }
 
@@ -353,64 +344,6 @@ impl Metrics {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
-    }
-}
-
-/// Gauges read from the table in force at scrape time, so they can never
-/// outlive a tenant or an endpoint: endpoint health, latest probe latency,
-/// pools per endpoint, tenants loaded.
-struct TableCollector {
-    routes: Arc<RouteStore>,
-    descs: Vec<Desc>,
-    healthy: IntGaugeVec,
-    probe: GaugeVec,
-    pools: IntGaugeVec,
-    tenants: IntGauge,
-}
-
-impl TableCollector {
-    fn new(routes: Arc<RouteStore>) -> Self {
-        let healthy = IntGaugeVec::new(
-            Opts::new("mirador_router_endpoint_healthy", "1 when the endpoint takes traffic, 0 when it is down or ejected."),
-            &["endpoint"],
-        )
-        .expect("valid metric");
-        let probe = GaugeVec::new(
-            Opts::new("mirador_router_endpoint_probe_seconds", "Latency of the endpoint's latest successful health probe."),
-            &["endpoint"],
-        )
-        .expect("valid metric");
-        let pools = IntGaugeVec::new(
-            Opts::new("mirador_router_endpoint_pools", "Number of (tenant, signal) pools that list the endpoint."),
-            &["endpoint"],
-        )
-        .expect("valid metric");
-        let tenants = IntGauge::new("mirador_router_tenants", "Tenants in the routing table in force.").expect("valid metric");
-        let descs = [healthy.desc(), probe.desc(), pools.desc(), tenants.desc()].concat().into_iter().cloned().collect();
-        TableCollector { routes, descs, healthy, probe, pools, tenants }
-    }
-}
-
-impl Collector for TableCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let table = self.routes.load();
-        self.healthy.reset();
-        self.probe.reset();
-        self.pools.reset();
-        for health in table.endpoint_health() {
-            let url = [&*health.url];
-            self.healthy.with_label_values(&url).set(health.is_healthy() as i64);
-            if let Some(latency) = health.last_probe() {
-                self.probe.with_label_values(&url).set(latency.as_secs_f64());
-            }
-            self.pools.with_label_values(&url).inc();
-        }
-        self.tenants.set(table.tenant_count() as i64);
-        [self.healthy.collect(), self.probe.collect(), self.pools.collect(), self.tenants.collect()].concat()
     }
 }
 
@@ -430,7 +363,7 @@ mod tests {
         assert!(!exposition(&metrics).contains("acme"), "series before first use");
 
         pool.get().expect("metrics on").answered(204);
-        tenant.rejections().expect("metrics on")[0].inc();
+        tenant.rejections().expect("metrics on").get(Rejection::NoTenant).inc();
         let text = exposition(&metrics);
         assert!(text.contains(r#"mirador_router_requests_total{signal="logs",status_class="2xx",tenant="acme"} 1"#), "{text}");
         assert!(text.contains(r#"mirador_router_rejections_total{reason="no_tenant",tenant="acme"} 1"#), "{text}");

@@ -42,14 +42,27 @@ pub struct LastReload {
     pub errors: Vec<String>,
 }
 
-/// Why a mutation of the config file did not happen.
-#[derive(Debug)]
+/// Why a mutation of the config file did not happen. Says what went wrong;
+/// the admin listener decides the status.
+#[derive(Debug, thiserror::Error)]
 pub enum MutationError {
-    /// The edit itself refused (unknown tenant, existing id, bad JSON...).
-    Refused { status: u16, message: String },
+    /// The request body does not describe a tenant (not JSON, a bad id...).
+    #[error("{0}")]
+    BadBody(String),
+    #[error("unknown tenant {0:?}")]
+    UnknownTenant(String),
+    #[error("tenant {0:?} exists already; PUT /api/v1/tenants/{0} replaces it")]
+    TenantExists(String),
+    /// The router runs on the embedded default: there is no file to change.
+    #[error("the router runs on the embedded default config: start it with --config FILE to change tenants")]
+    NoFile,
+    #[error("tenants is not a table in the config file")]
+    NotATable,
     /// The edited config does not validate; nothing was written.
+    #[error("the edited config is not valid ({} error(s))", .0.len())]
     Invalid(Vec<ConfigError>),
-    /// There is no file to persist to, or it could not be written.
+    /// The file could not be read or written.
+    #[error("{0}")]
     Storage(String),
 }
 
@@ -134,8 +147,8 @@ impl Reloader {
         let logged = match &result {
             Ok(report) => Ok(report.clone()),
             Err(MutationError::Invalid(errors)) => Err(errors.clone()),
-            Err(MutationError::Refused { message, .. } | MutationError::Storage(message)) => {
-                Err(vec![ConfigError { file: self.source.name(), position: None, key: String::new(), message: message.clone() }])
+            Err(other) => {
+                Err(vec![ConfigError { file: self.source.name(), position: None, key: String::new(), message: other.to_string() }])
             }
         };
         self.record(&mut state, action, from, Some(tenant), &logged);
@@ -150,10 +163,7 @@ impl Reloader {
         edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), MutationError>,
     ) -> Result<ReloadReport, MutationError> {
         let Source::File(path) = &self.source else {
-            return Err(MutationError::Refused {
-                status: 409,
-                message: "the router runs on the embedded default config: start it with --config FILE to change tenants".into(),
-            });
+            return Err(MutationError::NoFile);
         };
         let on_disk = std::fs::read_to_string(path).map_err(|e| MutationError::Storage(format!("cannot read {}: {e}", path.display())))?;
         let mut doc: toml_edit::DocumentMut =

@@ -3,11 +3,12 @@
 //! sharing the same [`RouteStore`], and the admin listener.
 
 use crate::admin::AdminApp;
+use crate::api::Listener;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::reload::Reloader;
 use crate::proxy::Router;
-use crate::routing::{Listener, RouteStore};
+use crate::reload::Reloader;
+use crate::routing::RouteStore;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use std::sync::Arc;

@@ -1,10 +1,12 @@
-//! The routing decision allocates nothing: identify the tenant, classify the
-//! path, look the pool up, select an endpoint — counted with a counting
-//! global allocator.
+//! The routing decision allocates nothing: the proxy's own `resolve`
+//! (identify the tenant, classify the path, look the pool up, admit), then
+//! selecting an endpoint — counted with a counting global allocator.
 
+use mirador_router::api::Listener;
 use mirador_router::config::parse;
-use mirador_router::routing::{classify_path, identify, Access, RoutingTable, Shared, Signal};
-use mirador_router::upstream::Tried;
+use mirador_router::proxy::{resolve, RequestCtx};
+use mirador_router::routing::{RoutingTable, Shared};
+use mirador_router::upstream::{Pick, Tried};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -31,14 +33,20 @@ fn the_routing_decision_allocates_nothing() {
         .map(|i| format!("[tenants.t{i}.metrics]\nendpoints = [\"http://127.0.0.1:{}\", \"http://127.0.0.2:{}\"]\n", 20000 + i, 20000 + i))
         .collect();
     let table = RoutingTable::build(&parse("a.toml", &text).unwrap(), &Shared::for_tests());
+    let requests: Vec<pingora::http::RequestHeader> = ["t1", "t500", "t999"]
+        .map(|tenant| {
+            let mut request = pingora::http::RequestHeader::build("GET", b"/prometheus/api/v1/query_range", None).unwrap();
+            request.insert_header("X-Tenant-ID", tenant).unwrap();
+            request
+        })
+        .into();
+    let mut contexts: Vec<RequestCtx> = (0..10_000).map(|_| RequestCtx::new()).collect();
     let before = ALLOCATIONS.load(Ordering::SeqCst);
     let mut picked = 0;
-    for i in 0..10_000 {
-        let tenant = ["t1", "t500", "t999"][i % 3];
-        let (signal, access) = classify_path("/prometheus/api/v1/query_range").unwrap_or((Signal::Metrics, Access::Query));
-        let tenant = identify(&table, tenant, None).unwrap();
-        let (_, pool) = table.route(tenant, signal, access).unwrap();
-        if let mirador_router::upstream::Pick::Endpoint(index) = pool.select(Tried::default()) {
+    for (i, ctx) in contexts.iter_mut().enumerate() {
+        resolve(&table, Listener::Unified, &requests[i % 3], ctx).unwrap();
+        let pool = ctx.pool.as_ref().unwrap();
+        if let Pick::Endpoint(index) = pool.select(Tried::default()) {
             picked += index;
         }
     }

@@ -2,14 +2,17 @@
 //! tenant ids, signals, listeners and paths, a request is either refused by
 //! the router or reaches an endpoint of exactly its own tenant and signal.
 //!
-//! Two levels: the library (routing table + classification, many cases) and
-//! the real binary against recording upstreams (fewer cases, each a router).
+//! Two levels: the library (the proxy's own `resolve` over a routing table,
+//! many cases) and the real binary against recording upstreams (fewer
+//! cases, each a router).
 
 mod common;
 
 use common::*;
+use mirador_router::api::{classify_path, Listener, Signal, PATH_TABLE};
 use mirador_router::config::parse;
-use mirador_router::routing::{classify, classify_path, Listener, RoutingTable, Shared, Signal, PATH_TABLE};
+use mirador_router::proxy::{resolve, RequestCtx};
+use mirador_router::routing::{RoutingTable, Shared};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestRunner};
 use std::collections::BTreeMap;
@@ -89,18 +92,31 @@ fn the_table_routes_a_request_to_its_own_tenant_and_signal_or_refuses_it() {
             let table = RoutingTable::build(&config, &Shared::for_tests());
             for (listener, path, pick, mangle, random) in requests {
                 let tenant = header_for(&specs, pick, mangle, &random);
-                let Some(signal) = classify(listener, &path) else { continue };
-                let access = classify_path(&path).map_or(mirador_router::routing::Access::Query, |(_, a)| a);
-                if let Ok((_, pool)) = table.route(&tenant, signal, access) {
-                    prop_assert_eq!(&*pool.tenant, tenant.as_str());
-                    prop_assert_eq!(pool.signal, signal);
-                    for endpoint in pool.endpoints() {
-                        let own = format!("http://127.0.0.1:{}", ports[&(tenant.clone(), signal)]);
-                        prop_assert_eq!(&*endpoint.url, own.as_str());
+                let mut request = pingora::http::RequestHeader::build("GET", path.as_bytes(), None).unwrap();
+                request.insert_header("X-Tenant-ID", tenant.as_str()).unwrap();
+                let mut ctx = RequestCtx::new();
+                // The signal the request is for, by the README's rules.
+                let signal = match listener {
+                    Listener::DropIn(signal) => Some(signal),
+                    Listener::Unified => classify_path(&path).map(|(signal, _)| signal),
+                };
+                match (resolve(&table, listener, &request, &mut ctx), signal) {
+                    (Ok(()), Some(signal)) => {
+                        let pool = ctx.pool.as_ref().expect("a resolved request has a pool");
+                        prop_assert_eq!(&*pool.tenant, tenant.as_str());
+                        prop_assert_eq!(pool.signal, signal);
+                        for endpoint in pool.endpoints() {
+                            let own = format!("http://127.0.0.1:{}", ports[&(tenant.clone(), signal)]);
+                            prop_assert_eq!(&*endpoint.url, own.as_str());
+                        }
                     }
-                } else {
-                    let expected_refusal = specs.iter().find(|s| s.id == tenant).is_none_or(|s| !s.signals[signal.index()]);
-                    prop_assert!(expected_refusal, "refused {tenant} {signal} though it is configured");
+                    (Ok(()), None) => prop_assert!(false, "{path} resolved on {listener:?} though it has no signal"),
+                    (Err(reply), Some(signal)) => {
+                        let configured = specs.iter().find(|s| s.id == tenant).is_some_and(|s| s.signals[signal.index()]);
+                        prop_assert!(!configured, "refused {tenant} {signal} ({}) though it is configured", reply.message);
+                        prop_assert!(ctx.pool.is_none());
+                    }
+                    (Err(reply), None) => prop_assert!(matches!(reply.status, 401 | 404), "{}", reply.status),
                 }
             }
             Ok(())

@@ -1,6 +1,7 @@
 //! `GET /api/v1/tenants/{id}/health`: per signal, per endpoint health.
 
 use super::{error, Answer};
+use crate::reply::ErrorKind;
 use crate::routing::RoutingTable;
 use crate::upstream::Role;
 use http::StatusCode;
@@ -8,7 +9,7 @@ use serde_json::{json, Value};
 
 pub(super) fn tenant_health(table: &RoutingTable, id: &str) -> Answer {
     let Some(tenant) = table.tenant(id) else {
-        return error(StatusCode::NOT_FOUND, "not_found", format!("unknown tenant {id:?}"));
+        return error(ErrorKind::NotFound, format!("unknown tenant {id:?}"));
     };
     let signals: serde_json::Map<String, Value> = tenant
         .pools()

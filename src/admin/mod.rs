@@ -4,7 +4,7 @@
 //! Loopback by default; bound elsewhere it needs `admin.token_file`, and when
 //! a token is configured every request but `/health` and `/ready` must carry
 //! it (`Authorization: Bearer ...`, compared in constant time). Every answer
-//! is JSON; errors use the proxy's shape
+//! is JSON; errors are [`ErrorReply`]s, the proxy's shape and map
 //! (`{"status":"error","errorType":...,"error":...}`). Mutations run on a
 //! blocking thread through the one reload path ([`Reloader`]).
 
@@ -14,6 +14,7 @@ mod tenants;
 use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::reload::{MutationError, ReloadReport, Reloader};
+use crate::reply::{ErrorKind, ErrorReply, KeyedError};
 use crate::routing::RouteStore;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
@@ -33,14 +34,15 @@ pub struct AdminApp {
     token: Option<Secret>,
 }
 
-/// An admin answer: status and JSON, or the metrics text.
+/// An admin answer: status and JSON, an error, or the metrics text.
 enum Answer {
     Json(StatusCode, Value),
+    Error(ErrorReply),
     Text(Vec<u8>),
 }
 
-fn error(status: StatusCode, error_type: &str, message: impl Into<String>) -> Answer {
-    Answer::Json(status, json!({"status": "error", "errorType": error_type, "error": message.into()}))
+fn error(kind: ErrorKind, message: impl Into<String>) -> Answer {
+    Answer::Error(ErrorReply::new(kind, message))
 }
 
 impl AdminApp {
@@ -70,12 +72,12 @@ impl AdminApp {
         }
         if !self.authorized(session) {
             tracing::warn!(target: crate::reload::AUDIT_TARGET, action = "auth", result = "refused", source = %from, path, "admin request without a valid bearer token");
-            return error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required");
+            return error(ErrorKind::Unauthorized, "a valid bearer token is required");
         }
         match (&method, segments.as_slice()) {
             (&Method::GET, ["metrics"]) => match &self.metrics {
                 Some(metrics) => Answer::Text(metrics.render()),
-                None => error(StatusCode::NOT_FOUND, "not_found", "metrics are off ([observability] metrics = false)"),
+                None => error(ErrorKind::NotFound, "metrics are off ([observability] metrics = false)"),
             },
             (&Method::GET, ["api", "v1", "reload"]) => Answer::Json(StatusCode::OK, json!({ "last": self.reloader.last() })),
             (&Method::POST, ["api", "v1", "reload"]) => {
@@ -84,7 +86,7 @@ impl AdminApp {
                 match result {
                     Some(Ok(report)) => Answer::Json(StatusCode::OK, json!({"status": "ok", "changes": report})),
                     Some(Err(errors)) => refused_config(&errors),
-                    None => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the reload did not finish"),
+                    None => error(ErrorKind::Internal, "the reload did not finish"),
                 }
             }
             (&Method::GET, ["api", "v1", "tenants"]) => {
@@ -92,7 +94,7 @@ impl AdminApp {
             }
             (&Method::GET, ["api", "v1", "tenants", id]) => match tenants::get(&self.reloader.applied_text(), id) {
                 Some(tenant) => Answer::Json(StatusCode::OK, tenant),
-                None => error(StatusCode::NOT_FOUND, "not_found", format!("unknown tenant {id:?}")),
+                None => error(ErrorKind::NotFound, format!("unknown tenant {id:?}")),
             },
             (&Method::GET, ["api", "v1", "tenants", id, "health"]) => health::tenant_health(&self.routes.load(), id),
             (&Method::POST, ["api", "v1", "tenants"]) => {
@@ -117,9 +119,9 @@ impl AdminApp {
                 mutation_answer(result, StatusCode::OK, None)
             }
             (_, ["metrics"] | ["api", "v1", "reload"] | ["api", "v1", "tenants"] | ["api", "v1", "tenants", _] | ["api", "v1", "tenants", _, "health"]) => {
-                error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed on {path}"))
+                error(ErrorKind::MethodNotAllowed, format!("{method} is not allowed on {path}"))
             }
-            _ => error(StatusCode::NOT_FOUND, "not_found", format!("no admin endpoint {path:?}")),
+            _ => error(ErrorKind::NotFound, format!("no admin endpoint {path:?}")),
         }
     }
 
@@ -150,31 +152,28 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 }
 
 fn mutation_answer(result: Option<Result<ReloadReport, MutationError>>, success: StatusCode, tenant: Option<Value>) -> Answer {
-    match result {
-        Some(Ok(report)) => Answer::Json(success, json!({"status": "ok", "tenant": tenant, "changes": report})),
-        Some(Err(MutationError::Refused { status, message })) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-            let kind = match status {
-                StatusCode::NOT_FOUND => "not_found",
-                StatusCode::CONFLICT => "conflict",
-                _ => "bad_data",
-            };
-            error(status, kind, message)
-        }
-        Some(Err(MutationError::Invalid(errors))) => refused_config(&errors),
-        Some(Err(MutationError::Storage(message))) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", message),
-        None => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the change did not finish"),
-    }
+    let e = match result {
+        Some(Ok(report)) => return Answer::Json(success, json!({"status": "ok", "tenant": tenant, "changes": report})),
+        Some(Err(MutationError::Invalid(errors))) => return refused_config(&errors),
+        Some(Err(e)) => e,
+        None => return error(ErrorKind::Internal, "the change did not finish"),
+    };
+    let kind = match &e {
+        MutationError::BadBody(_) => ErrorKind::BadData,
+        MutationError::UnknownTenant(_) => ErrorKind::NotFound,
+        MutationError::TenantExists(_) | MutationError::NoFile | MutationError::NotATable => ErrorKind::Conflict,
+        MutationError::Invalid(_) => ErrorKind::BadData,
+        MutationError::Storage(_) => ErrorKind::Internal,
+    };
+    error(kind, e.to_string())
 }
 
 /// 400 with every validation error, each with its key path.
 fn refused_config(errors: &[crate::config::ConfigError]) -> Answer {
-    let list: Vec<Value> = errors.iter().map(|e| json!({"key": e.key, "error": e.message})).collect();
     let first = errors.first().map(|e| if e.key.is_empty() { e.message.clone() } else { format!("{}: {}", e.key, e.message) });
-    Answer::Json(
-        StatusCode::BAD_REQUEST,
-        json!({"status": "error", "errorType": "bad_data", "error": first.unwrap_or_default(), "errors": list}),
-    )
+    let mut reply = ErrorReply::new(ErrorKind::BadData, first.unwrap_or_default());
+    reply.errors = errors.iter().map(|e| KeyedError { key: e.key.clone(), error: e.message.clone() }).collect();
+    Answer::Error(reply)
 }
 
 async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Answer> {
@@ -184,11 +183,11 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Answer> {
             Ok(Some(chunk)) => {
                 body.extend_from_slice(&chunk);
                 if body.len() > MAX_BODY {
-                    return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is over 1 MiB"));
+                    return Err(error(ErrorKind::PayloadTooLarge, "the body is over 1 MiB"));
                 }
             }
             Ok(None) => return Ok(body),
-            Err(e) => return Err(error(StatusCode::BAD_REQUEST, "bad_data", format!("cannot read the body: {e}"))),
+            Err(e) => return Err(error(ErrorKind::BadData, format!("cannot read the body: {e}"))),
         }
     }
 }
@@ -198,6 +197,10 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let (status, content_type, body) = match self.answer(session).await {
             Answer::Json(status, value) => (status, "application/json", serde_json::to_vec(&value).unwrap_or_default()),
+            Answer::Error(reply) => {
+                let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                (status, "application/json", reply.body().to_vec())
+            }
             Answer::Text(text) => (StatusCode::OK, "text/plain; version=0.0.4", text),
         };
         Response::builder()

@@ -14,8 +14,8 @@ use toml_edit::{Array, DocumentMut, InlineTable, Item, Table};
 /// Sub-tables written as `[tenants.<id>.<key>]` sections; deeper ones inline.
 const SECTIONS: [&str; 5] = ["metrics", "logs", "traces", "quotas", "features"];
 
-fn refused(status: u16, message: impl Into<String>) -> MutationError {
-    MutationError::Refused { status, message: message.into() }
+fn bad_body(message: impl Into<String>) -> MutationError {
+    MutationError::BadBody(message.into())
 }
 
 /// Every tenant of the config text, as JSON.
@@ -48,24 +48,24 @@ fn with_id(id: &str, table: Value) -> Value {
 /// The tenant id and TOML table of a request body. `path_id` is the id in
 /// the URL (PUT); a body id must then match it.
 pub fn from_json(body: &[u8], path_id: Option<&str>) -> Result<(String, Item), MutationError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| refused(400, format!("the body is not JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| bad_body(format!("the body is not JSON: {e}")))?;
     let Value::Object(mut fields) = value else {
-        return Err(refused(400, "the body must be a JSON object: the tenant's table plus its id"));
+        return Err(bad_body("the body must be a JSON object: the tenant's table plus its id"));
     };
     let body_id = match fields.remove("id") {
         None => None,
         Some(Value::String(id)) => Some(id),
-        Some(_) => return Err(refused(400, "id: must be a string")),
+        Some(_) => return Err(bad_body("id: must be a string")),
     };
     let id = match (path_id, body_id) {
         (Some(path), Some(body)) if path != body => {
-            return Err(refused(400, format!("id: {body:?} in the body does not match {path:?} in the path")))
+            return Err(bad_body(format!("id: {body:?} in the body does not match {path:?} in the path")))
         }
         (Some(path), _) => path.to_string(),
         (None, Some(body)) => body,
-        (None, None) => return Err(refused(400, "id: missing")),
+        (None, None) => return Err(bad_body("id: missing")),
     };
-    check_tenant_id(&id).map_err(|why| refused(400, format!("id: {why}")))?;
+    check_tenant_id(&id).map_err(|why| bad_body(format!("id: {why}")))?;
     let mut table = Table::new();
     table.set_implicit(true);
     for (key, value) in fields {
@@ -91,12 +91,12 @@ pub fn from_json(body: &[u8], path_id: Option<&str>) -> Result<(String, Item), M
 /// A JSON value as a TOML value; objects become inline tables.
 fn to_value(value: Value, path: &str) -> Result<toml_edit::Value, MutationError> {
     Ok(match value {
-        Value::Null => return Err(refused(400, format!("{path}: null is not a value; leave the field out"))),
+        Value::Null => return Err(bad_body(format!("{path}: null is not a value; leave the field out"))),
         Value::Bool(b) => b.into(),
         Value::Number(n) => match (n.as_i64(), n.as_f64()) {
             (Some(i), _) => i.into(),
             (None, Some(f)) => f.into(),
-            _ => return Err(refused(400, format!("{path}: {n} is out of range"))),
+            _ => return Err(bad_body(format!("{path}: {n} is out of range"))),
         },
         Value::String(s) => s.into(),
         Value::Array(items) => {
@@ -123,13 +123,13 @@ fn tenants_table(doc: &mut DocumentMut) -> Result<&mut Table, MutationError> {
         table.set_implicit(true);
         Item::Table(table)
     });
-    entry.as_table_mut().ok_or_else(|| refused(409, "tenants is not a table in the config file"))
+    entry.as_table_mut().ok_or(MutationError::NotATable)
 }
 
 pub fn create(doc: &mut DocumentMut, id: &str, item: Item) -> Result<(), MutationError> {
     let tenants = tenants_table(doc)?;
     if tenants.contains_key(id) {
-        return Err(refused(409, format!("tenant {id:?} exists already; PUT /api/v1/tenants/{id} replaces it")));
+        return Err(MutationError::TenantExists(id.to_string()));
     }
     tenants.insert(id, item);
     Ok(())
@@ -138,7 +138,7 @@ pub fn create(doc: &mut DocumentMut, id: &str, item: Item) -> Result<(), Mutatio
 pub fn replace(doc: &mut DocumentMut, id: &str, item: Item) -> Result<(), MutationError> {
     let tenants = tenants_table(doc)?;
     if !tenants.contains_key(id) {
-        return Err(refused(404, format!("unknown tenant {id:?}")));
+        return Err(MutationError::UnknownTenant(id.to_string()));
     }
     tenants.insert(id, item);
     Ok(())
@@ -146,7 +146,7 @@ pub fn replace(doc: &mut DocumentMut, id: &str, item: Item) -> Result<(), Mutati
 
 pub fn delete(doc: &mut DocumentMut, id: &str) -> Result<(), MutationError> {
     let tenants = tenants_table(doc)?;
-    tenants.remove(id).map(|_| ()).ok_or_else(|| refused(404, format!("unknown tenant {id:?}")))
+    tenants.remove(id).map(|_| ()).ok_or_else(|| MutationError::UnknownTenant(id.to_string()))
 }
 
 #[cfg(test)]
@@ -170,7 +170,7 @@ mod tests {
     #[test]
     fn bad_bodies_are_refused_with_the_field() {
         let message = |body: &[u8], path: Option<&str>| match from_json(body, path) {
-            Err(MutationError::Refused { status: 400, message }) => message,
+            Err(MutationError::BadBody(message)) => message,
             _ => panic!("accepted"),
         };
         assert!(message(b"{", None).starts_with("the body is not JSON"));

@@ -1,18 +1,24 @@
 //! Configuration: TOML text → validated [`Config`], or every error.
 //!
-//! Loading is a pure function of the text (plus DNS for endpoint host names):
-//! [`parse`] returns the model or the complete list of errors, each naming
-//! the file, line, column and key path. Nothing here touches running state;
-//! callers decide what to do with a result, so a bad file can never apply
-//! half a config.
+//! Two steps: [`Inputs::gather`] reads what the text refers to (files,
+//! environment variables, DNS answers), then [`compile`] — a pure function
+//! of text and inputs — returns the model or the complete list of errors,
+//! each naming the file, line, column and key path. [`parse`] does both.
+//! Nothing here touches running state; callers decide what to do with a
+//! result, so a bad file can never apply half a config.
 
+mod check;
+mod deployment;
 mod error;
+mod inputs;
 mod model;
 mod raw;
 mod secrets;
 mod validate;
 
+pub use deployment::MAX_ENDPOINTS_PER_DEPLOYMENT;
 pub use error::{ConfigError, KeyPath, Problem};
+pub use inputs::Inputs;
 pub use model::*;
 pub use raw::{AccessLogFormat, TenantStatus};
 pub use validate::check_tenant_id;
@@ -64,11 +70,27 @@ impl Source {
     }
 }
 
-/// Parses and validates config text; `file` names it in errors.
+/// Parses config text, gathers what it refers to, and validates it; `file`
+/// names the text in errors.
 pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
     let locator = error::Locator::new(file, text);
-    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| vec![locator.parse_error(&e)])?;
-    validate::validate(raw).map_err(|problems| problems.into_iter().map(|p| locator.place(p)).collect())
+    let raw = parse_raw(&locator, text)?;
+    let inputs = Inputs::gather(&raw);
+    validate_raw(&locator, raw, &inputs)
+}
+
+/// Parses and validates config text against `inputs`; reads nothing.
+pub fn compile(file: &str, text: &str, inputs: &Inputs) -> Result<Config, Vec<ConfigError>> {
+    let locator = error::Locator::new(file, text);
+    validate_raw(&locator, parse_raw(&locator, text)?, inputs)
+}
+
+fn parse_raw(locator: &error::Locator, text: &str) -> Result<raw::RawConfig, Vec<ConfigError>> {
+    toml::from_str(text).map_err(|e| vec![locator.parse_error(&e)])
+}
+
+fn validate_raw(locator: &error::Locator, raw: raw::RawConfig, inputs: &Inputs) -> Result<Config, Vec<ConfigError>> {
+    validate::validate(raw, inputs).map_err(|problems| problems.into_iter().map(|p| locator.place(p)).collect())
 }
 
 /// Replaces the file at `path` with `text` so that a reader sees the old

@@ -5,7 +5,7 @@
 //! enabled signal has a deployment, every endpoint resolved.
 
 use super::raw::{AccessLogFormat, TenantStatus};
-use crate::routing::Signal;
+use crate::api::Signal;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -5,7 +5,7 @@
 //! internal model. Unknown keys are errors (`deny_unknown_fields`) so that a
 //! typo never silently changes behaviour.
 
-use crate::routing::Signal;
+use crate::api::Signal;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 

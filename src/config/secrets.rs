@@ -1,29 +1,15 @@
-//! Validation of the security-sensitive parts of a tenant: quotas,
-//! credential hashes, and upstream credentials read from the environment or
-//! files. Secrets read here are wrapped in [`Secret`] so that no `Debug`
+//! Validation of the secrets of a tenant: credential hashes, and upstream
+//! credentials and TLS material from the environment or files (as gathered
+//! in [`Inputs`]). Secrets are wrapped in [`Secret`] so that no `Debug`
 //! print, log line or API answer shows them.
 
+use super::check::Problems;
 use super::error::KeyPath;
-use super::model::{Auth, Quotas, Secret, Tenant, UpstreamTls};
-use super::raw::{RawAuth, RawBasicUser, RawQuotas, RawUpstreamAuth, RawUpstreamTls};
-use super::validate::{positive, Problems};
+use super::inputs::Inputs;
+use super::model::{Auth, Secret, Tenant, UpstreamTls};
+use super::raw::{RawAuth, RawBasicUser, RawUpstreamAuth, RawUpstreamTls};
 use base64::Engine;
 use std::collections::{BTreeMap, HashMap};
-
-pub(super) fn quotas(raw: RawQuotas, path: &KeyPath, problems: &mut Problems) -> Quotas {
-    let RawQuotas { requests_per_second, burst, max_concurrent_requests, max_body_bytes } = raw;
-    let small = |n: i64| n.min(u32::MAX as i64) as u32;
-    let quotas = Quotas {
-        requests_per_second: positive(requests_per_second, &path.key("requests_per_second"), problems).map(small),
-        burst: positive(burst, &path.key("burst"), problems).map(small),
-        max_concurrent_requests: positive(max_concurrent_requests, &path.key("max_concurrent_requests"), problems).map(small),
-        max_body_bytes: positive(max_body_bytes, &path.key("max_body_bytes"), problems).map(|n| n as u64),
-    };
-    if quotas.burst.is_some() && quotas.requests_per_second.is_none() {
-        problems.add(&path.key("burst"), "a burst needs requests_per_second");
-    }
-    quotas
-}
 
 /// A hex SHA-256 digest: 64 hex digits.
 fn digest(text: &str, path: &KeyPath, problems: &mut Problems) -> Option<[u8; 32]> {
@@ -44,7 +30,7 @@ fn digest(text: &str, path: &KeyPath, problems: &mut Problems) -> Option<[u8; 32
     Some(out)
 }
 
-pub(super) fn auth(raw: RawAuth, path: &KeyPath, problems: &mut Problems) -> Auth {
+pub(super) fn auth(raw: RawAuth, path: &KeyPath, inputs: &Inputs, problems: &mut Problems) -> Auth {
     let RawAuth { bearer_tokens_sha256, bearer_tokens_sha256_file, basic_auth } = raw;
     let mut bearer: Vec<[u8; 32]> = bearer_tokens_sha256
         .iter()
@@ -53,9 +39,9 @@ pub(super) fn auth(raw: RawAuth, path: &KeyPath, problems: &mut Problems) -> Aut
         .collect();
     if let Some(file) = bearer_tokens_sha256_file {
         let at = path.key("bearer_tokens_sha256_file");
-        match std::fs::read_to_string(&file) {
+        match inputs.text(&file) {
             Ok(text) => bearer.extend(text.lines().filter(|l| !l.trim().is_empty()).filter_map(|l| digest(l, &at, problems))),
-            Err(e) => problems.add(&at, format!("cannot read {file}: {e}")),
+            Err(why) => problems.add(&at, why),
         }
     }
     let basic = basic_auth
@@ -97,12 +83,17 @@ pub(super) fn credentials_unique(tenants: &BTreeMap<String, std::sync::Arc<Tenan
 }
 
 /// The `Authorization` value to send upstream, from env or file.
-pub(super) fn upstream_auth(raw: RawUpstreamAuth, path: &KeyPath, problems: &mut Problems) -> Option<Secret> {
+pub(super) fn upstream_auth(
+    raw: RawUpstreamAuth,
+    path: &KeyPath,
+    inputs: &Inputs,
+    problems: &mut Problems,
+) -> Option<Secret> {
     let RawUpstreamAuth { bearer_token_env, bearer_token_file, username, password_env, password_file } = raw;
     let read = |env: Option<String>, file: Option<String>, what: &str, problems: &mut Problems| -> Option<String> {
         let value = match (env, file) {
-            (Some(name), None) => std::env::var(&name).map_err(|_| format!("environment variable {name} is not set")),
-            (None, Some(file)) => std::fs::read_to_string(&file).map_err(|e| format!("cannot read {file}: {e}")),
+            (Some(name), None) => inputs.env(&name).ok_or_else(|| format!("environment variable {name} is not set")),
+            (None, Some(file)) => inputs.text(&file),
             (Some(_), Some(_)) => Err(format!("set {what}_env or {what}_file, not both")),
             (None, None) => Err(format!("needs {what}_env or {what}_file")),
         };
@@ -139,14 +130,19 @@ pub(super) fn upstream_auth(raw: RawUpstreamAuth, path: &KeyPath, problems: &mut
 
 /// Certificates (and a key) for TLS to the deployment, read and parsed now so
 /// that a bad file is a config error, never a failure on the request path.
-pub(super) fn upstream_tls(raw: RawUpstreamTls, path: &KeyPath, problems: &mut Problems) -> Option<UpstreamTls> {
+pub(super) fn upstream_tls(
+    raw: RawUpstreamTls,
+    path: &KeyPath,
+    inputs: &Inputs,
+    problems: &mut Problems,
+) -> Option<UpstreamTls> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let RawUpstreamTls { ca_file, client_cert_file, client_key_file } = raw;
     let certs = |file: &str, key: &str, problems: &mut Problems| -> Option<Vec<Vec<u8>>> {
-        let parsed: Result<Vec<Vec<u8>>, String> = CertificateDer::pem_file_iter(file)
-            .map_err(|e| format!("cannot read {file}: {e}"))
-            .and_then(|iter| iter.map(|c| c.map(|c| c.to_vec()).map_err(|e| format!("{file}: {e}"))).collect());
+        let parsed: Result<Vec<Vec<u8>>, String> = inputs.bytes(file).and_then(|pem| {
+            CertificateDer::pem_slice_iter(pem).map(|c| c.map(|c| c.to_vec()).map_err(|e| format!("{file}: {e}"))).collect()
+        });
         match parsed {
             Ok(certs) if certs.is_empty() => problems.add(&path.key(key), format!("{file} holds no PEM certificate")),
             Ok(certs) if certs.iter().any(|der| x509_parser::parse_x509_certificate(der).is_err()) => {
@@ -165,10 +161,13 @@ pub(super) fn upstream_tls(raw: RawUpstreamTls, path: &KeyPath, problems: &mut P
         (None, None) => None,
         (Some(cert_file), Some(key_file)) => {
             let chain = certs(&cert_file, "client_cert_file", problems)?;
-            match PrivateKeyDer::from_pem_file(&key_file) {
+            let key = inputs.bytes(&key_file).and_then(|pem| {
+                PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("cannot read a PEM private key from {key_file}: {e}"))
+            });
+            match key {
                 Ok(key) => Some((chain, key.secret_der().to_vec())),
-                Err(e) => {
-                    problems.add(&path.key("client_key_file"), format!("cannot read a PEM private key from {key_file}: {e}"));
+                Err(why) => {
+                    problems.add(&path.key("client_key_file"), why);
                     return None;
                 }
             }

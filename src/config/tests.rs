@@ -1,9 +1,16 @@
+//! Config tests compile text against inputs they give (no DNS, no files).
+
 use super::*;
-use crate::routing::Signal;
+use crate::api::Signal;
 use std::time::Duration;
 
+/// Compiles `text` with no files, variables or host names to read.
+fn compile_alone(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
+    compile(file, text, &Inputs::default())
+}
+
 fn errors(text: &str) -> Vec<String> {
-    match parse("bad.toml", text) {
+    match compile_alone("bad.toml", text) {
         Ok(_) => panic!("config should be refused"),
         Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
     }
@@ -13,7 +20,7 @@ fn errors(text: &str) -> Vec<String> {
 fn the_shipped_config_and_the_embedded_default_are_valid() {
     let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/mirador-router.toml")).unwrap();
     assert_eq!(shipped, EMBEDDED, "the embedded default is the shipped file");
-    let config = parse("conf/mirador-router.toml", EMBEDDED).unwrap();
+    let config = compile_alone("conf/mirador-router.toml", EMBEDDED).unwrap();
     let tenant = &config.tenants["platformbuilds"];
     assert_eq!(tenant.name, "PLATFORMBUILDS");
     assert!(Signal::ALL.iter().all(|s| tenant.features.allows(*s)));
@@ -23,7 +30,7 @@ fn the_shipped_config_and_the_embedded_default_are_valid() {
 
 #[test]
 fn an_empty_file_gets_the_documented_defaults() {
-    let config = parse("empty.toml", "").unwrap();
+    let config = compile_alone("empty.toml", "").unwrap();
     assert_eq!(config.server.listen, vec!["0.0.0.0:8080".parse().unwrap()]);
     assert_eq!(config.server.threads, 2);
     assert!(config.server.signal_listeners.is_empty());
@@ -38,22 +45,21 @@ fn an_empty_file_gets_the_documented_defaults() {
 
 #[test]
 fn deployments_get_defaults_and_signals_follow_deployments() {
-    let config = parse(
-        "t.toml",
-        "[tenants.acme.metrics]\nendpoints = [\"http://vm.local.:8428\"]\n",
-    );
+    let config = compile_alone("t.toml", "[tenants.acme.metrics]\nendpoints = [\"http://vm.local.:8428\"]\n");
     // A host name that does not resolve is refused with its key path.
     let err = config.unwrap_err();
     assert_eq!(err.len(), 1);
     assert!(err[0].to_string().starts_with("t.toml:2:14: tenants.acme.metrics.endpoints[0]: cannot resolve host"));
 
-    let config = parse("t.toml", "[tenants.acme.metrics]\nendpoints = [\"http://localhost:8428/\"]\n").unwrap();
+    let inputs = Inputs::default().with_address("localhost", 8428, "127.0.0.1:8428".parse().unwrap());
+    let config = compile("t.toml", "[tenants.acme.metrics]\nendpoints = [\"http://localhost:8428/\"]\n", &inputs).unwrap();
     let tenant = &config.tenants["acme"];
     let metrics = tenant.deployment(Signal::Metrics).unwrap();
     assert_eq!(metrics.timeout, Duration::from_secs(30));
     assert_eq!(metrics.connect_timeout, Duration::from_secs(2));
     assert_eq!(metrics.endpoints[0].url, "http://localhost:8428");
     assert_eq!(metrics.endpoints[0].authority(), "localhost:8428");
+    assert_eq!(metrics.endpoints[0].addr, "127.0.0.1:8428".parse().unwrap());
     assert_eq!(tenant.features.signals, [true, false, false]);
     assert_eq!(tenant.status, TenantStatus::Active);
     assert_eq!(tenant.name, "acme");
@@ -177,4 +183,47 @@ fn a_missing_file_is_one_error_naming_it() {
     let errors = Source::File("/nonexistent/mirador.toml".into()).load().unwrap_err();
     assert_eq!(errors.len(), 1);
     assert!(errors[0].to_string().starts_with("/nonexistent/mirador.toml: cannot read the file:"));
+}
+
+#[test]
+fn files_and_variables_come_from_the_inputs() {
+    let text = r#"[admin]
+token_file = "/run/admin.token"
+[tenants.acme.metrics]
+endpoints = ["http://127.0.0.1:8428"]
+upstream_auth = { bearer_token_env = "ACME_TOKEN" }
+[tenants.acme.auth]
+bearer_tokens_sha256_file = "/run/acme.sha256"
+"#;
+    let digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let inputs = Inputs::default()
+        .with_file("/run/admin.token", " s3cret \n")
+        .with_file("/run/acme.sha256", format!("{digest}\n\n"))
+        .with_env("ACME_TOKEN", "upstream-token");
+    let config = compile("t.toml", text, &inputs).unwrap();
+    assert_eq!(config.admin.token, Some(Secret("s3cret".into())));
+    let acme = &config.tenants["acme"];
+    assert_eq!(acme.auth.as_ref().unwrap().bearer_sha256.len(), 1);
+    let upstream = acme.deployment(Signal::Metrics).unwrap().upstream_auth.clone();
+    assert_eq!(upstream, Some(Secret("Bearer upstream-token".into())));
+
+    assert_eq!(
+        errors(text),
+        [
+            "bad.toml:2:1: admin.token_file: cannot read /run/admin.token: not found",
+            "bad.toml:5:1: tenants.acme.metrics.upstream_auth: environment variable ACME_TOKEN is not set",
+            "bad.toml:7:1: tenants.acme.auth.bearer_tokens_sha256_file: cannot read /run/acme.sha256: not found",
+            "bad.toml:6:15: tenants.acme.auth: lists no credential: add bearer_tokens_sha256 or basic_auth, or remove the table",
+        ]
+    );
+}
+
+#[test]
+fn gathering_reads_what_the_text_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "from-disk\n").unwrap();
+    let text = format!("[admin]\ntoken_file = \"{}\"\n", token.display());
+    let config = parse("t.toml", &text).unwrap();
+    assert_eq!(config.admin.token, Some(Secret("from-disk".into())));
 }

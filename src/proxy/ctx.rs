@@ -2,10 +2,11 @@
 //!
 //! [`RequestCtx`] is created per request and carried through every phase. Its
 //! methods are the bookkeeping of one request: which endpoints it tried,
-//! whether it may try another, counting a failed attempt against the
+//! the inputs of the retry decision, counting a failed attempt against the
 //! endpoint (passive health, error metrics, attempt duration), and at the end
 //! the request's metrics and access log line.
 
+use super::retry::{self, Attempt, Decision, Outcome, Why};
 use crate::access_log::{self, AccessRecord};
 use crate::config::{AccessLogFormat, Observability};
 use crate::metrics::UpstreamErrorKind;
@@ -52,12 +53,20 @@ impl RequestCtx {
         }
     }
 
-    /// Whether this request may make another attempt: a healthy untried
-    /// endpoint is left, attempts remain, and the deployment's timeout has not
-    /// run out since the request started.
-    pub fn may_retry(&self) -> bool {
-        let Some(pool) = &self.pool else { return false };
-        self.tried.count() < pool.max_attempts && self.started.elapsed() < pool.timeout && pool.has_candidate(self.tried)
+    /// The retry decision after the current attempt ended with `outcome`;
+    /// `replayable`: the request could go again as it was.
+    pub fn decide(&self, outcome: Outcome, replayable: bool) -> Decision {
+        let Some(pool) = &self.pool else { return Decision { retry: false, why: Why::NoEndpointLeft } };
+        retry::decide(&Attempt {
+            outcome,
+            read: self.read,
+            replayable,
+            attempts: self.tried.count(),
+            max_attempts: pool.max_attempts,
+            elapsed: self.started.elapsed(),
+            timeout: pool.timeout,
+            endpoint_left: pool.has_candidate(self.tried),
+        })
     }
 
     /// Starts an attempt at endpoint `index`.

@@ -2,13 +2,14 @@
 //! credential.
 //!
 //! A credential is a bearer token or a basic-auth user, known to the table
-//! only by SHA-256 digests. The rules (PRODUCT.md, "Tenant credentials"):
+//! only by SHA-256 digests. The rules (README, "Tenant credentials"):
 //! a valid credential alone identifies its tenant; a credential and a header
 //! naming different tenants is 403; a wrong credential is 401 even when the
 //! header names a tenant without credentials; a tenant with credentials — or
 //! every tenant under `require_credentials` — refuses the header alone (401).
 
-use super::{Refusal, RoutingTable};
+use super::RoutingTable;
+use crate::rejection::Rejection;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -19,17 +20,17 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 
 /// The tenant id of a request: `header` is the tenant header's value ("" when
 /// absent), `authorization` the raw `Authorization` header.
-pub fn identify<'a>(table: &'a RoutingTable, header: &'a str, authorization: Option<&[u8]>) -> Result<&'a str, Refusal> {
+pub fn identify<'a>(table: &'a RoutingTable, header: &'a str, authorization: Option<&[u8]>) -> Result<&'a str, Rejection> {
     let proved = match authorization {
         None => None,
-        Some(value) => Some(credential_tenant(table, value).ok_or(Refusal::Unauthorized)?),
+        Some(value) => Some(credential_tenant(table, value).ok_or(Rejection::Unauthorized)?),
     };
     match proved {
-        Some(tenant) if !header.is_empty() && header != tenant => Err(Refusal::CredentialMismatch),
+        Some(tenant) if !header.is_empty() && header != tenant => Err(Rejection::CredentialMismatch),
         Some(tenant) => Ok(tenant),
-        None if header.is_empty() => Err(Refusal::NoTenant),
+        None if header.is_empty() => Err(Rejection::NoTenant),
         None if table.require_credentials() || table.tenant(header).is_some_and(|t| t.has_credentials) => {
-            Err(Refusal::Unauthorized)
+            Err(Rejection::Unauthorized)
         }
         None => Ok(header),
     }
@@ -86,21 +87,21 @@ mod tests {
         assert_eq!(identify(&t, "", Some(b"Bearer acme-token")), Ok("acme"), "a credential alone names its tenant");
         assert_eq!(identify(&t, "acme", Some(b"bearer acme-token")), Ok("acme"));
         assert_eq!(identify(&t, "", Some(&basic("grafana:s3cret"))), Ok("acme"));
-        assert_eq!(identify(&t, "open", Some(b"Bearer acme-token")), Err(Refusal::CredentialMismatch));
-        assert_eq!(identify(&t, "open", Some(b"Bearer wrong")), Err(Refusal::Unauthorized), "wrong even for an open tenant");
-        assert_eq!(identify(&t, "acme", Some(&basic("grafana:wrong"))), Err(Refusal::Unauthorized));
-        assert_eq!(identify(&t, "acme", Some(b"Digest x")), Err(Refusal::Unauthorized));
-        assert_eq!(identify(&t, "acme", None), Err(Refusal::Unauthorized), "a tenant with credentials needs one");
+        assert_eq!(identify(&t, "open", Some(b"Bearer acme-token")), Err(Rejection::CredentialMismatch));
+        assert_eq!(identify(&t, "open", Some(b"Bearer wrong")), Err(Rejection::Unauthorized), "wrong even for an open tenant");
+        assert_eq!(identify(&t, "acme", Some(&basic("grafana:wrong"))), Err(Rejection::Unauthorized));
+        assert_eq!(identify(&t, "acme", Some(b"Digest x")), Err(Rejection::Unauthorized));
+        assert_eq!(identify(&t, "acme", None), Err(Rejection::Unauthorized), "a tenant with credentials needs one");
         assert_eq!(identify(&t, "open", None), Ok("open"));
         assert_eq!(identify(&t, "nobody", None), Ok("nobody"), "unknown tenants are refused later, with 403");
-        assert_eq!(identify(&t, "", None), Err(Refusal::NoTenant));
+        assert_eq!(identify(&t, "", None), Err(Rejection::NoTenant));
     }
 
     #[test]
     fn require_credentials_refuses_the_header_alone() {
         let t = table(true);
-        assert_eq!(identify(&t, "open", None), Err(Refusal::Unauthorized));
-        assert_eq!(identify(&t, "nobody", None), Err(Refusal::Unauthorized));
+        assert_eq!(identify(&t, "open", None), Err(Rejection::Unauthorized));
+        assert_eq!(identify(&t, "nobody", None), Err(Rejection::Unauthorized));
         assert_eq!(identify(&t, "", Some(b"Bearer acme-token")), Ok("acme"));
     }
 }

@@ -1,13 +1,14 @@
-//! From a request to its pool: the signal (listener or path), the tenant
-//! (header), and the routing table that maps the pair to a pool.
+//! From a request to its pool: the tenant (header or credential), and the
+//! routing table that maps (tenant, signal) to a pool.
 //!
 //! The table is built aside from a validated config and published with one
-//! `ArcSwap::store`; the request path only loads it and looks up.
+//! `ArcSwap::store`; the request path only loads it and looks up. Which
+//! signal a request is belongs to [`crate::api`].
 
+mod collector;
 mod identity;
-mod signal;
 mod table;
 
+pub use collector::watch;
 pub use identity::{identify, sha256};
-pub use signal::{classify, classify_path, Access, Listener, Signal, PATH_TABLE};
-pub use table::{Refusal, RouteStore, RoutingTable, Shared, TenantRoute};
+pub use table::{RouteStore, RoutingTable, Shared, TenantRoute};

@@ -6,53 +6,16 @@
 //! request context, so a request finishes on the table it started with even
 //! when a reload swaps a new one in.
 
-use super::{Access, Signal};
+use crate::api::{Access, Signal};
 use crate::config::{Config, TenantStatus};
 use crate::metrics::{Metrics, Rejections, TenantSeries, UNKNOWN_TENANT};
 use crate::quota::{Limits, QuotaRegistry};
+use crate::rejection::Rejection;
 use crate::upstream::{EndpointHealth, HealthRegistry, Pool};
 use arc_swap::ArcSwap;
 use http::HeaderName;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// Why a request gets no pool. Each maps to one status in `proxy::errors`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    NoTenant,
-    UnknownTenant,
-    Suspended,
-    SignalNotEnabled(Signal),
-    ReadOnly,
-    Unroutable,
-    /// A missing credential where one is needed, or a wrong one.
-    Unauthorized,
-    /// The credential proves another tenant than the header names.
-    CredentialMismatch,
-    /// Over the request rate; retry after this long.
-    RateLimited(std::time::Duration),
-    TooManyInFlight,
-    BodyTooLarge,
-}
-
-impl Refusal {
-    /// Index of the reason in `metrics::REJECTION_REASONS`.
-    pub fn reason_index(&self) -> usize {
-        match self {
-            Refusal::NoTenant => 0,
-            Refusal::UnknownTenant => 1,
-            Refusal::Suspended => 2,
-            Refusal::SignalNotEnabled(_) => 3,
-            Refusal::ReadOnly => 4,
-            Refusal::Unroutable => 5,
-            Refusal::Unauthorized => 7,
-            Refusal::CredentialMismatch => 8,
-            Refusal::RateLimited(_) => 9,
-            Refusal::TooManyInFlight => 10,
-            Refusal::BodyTooLarge => 11,
-        }
-    }
-}
 
 /// State that outlives routing tables, which every table build draws on:
 /// endpoint health, quota state, and the metrics registry.
@@ -94,7 +57,7 @@ impl TenantRoute {
         let id: Arc<str> = tenant.id.as_str().into();
         let pools = Signal::ALL.map(|signal| {
             let deployment = tenant.deployment(signal).filter(|_| tenant.features.allows(signal))?;
-            Some(Arc::new(Pool::new(id.clone(), signal, deployment, shared, series.as_ref())))
+            Some(Arc::new(Pool::new(id.clone(), signal, deployment, &shared.health, &shared.quotas, series.as_ref())))
         });
         TenantRoute {
             id,
@@ -172,7 +135,7 @@ impl RoutingTable {
             })
             .collect();
         let unknown = metrics.map(|m| TenantSeries::new(m.clone(), UNKNOWN_TENANT.into()));
-        // Made at once, unlike a tenant's: 12 series in all, and
+        // Made at once, unlike a tenant's: one series per reason, and
         // `rejections_total` is never absent from a scrape.
         let _ = unknown.as_ref().map(|series| series.rejections());
         RoutingTable {
@@ -237,14 +200,14 @@ impl RoutingTable {
     }
 
     /// The tenant and the pool serving its `signal`, or why there is none.
-    pub fn route(&self, tenant: &str, signal: Signal, access: Access) -> Result<(&TenantRoute, &Arc<Pool>), Refusal> {
-        let route = self.tenants.get(tenant).ok_or(Refusal::UnknownTenant)?;
+    pub fn route(&self, tenant: &str, signal: Signal, access: Access) -> Result<(&TenantRoute, &Arc<Pool>), Rejection> {
+        let route = self.tenants.get(tenant).ok_or(Rejection::UnknownTenant)?;
         if route.suspended {
-            return Err(Refusal::Suspended);
+            return Err(Rejection::Suspended);
         }
-        let pool = route.pools[signal.index()].as_ref().ok_or(Refusal::SignalNotEnabled(signal))?;
+        let pool = route.pools[signal.index()].as_ref().ok_or(Rejection::SignalNotEnabled)?;
         if route.read_only && access == Access::Ingest {
-            return Err(Refusal::ReadOnly);
+            return Err(Rejection::ReadOnly);
         }
         Ok((&**route, pool))
     }
@@ -325,13 +288,13 @@ endpoints = ["http://127.0.0.1:18005"]
     fn refusals() {
         let table = table();
         let refusal = |t, s, a| table.route(t, s, a).err();
-        assert_eq!(refusal("nobody", Signal::Metrics, Access::Query), Some(Refusal::UnknownTenant));
-        assert_eq!(refusal("ACME", Signal::Metrics, Access::Query), Some(Refusal::UnknownTenant));
-        assert_eq!(refusal("frozen", Signal::Metrics, Access::Query), Some(Refusal::Suspended));
+        assert_eq!(refusal("nobody", Signal::Metrics, Access::Query), Some(Rejection::UnknownTenant));
+        assert_eq!(refusal("ACME", Signal::Metrics, Access::Query), Some(Rejection::UnknownTenant));
+        assert_eq!(refusal("frozen", Signal::Metrics, Access::Query), Some(Rejection::Suspended));
         // A deployment exists but features.signals leaves it out.
-        assert_eq!(refusal("acme", Signal::Logs, Access::Query), Some(Refusal::SignalNotEnabled(Signal::Logs)));
-        assert_eq!(refusal("acme", Signal::Traces, Access::Query), Some(Refusal::SignalNotEnabled(Signal::Traces)));
-        assert_eq!(refusal("reader", Signal::Traces, Access::Ingest), Some(Refusal::ReadOnly));
+        assert_eq!(refusal("acme", Signal::Logs, Access::Query), Some(Rejection::SignalNotEnabled));
+        assert_eq!(refusal("acme", Signal::Traces, Access::Query), Some(Rejection::SignalNotEnabled));
+        assert_eq!(refusal("reader", Signal::Traces, Access::Ingest), Some(Rejection::ReadOnly));
     }
 
     #[test]

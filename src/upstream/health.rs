@@ -14,7 +14,7 @@
 //! - `passive_failures` consecutive failures of live traffic eject it for
 //!   `ejection_cooldown`; after that only a good probe re-admits it.
 
-use super::registry::{Probe, Wake};
+use super::probe::Probe;
 use crate::config::HealthCheck;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -49,6 +49,14 @@ struct State {
     /// When the scheduler's live entry for this endpoint is due; `None`
     /// while a probe runs.
     next_probe: Option<Instant>,
+}
+
+/// What the scheduler is told.
+pub(crate) enum Wake {
+    /// Probe this endpoint at this time.
+    At(Instant, Weak<EndpointHealth>),
+    /// No table lists this endpoint any more.
+    Gone(Arc<str>),
 }
 
 /// How a probed endpoint reaches the registry's scheduler.

@@ -4,7 +4,9 @@
 
 mod health;
 mod pool;
+mod probe;
 mod registry;
+mod schedule;
 mod tls;
 
 pub use health::{EndpointHealth, HealthSnapshot};

@@ -3,17 +3,18 @@
 //! Healthy primaries are chosen round robin; healthy backups only once no
 //! healthy primary is left untried by the request. A request never tries the
 //! same endpoint twice ([`Tried`]). Health is read from each endpoint's shared
-//! [`EndpointHealth`] with one atomic load. Each endpoint carries a ready-made [`HttpPeer`] so the request
-//! path clones a template instead of parsing or resolving anything; equal
-//! peers share Pingora's upstream connection pool.
+//! [`EndpointHealth`] with one atomic load. Each attempt's [`HttpPeer`] is
+//! built from the endpoint's resolved address and the pool's TLS material,
+//! so the request path parses and resolves nothing; equal peers share
+//! Pingora's upstream connection pool.
 
 use super::health::EndpointHealth;
+use super::registry::HealthRegistry;
 use super::tls::TlsMaterial;
+use crate::api::Signal;
 use crate::config::{Deployment, Endpoint, Secret};
 use crate::metrics::{PoolMetrics, PoolSeries, TenantSeries};
-use crate::quota::Limits;
-use crate::routing::Shared;
-use crate::routing::Signal;
+use crate::quota::{Limits, QuotaRegistry};
 use http::HeaderValue;
 use pingora::upstreams::peer::HttpPeer;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -95,13 +96,15 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// The pool of `tenant`'s `signal`; with metrics on, its series are
-    /// created under `series` when first counted.
+    /// The pool of `tenant`'s `signal`: endpoint health from `health`,
+    /// the signal's own quota state from `quotas`; with metrics on, its
+    /// series are created under `series` when first counted.
     pub fn new(
         tenant: Arc<str>,
         signal: Signal,
         deployment: &Deployment,
-        shared: &Shared,
+        health: &HealthRegistry,
+        quotas: &QuotaRegistry,
         series: Option<&Arc<TenantSeries>>,
     ) -> Pool {
         let Deployment {
@@ -112,14 +115,13 @@ impl Pool {
             max_attempts,
             namespace: _,
             health_check,
-            quotas,
+            quotas: deployment_quotas,
             upstream_auth,
             tls,
         } = deployment;
         let tls_material = TlsMaterial::new(tls.as_ref());
-        let registry = &shared.health;
         let make = |endpoint: &Endpoint, role: Role| {
-            let health = registry.endpoint(endpoint, health_check, tls.as_ref(), &tls_material);
+            let health = health.endpoint(endpoint, health_check, tls.as_ref(), &tls_material);
             UpstreamEndpoint {
                 url: health.url.clone(),
                 role,
@@ -147,7 +149,7 @@ impl Pool {
             timeout: *timeout,
             retry_after: health_check.interval,
             series: series.map(|tenant| PoolSeries::new(tenant.clone(), signal)),
-            limits: quotas.as_ref().and_then(|q| shared.quotas.limits(&format!("{tenant}/{signal}"), q)),
+            limits: deployment_quotas.as_ref().and_then(|q| quotas.limits(&format!("{tenant}/{signal}"), q)),
             upstream_auth: upstream_auth.as_ref().and_then(|Secret(value)| {
                 let mut value = HeaderValue::from_str(value).ok()?;
                 value.set_sensitive(true);
@@ -248,7 +250,8 @@ mod tests {
     }
 
     fn pool(primaries: &[u16], backups: &[u16]) -> Pool {
-        Pool::new("t".into(), Signal::Metrics, &deployment(primaries, backups), &Shared::for_tests(), None)
+        let (health, quotas) = (HealthRegistry::assume_healthy(), QuotaRegistry::default());
+        Pool::new("t".into(), Signal::Metrics, &deployment(primaries, backups), &health, &quotas, None)
     }
 
     fn take_down(pool: &Pool, index: usize) {

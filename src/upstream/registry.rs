@@ -1,39 +1,25 @@
-//! The health registry: one [`EndpointHealth`] per endpoint, and the
-//! scheduler that probes them all.
+//! The health registry: one [`EndpointHealth`] per endpoint.
 //!
 //! Tables ask the registry for an endpoint's health when they are built; the
 //! registry hands out the existing state when the endpoint (with the same
 //! probe settings) is already known, so reloads keep health and a shared
 //! endpoint is probed once however many pools list it. The registry only
 //! holds weak references: when the last table listing an endpoint is gone,
-//! the endpoint tells the scheduler, which deletes its series.
-//!
-//! One scheduler task keeps every endpoint's next probe in a queue and
-//! starts each probe as a short task when it is due; an ejection moves an
-//! endpoint's next probe to its cooldown's end. A sleeping prober task per
-//! endpoint held ~950 bytes each (27 MiB at 30,000 endpoints); a queue entry
-//! is 24.
-//!
-//! Probes are a GET of the deployment's health path through one Pingora HTTP
-//! connector shared by every probe (TLS when the endpoint is `https://`),
-//! run on a runtime of their own, never on the request path. One connector
-//! for all: a connector each (as Pingora's `HttpHealthCheck` makes) costs
-//! ~400 KiB and a load of the system CAs, which at 30,000 endpoints was
-//! 12 GiB and 2.5 minutes of start-up.
+//! the endpoint tells the scheduler ([`super::schedule`]), which has the
+//! registry forget it and deletes its series.
 
-use super::health::{EndpointHealth, Schedule};
+use super::health::{EndpointHealth, Schedule, Wake};
+use super::probe::Probe;
+use super::schedule::schedule;
 use super::tls::TlsMaterial;
 use crate::config::{Endpoint, HealthCheck, UpstreamTls};
 use crate::metrics::Metrics;
 use pingora::connectors::http::Connector;
-use pingora::http::RequestHeader;
-use pingora::upstreams::peer::HttpPeer;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::runtime::Handle;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::time::Instant;
 
 /// The endpoints known under one URL: usually one; more when pools probe it
@@ -48,14 +34,6 @@ pub struct HealthRegistry {
     scheduler: Option<UnboundedSender<Wake>>,
     /// Shared with the scheduler, which drops an endpoint's entry when it is gone.
     endpoints: Arc<Mutex<Endpoints>>,
-}
-
-/// What the scheduler is told.
-pub(crate) enum Wake {
-    /// Probe this endpoint at this time.
-    At(Instant, Weak<EndpointHealth>),
-    /// No table lists this endpoint any more.
-    Gone(Arc<str>),
 }
 
 #[derive(Default)]
@@ -90,8 +68,20 @@ impl HealthRegistry {
     /// durations in `metrics` when given.
     pub fn new(runtime: Handle, metrics: Option<Arc<Metrics>>) -> Arc<Self> {
         let (wake, inbox) = unbounded_channel();
-        let endpoints = Arc::new(Mutex::default());
-        runtime.spawn(schedule(inbox, endpoints.clone(), Arc::new(Connector::new(None)), metrics));
+        let endpoints: Arc<Mutex<Endpoints>> = Arc::new(Mutex::default());
+        let probe_duration = metrics.as_ref().map(|m| m.probe_duration.clone());
+        let forget = {
+            let endpoints = endpoints.clone();
+            // The series are the URL's: they go with the last endpoint under
+            // it (others may probe it with other settings or TLS material).
+            move |url: &str| {
+                let last = lock(&endpoints).forget_if_unused(url);
+                if let (true, Some(metrics)) = (last, &metrics) {
+                    metrics.forget_endpoint(url);
+                }
+            }
+        };
+        runtime.spawn(schedule(inbox, Arc::new(Connector::new(None)), probe_duration, forget));
         Arc::new(HealthRegistry { runtime: Some(runtime), scheduler: Some(wake), endpoints })
     }
 
@@ -184,178 +174,6 @@ impl HealthRegistry {
     }
 }
 
-/// One endpoint's probe. Kept small, since it lives as long as its
-/// endpoint: the peer and request are built afresh for each probe (a few
-/// hundred bytes, once per interval) instead of being held between probes.
-pub(crate) struct Probe {
-    endpoint: Endpoint,
-    tls: TlsMaterial,
-    path: Box<str>,
-    timeout: Duration,
-}
-
-impl Probe {
-    fn new(endpoint: &Endpoint, settings: &HealthCheck, tls: TlsMaterial) -> Probe {
-        Probe { endpoint: endpoint.clone(), tls, path: settings.path.as_str().into(), timeout: settings.timeout }
-    }
-
-    /// Probes once: the latency, or why the endpoint is not healthy.
-    async fn run(&self, connector: &Connector) -> Result<Duration, String> {
-        let start = Instant::now();
-        match tokio::time::timeout(self.timeout, self.exchange(connector)).await {
-            Ok(Ok(200)) => Ok(start.elapsed()),
-            Ok(Ok(status)) => Err(format!("health check answered {status}")),
-            Ok(Err(e)) => Err(probe_error(&e)),
-            Err(_) => Err(format!("no answer within {}", humantime::format_duration(self.timeout))),
-        }
-    }
-
-    /// One GET on a fresh connection; the status.
-    async fn exchange(&self, connector: &Connector) -> pingora::Result<u16> {
-        let endpoint = &self.endpoint;
-        let sni = if endpoint.tls { endpoint.host.clone() } else { String::new() };
-        let mut peer = HttpPeer::new(endpoint.addr, endpoint.tls, sni);
-        peer.options.connection_timeout = Some(self.timeout);
-        peer.options.read_timeout = Some(self.timeout);
-        peer.options.write_timeout = Some(self.timeout);
-        self.tls.apply(&mut peer);
-        let mut request = RequestHeader::build("GET", self.path.as_bytes(), None)?;
-        request.insert_header(http::header::HOST, endpoint.authority())?;
-        request.insert_header(http::header::USER_AGENT, "mirador-router-health-check")?;
-        request.insert_header(http::header::CONNECTION, "close")?;
-
-        let (mut session, _) = connector.get_http_session(&peer).await?;
-        session.set_write_timeout(Some(self.timeout));
-        session.write_request_header(Box::new(request)).await?;
-        session.finish_request_body().await?;
-        session.set_read_timeout(Some(self.timeout));
-        session.read_response_header().await?;
-        let status = session.response_header().map_or(0, |r| r.status.as_u16());
-        while session.read_response_body().await?.is_some() {}
-        Ok(status)
-    }
-}
-
-/// A reason for the admin API and the log: the error kind, and every cause
-/// in its chain that says more (Pingora keeps TLS verdicts such as
-/// `UnknownIssuer` a few causes deep).
-fn probe_error(e: &pingora::Error) -> String {
-    let mut reason = match e.etype() {
-        pingora::ErrorType::CustomCode(_, code) => format!("health check answered {code}"),
-        other => other.as_str().to_string(),
-    };
-    if let Some(context) = e.context.as_ref().map(|c| c.as_str()).filter(|c| !c.is_empty()) {
-        reason = format!("{reason}: {context}");
-    }
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = e.cause.as_deref().map(|c| c as _);
-    while let Some(inner) = cause {
-        // Pingora chains its own errors boxed.
-        let nested = inner.downcast_ref::<Box<pingora::Error>>().map(|b| &**b).or_else(|| inner.downcast_ref::<pingora::Error>());
-        let text = match nested {
-            Some(pingora_error) => pingora_error.context.as_ref().map(|c| c.as_str().to_string()).unwrap_or_default(),
-            None => inner.to_string(),
-        };
-        if !text.is_empty() && !reason.contains(&text) {
-            reason = format!("{reason}: {text}");
-        }
-        cause = match nested {
-            Some(pingora_error) => pingora_error.cause.as_deref().map(|c| c as _),
-            None => inner.source(),
-        };
-    }
-    reason.chars().take(300).collect()
-}
-
-/// Probes in flight at most: each holds Pingora's connect and HTTP state
-/// (kilobytes) and a socket. A probe waiting for its slot holds a few
-/// pointers (its state is boxed once it runs): spawned with the state
-/// inline, 30,000 start-up probes peaked at 400 MiB. Slots are taken in
-/// order, so while more than this many endpoints time out, the others'
-/// probes wait behind them: at start-up a new endpoint whose first probe has
-/// not run when the wait for first probes ends (probe timeout + 1 s) starts
-/// down, and is admitted by its probe when its turn comes.
-const MAX_PROBES_AT_ONCE: usize = 1024;
-
-/// An endpoint's next probe in the scheduler's queue.
-struct Due(Instant, Weak<EndpointHealth>);
-
-impl PartialEq for Due {
-    fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
-    }
-}
-impl Eq for Due {}
-impl PartialOrd for Due {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Due {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.cmp(&other.0)
-    }
-}
-
-/// Starts each endpoint's probe when it is due; deletes the series of
-/// endpoints that are gone. Ends with the registry and its last endpoint.
-async fn schedule(
-    mut inbox: UnboundedReceiver<Wake>,
-    endpoints: Arc<Mutex<Endpoints>>,
-    connector: Arc<Connector>,
-    metrics: Option<Arc<Metrics>>,
-) {
-    let mut queue: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
-    let running = Arc::new(tokio::sync::Semaphore::new(MAX_PROBES_AT_ONCE));
-    loop {
-        let next = queue.peek().map(|Reverse(Due(at, _))| *at);
-        tokio::select! {
-            message = inbox.recv() => match message {
-                Some(Wake::At(at, health)) => queue.push(Reverse(Due(at, health))),
-                Some(Wake::Gone(url)) => {
-                    // The series are the URL's: they go with the last
-                    // endpoint under it (others may probe it with other
-                    // settings or TLS material).
-                    let last = lock(&endpoints).forget_if_unused(&url);
-                    if let (true, Some(metrics)) = (last, &metrics) {
-                        metrics.forget_endpoint(&url);
-                    }
-                }
-                None => return,
-            },
-            _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
-                let now = Instant::now();
-                while let Some(Reverse(Due(at, _))) = queue.peek() {
-                    if *at > now {
-                        break;
-                    }
-                    let Some(Reverse(Due(at, health))) = queue.pop() else { break };
-                    // Gone, moved to another time, or being probed: skip.
-                    let Some(health) = health.upgrade().filter(|health| health.claim_probe(at)) else { continue };
-                    let (connector, metrics, running) = (connector.clone(), metrics.clone(), running.clone());
-                    tokio::spawn(async move {
-                        let Ok(_slot) = running.acquire_owned().await else { return };
-                        // Boxed: a task waiting for its slot holds a few
-                        // pointers, not the probe's kilobytes of state.
-                        Box::pin(probe_once(health, connector, metrics)).await;
-                    });
-                }
-            }
-        }
-    }
-}
-
-/// One probe of one endpoint; then its next one is scheduled.
-async fn probe_once(health: Arc<EndpointHealth>, connector: Arc<Connector>, metrics: Option<Arc<Metrics>>) {
-    let Some(probe) = health.probe() else { return };
-    let started = Instant::now();
-    let result = probe.run(&connector).await;
-    if let Some(metrics) = &metrics {
-        metrics.probe_duration.observe(started.elapsed().as_secs_f64());
-    }
-    let now = Instant::now();
-    health.record_probe(result, now);
-    health.probe_finished(now);
-}
 
 #[cfg(test)]
 mod tests {
@@ -397,3 +215,4 @@ mod tests {
         assert_eq!(registry.len(), 1);
     }
 }
+

@@ -1,61 +1,12 @@
-//! Which signal a request is.
+//! Which signal a request is: the one path table of the product (README,
+//! "Which signal a request is").
 //!
-//! Owns the one path table of the product (PRODUCT.md, "Which signal a request
-//! is"): a drop-in listener decides the signal by itself; on the unified
-//! listener the longest matching entry of [`PATH_TABLE`] decides, and a path
-//! that matches nothing is unroutable. Classification is a pure function of
-//! the listener and the path: no allocation, no lookup outside this table.
+//! A drop-in listener decides the signal by itself; on the unified listener
+//! the longest matching entry of [`PATH_TABLE`] decides, and a path that
+//! matches nothing is unroutable. Classification is a pure function of the
+//! listener and the path: no allocation, no lookup outside this table.
 
-use serde::{Deserialize, Serialize};
-use std::fmt;
-
-/// The three kinds of telemetry a tenant's deployments serve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Signal {
-    Metrics,
-    Logs,
-    Traces,
-}
-
-impl Signal {
-    pub const ALL: [Signal; 3] = [Signal::Metrics, Signal::Logs, Signal::Traces];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Signal::Metrics => "metrics",
-            Signal::Logs => "logs",
-            Signal::Traces => "traces",
-        }
-    }
-
-    /// Dense index, for per-signal arrays.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl fmt::Display for Signal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Whether a path writes data into a deployment or reads from it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    Ingest,
-    Query,
-}
-
-/// Which listener a request arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listener {
-    /// The unified listener: the path decides the signal.
-    Unified,
-    /// A drop-in listener: every request is this signal.
-    DropIn(Signal),
-}
+use super::{Access, Classified, Listener, Signal};
 
 /// How a [`PATH_TABLE`] pattern matches.
 ///
@@ -119,11 +70,17 @@ pub fn classify_path(path: &str) -> Option<(Signal, Access)> {
     best.map(|(_, signal, access)| (signal, access))
 }
 
-/// The signal of a request arriving on `listener` for `path`.
-pub fn classify(listener: Listener, path: &str) -> Option<Signal> {
-    match listener {
-        Listener::DropIn(signal) => Some(signal),
-        Listener::Unified => classify_path(path).map(|(signal, _)| signal),
+/// What a request arriving on `listener` for `path` is, or `None` when it
+/// is unroutable. This is the classification the proxy acts on.
+pub fn classify(listener: Listener, path: &str) -> Option<Classified> {
+    let listed = classify_path(path);
+    match (listener, listed) {
+        (Listener::DropIn(signal), listed) => {
+            let access = listed.map_or(Access::Query, |(_, access)| access);
+            Some(Classified { signal, access, listed: listed.is_some() })
+        }
+        (Listener::Unified, Some((signal, access))) => Some(Classified { signal, access, listed: true }),
+        (Listener::Unified, None) => None,
     }
 }
 
@@ -139,7 +96,7 @@ fn match_len(pattern: &str, path: &str) -> Option<usize> {
 mod tests {
     use super::*;
 
-    /// Every path of the PRODUCT.md table, written as a client sends it.
+    /// Every path of the README table, written as a client sends it.
     const EXPECTED: &[(&str, Signal, Access)] = &[
         ("/api/v1/write", Signal::Metrics, Access::Ingest),
         ("/api/v1/push", Signal::Metrics, Access::Ingest),
@@ -236,8 +193,12 @@ mod tests {
     #[test]
     fn drop_in_listener_takes_every_path() {
         for signal in Signal::ALL {
-            assert_eq!(classify(Listener::DropIn(signal), "/anything"), Some(signal));
-            assert_eq!(classify(Listener::DropIn(signal), "/select/logsql/query"), Some(signal));
+            let unlisted = Classified { signal, access: Access::Query, listed: false };
+            assert_eq!(classify(Listener::DropIn(signal), "/anything"), Some(unlisted));
+            let listed = Classified { signal, access: Access::Query, listed: true };
+            assert_eq!(classify(Listener::DropIn(signal), "/select/logsql/query"), Some(listed));
+            let write = Classified { signal, access: Access::Ingest, listed: true };
+            assert_eq!(classify(Listener::DropIn(signal), "/api/v1/write"), Some(write));
         }
         assert_eq!(classify(Listener::Unified, "/anything"), None);
     }

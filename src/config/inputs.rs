@@ -1,0 +1,122 @@
+//! What a config refers to outside its own text — files (admin token, token
+//! hashes, upstream credentials, TLS material), environment variables and
+//! the addresses of endpoint host names — gathered once, before validation.
+//!
+//! [`Inputs::gather`] is the only I/O of config loading; validation then
+//! reads these plain values, so it is a pure function of text and inputs
+//! and tests give it inputs of their own ([`Inputs::with_file`], ...).
+
+use super::raw::{RawConfig, RawDeployment, RawUpstreamAuth, RawUpstreamTls};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+/// Not `Debug`: it holds secrets.
+#[derive(Clone, Default)]
+pub struct Inputs {
+    /// File path → its bytes, or why it could not be read.
+    files: HashMap<String, Result<Vec<u8>, String>>,
+    /// Variable name → its value, when set.
+    env: HashMap<String, String>,
+    /// (host, port) → the first address it resolved to.
+    addresses: HashMap<(String, u16), SocketAddr>,
+}
+
+impl Inputs {
+    /// Reads every file, variable and host name `raw` refers to.
+    pub fn gather(raw: &RawConfig) -> Inputs {
+        let mut inputs = Inputs::default();
+        if let Some(file) = &raw.admin.token_file {
+            inputs.read_file(file);
+        }
+        for tenant in raw.tenants.values() {
+            if let Some(file) = tenant.auth.as_ref().and_then(|auth| auth.bearer_tokens_sha256_file.as_ref()) {
+                inputs.read_file(file);
+            }
+            for deployment in [&tenant.metrics, &tenant.logs, &tenant.traces].into_iter().flatten() {
+                inputs.gather_deployment(deployment);
+            }
+        }
+        inputs
+    }
+
+    fn gather_deployment(&mut self, deployment: &RawDeployment) {
+        for url in deployment.endpoints.iter().chain(&deployment.backup_endpoints) {
+            let Some((host, port)) = url::Url::parse(url).ok().as_ref().and_then(host_to_resolve) else { continue };
+            if let Ok(Some(addr)) = (host.as_str(), port).to_socket_addrs().map(|mut found| found.next()) {
+                self.addresses.insert((host, port), addr);
+            }
+        }
+        if let Some(auth) = &deployment.upstream_auth {
+            let RawUpstreamAuth { bearer_token_env, bearer_token_file, username: _, password_env, password_file } = auth;
+            for name in [bearer_token_env, password_env].into_iter().flatten() {
+                if let Ok(value) = std::env::var(name) {
+                    self.env.insert(name.clone(), value);
+                }
+            }
+            for file in [bearer_token_file, password_file].into_iter().flatten() {
+                self.read_file(file);
+            }
+        }
+        if let Some(tls) = &deployment.tls {
+            let RawUpstreamTls { ca_file, client_cert_file, client_key_file } = tls;
+            for file in [ca_file, client_cert_file, client_key_file].into_iter().flatten() {
+                self.read_file(file);
+            }
+        }
+    }
+
+    fn read_file(&mut self, path: &str) {
+        if !self.files.contains_key(path) {
+            let read = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"));
+            self.files.insert(path.to_string(), read);
+        }
+    }
+
+    /// The same inputs with `path` holding `bytes`.
+    pub fn with_file(mut self, path: &str, bytes: impl Into<Vec<u8>>) -> Self {
+        self.files.insert(path.to_string(), Ok(bytes.into()));
+        self
+    }
+
+    /// The same inputs with the environment variable `name` set to `value`.
+    pub fn with_env(mut self, name: &str, value: &str) -> Self {
+        self.env.insert(name.to_string(), value.to_string());
+        self
+    }
+
+    /// The same inputs with `host` (at `port`) resolving to `addr`.
+    pub fn with_address(mut self, host: &str, port: u16, addr: SocketAddr) -> Self {
+        self.addresses.insert((host.to_string(), port), addr);
+        self
+    }
+
+    /// A file's bytes, or why there are none.
+    pub(super) fn bytes(&self, path: &str) -> Result<&[u8], String> {
+        match self.files.get(path) {
+            Some(Ok(bytes)) => Ok(bytes),
+            Some(Err(why)) => Err(why.clone()),
+            None => Err(format!("cannot read {path}: not found")),
+        }
+    }
+
+    /// A file's text, or why there is none.
+    pub(super) fn text(&self, path: &str) -> Result<&str, String> {
+        std::str::from_utf8(self.bytes(path)?).map_err(|e| format!("{path} is not UTF-8 text: {e}"))
+    }
+
+    pub(super) fn env(&self, name: &str) -> Option<&str> {
+        self.env.get(name).map(String::as_str)
+    }
+
+    pub(super) fn address(&self, host: &str, port: u16) -> Option<SocketAddr> {
+        self.addresses.get(&(host.to_string(), port)).copied()
+    }
+}
+
+/// The host and port of an endpoint URL whose host is a name to resolve
+/// (not an IP address).
+fn host_to_resolve(url: &url::Url) -> Option<(String, u16)> {
+    let host = url.host_str().filter(|h| !h.is_empty())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.parse::<IpAddr>().is_err().then(|| (host.to_string(), url.port_or_known_default().unwrap_or(80)))
+}
