@@ -62,10 +62,7 @@ fn mib(bytes: isize) -> String {
 
 fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
-    let tenants = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(if benching { 10_000 } else { 300 });
+    let tenants = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(if benching { 10_000 } else { 300 });
     let pools = tenants * 3;
     println!("{tenants} tenants x 3 signals, {pools} pools and endpoints; live heap bytes by holder");
 
@@ -75,7 +72,10 @@ fn main() {
     let config = parse("scale.toml", &text).expect("valid config");
     let parse_ms = started.elapsed().as_secs_f64() * 1e3;
     let after_config = live();
-    println!("parsed config            {}  (parse + validate {parse_ms:.0} ms)", mib(after_config - start - text.len() as isize));
+    println!(
+        "parsed config            {}  (parse + validate {parse_ms:.0} ms)",
+        mib(after_config - start - text.len() as isize)
+    );
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
     let per_pool = |bytes: isize| format!("{} ({:6.0} B per pool)", mib(bytes), bytes as f64 / pools as f64);
@@ -93,13 +93,17 @@ fn main() {
     drop((table, shared));
 
     let metrics = Metrics::new();
-    let shared = Shared::new(HealthRegistry::new(runtime.handle().clone(), Some(metrics.clone())), Some(metrics.clone()));
+    let shared =
+        Shared::new(HealthRegistry::new(runtime.handle().clone(), Some(metrics.clone())), Some(metrics.clone()));
     let before_table = live();
     let started = Instant::now();
     let table = build_table(&config, &shared, None);
     let build_ms = started.elapsed().as_secs_f64() * 1e3;
     let after_table = live();
-    println!("  + metrics (as run)     {}  build and first probes {build_ms:.0} ms", per_pool(after_table - before_table));
+    println!(
+        "  + metrics (as run)     {}  build and first probes {build_ms:.0} ms",
+        per_pool(after_table - before_table)
+    );
 
     let started = Instant::now();
     let again = RoutingTable::build(&config, &shared);

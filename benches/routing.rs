@@ -6,11 +6,11 @@
 //! Run: `cargo bench --bench routing`
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use mirador_router::config::parse;
-use std::hint::black_box;
 use mirador_router::api::{classify_path, Access, Signal};
+use mirador_router::config::parse;
 use mirador_router::routing::{RouteStore, RoutingTable, Shared};
 use mirador_router::upstream::Tried;
+use std::hint::black_box;
 
 fn config_text(tenants: usize) -> String {
     (0..tenants)
@@ -27,7 +27,9 @@ fn config_text(tenants: usize) -> String {
 fn classification(c: &mut Criterion) {
     let mut group = c.benchmark_group("classify_path");
     for path in ["/api/v1/write", "/prometheus/api/v1/query_range", "/insert/loki/api/v1/push", "/no/such/path"] {
-        group.bench_with_input(BenchmarkId::from_parameter(path), path, |b, path| b.iter(|| classify_path(black_box(path))));
+        group.bench_with_input(BenchmarkId::from_parameter(path), path, |b, path| {
+            b.iter(|| classify_path(black_box(path)))
+        });
     }
     group.finish();
 }
@@ -38,7 +40,9 @@ fn lookup(c: &mut Criterion) {
         let table = RoutingTable::build(&parse("bench.toml", &config_text(tenants)).unwrap(), &Shared::for_tests());
         let id = format!("tenant-{}", tenants / 2);
         group.bench_with_input(BenchmarkId::from_parameter(tenants), &id, |b, id| {
-            b.iter(|| table.route(black_box(id), Signal::Metrics, Access::Query).map(|(_, p)| p.select(Tried::default())))
+            b.iter(|| {
+                table.route(black_box(id), Signal::Metrics, Access::Query).map(|(_, p)| p.select(Tried::default()))
+            })
         });
     }
     group.finish();
@@ -58,8 +62,12 @@ fn select_and_swap(c: &mut Criterion) {
     let table = RoutingTable::build(&parse("bench.toml", &config_text(1_000)).unwrap(), &Shared::for_tests());
     let (_, pool) = table.route("tenant-7", Signal::Metrics, Access::Query).unwrap();
     c.bench_function("select_endpoint", |b| b.iter(|| black_box(pool).select(Tried::default())));
-    let store = RouteStore::new(RoutingTable::build(&parse("bench.toml", &config_text(10)).unwrap(), &Shared::for_tests()));
-    let spare = std::sync::Arc::new(RoutingTable::build(&parse("bench.toml", &config_text(10_000)).unwrap(), &Shared::for_tests()));
+    let store =
+        RouteStore::new(RoutingTable::build(&parse("bench.toml", &config_text(10)).unwrap(), &Shared::for_tests()));
+    let spare = std::sync::Arc::new(RoutingTable::build(
+        &parse("bench.toml", &config_text(10_000)).unwrap(),
+        &Shared::for_tests(),
+    ));
     c.bench_function("swap_10k_tenant_table", |b| b.iter(|| store.swap_arc(spare.clone())));
     c.bench_function("load_and_route", |b| {
         b.iter(|| store.load().route(black_box("tenant-5"), Signal::Metrics, Access::Query).is_ok())

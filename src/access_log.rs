@@ -131,7 +131,9 @@ fn logfmt_line(ts: &str, fields: &Fields) -> String {
             Value::Number(number) => {
                 let _ = write!(line, " {name}={number}");
             }
-            Value::Text(text) if !text.is_empty() && text.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '=') => {
+            Value::Text(text)
+                if !text.is_empty() && text.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '=') =>
+            {
                 let _ = write!(line, " {name}={text}");
             }
             Value::Text(text) => {

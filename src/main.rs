@@ -3,8 +3,8 @@
 use clap::Parser;
 use mirador_router::access_log::{self, AccessLogLayer};
 use mirador_router::config::{AccessLogFormat, Source};
-use mirador_router::reload::{self, Reloader};
 use mirador_router::metrics::Metrics;
+use mirador_router::reload::{self, Reloader};
 use mirador_router::routing::{self, RouteStore, Shared};
 use mirador_router::upstream::HealthRegistry;
 use std::path::PathBuf;
@@ -97,7 +97,8 @@ fn main() -> ExitCode {
     }
     tracing::info!(config = %source.name(), tenants = config.tenants.len(), endpoints = registry.len(), "config loaded");
     let watch_config = config.admin.watch_config;
-    let reloader = Arc::new(Reloader::new(source, routes.clone(), shared, config.clone(), text).with_memory_trim(release_memory));
+    let reloader =
+        Arc::new(Reloader::new(source, routes.clone(), shared, config.clone(), text).with_memory_trim(release_memory));
     let server = mirador_router::server::build(&config, routes, metrics, reloader.clone(), cli.upgrade);
     // The reloader holds the config from here on; main's copy would live as
     // long as the process.

@@ -192,7 +192,9 @@ impl PoolSeries {
 
     /// The pool's handles; `None` once its tenant is retired.
     pub fn get(&self) -> Option<&PoolMetrics> {
-        self.handles.get_or_init(|| self.tenant.create(|m| Box::new(m.pool(&self.tenant.tenant, self.signal)))).as_deref()
+        self.handles
+            .get_or_init(|| self.tenant.create(|m| Box::new(m.pool(&self.tenant.tenant, self.signal))))
+            .as_deref()
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -239,11 +241,16 @@ impl Metrics {
             ),
             retries: counter("mirador_router_retries_total", "Upstream attempts beyond the first.", &ts),
             failovers: counter("mirador_router_failovers_total", "Requests answered by a backup endpoint.", &ts),
-            request_bytes: counter("mirador_router_request_bytes_total", "Request body bytes received from clients.", &ts),
+            request_bytes: counter(
+                "mirador_router_request_bytes_total",
+                "Request body bytes received from clients.",
+                &ts,
+            ),
             response_bytes: counter("mirador_router_response_bytes_total", "Response body bytes sent to clients.", &ts),
             probe_duration: {
-                let opts = HistogramOpts::new("mirador_router_probe_duration_seconds", "Duration of active health probes.")
-                    .buckets(DURATION_BUCKETS.to_vec());
+                let opts =
+                    HistogramOpts::new("mirador_router_probe_duration_seconds", "Duration of active health probes.")
+                        .buckets(DURATION_BUCKETS.to_vec());
                 let histogram = Histogram::with_opts(opts).expect("valid metric");
                 registry.register(Box::new(histogram.clone())).expect("unique metric");
                 histogram
@@ -263,11 +270,9 @@ impl Metrics {
             lifecycle: Mutex::new(()),
         };
         metrics.registry.register(Box::new(metrics.last_reload_success.clone())).expect("unique metric");
-        let build_info = IntGaugeVec::new(
-            Opts::new("mirador_router_build_info", "Always 1; the version in a label."),
-            &["version"],
-        )
-        .expect("valid metric");
+        let build_info =
+            IntGaugeVec::new(Opts::new("mirador_router_build_info", "Always 1; the version in a label."), &["version"])
+                .expect("valid metric");
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         metrics.registry.register(Box::new(build_info)).expect("unique metric");
         Arc::new(metrics)
@@ -286,7 +291,8 @@ impl Metrics {
         PoolMetrics {
             requests: STATUS_CLASSES.map(|class| self.requests.with_label_values(&[tenant, signal.as_str(), class])),
             duration: self.duration.with_label_values(&labels),
-            errors: UpstreamErrorKind::ALL.map(|k| self.upstream_errors.with_label_values(&[tenant, signal.as_str(), k.as_str()])),
+            errors: UpstreamErrorKind::ALL
+                .map(|k| self.upstream_errors.with_label_values(&[tenant, signal.as_str(), k.as_str()])),
             retries: self.retries.with_label_values(&labels),
             failovers: self.failovers.with_label_values(&labels),
             request_bytes: self.request_bytes.with_label_values(&labels),
@@ -365,7 +371,10 @@ mod tests {
         pool.get().expect("metrics on").answered(204);
         tenant.rejections().expect("metrics on").get(Rejection::NoTenant).inc();
         let text = exposition(&metrics);
-        assert!(text.contains(r#"mirador_router_requests_total{signal="logs",status_class="2xx",tenant="acme"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"mirador_router_requests_total{signal="logs",status_class="2xx",tenant="acme"} 1"#),
+            "{text}"
+        );
         assert!(text.contains(r#"mirador_router_rejections_total{reason="no_tenant",tenant="acme"} 1"#), "{text}");
 
         tenant.retire();

@@ -52,7 +52,12 @@ impl Limits {
             let burst = burst.and_then(NonZeroU32::new).unwrap_or(rps);
             DefaultDirectRateLimiter::direct(Quota::per_second(rps).allow_burst(burst))
         });
-        Some(Limits { rate, in_flight: AtomicU32::new(0), max_in_flight: *max_concurrent_requests, max_body_bytes: *max_body_bytes })
+        Some(Limits {
+            rate,
+            in_flight: AtomicU32::new(0),
+            max_in_flight: *max_concurrent_requests,
+            max_body_bytes: *max_body_bytes,
+        })
     }
 
     /// Admits one request, or says which limit it is over.
@@ -130,14 +135,21 @@ mod tests {
             assert!(l.admit().is_ok());
         }
         match l.admit() {
-            Err(Exceeded::Rate(wait)) => assert!(wait <= Duration::from_millis(100) && wait > Duration::ZERO, "{wait:?}"),
+            Err(Exceeded::Rate(wait)) => {
+                assert!(wait <= Duration::from_millis(100) && wait > Duration::ZERO, "{wait:?}")
+            }
             other => panic!("{:?}", other.err()),
         }
     }
 
     #[test]
     fn a_rate_refusal_frees_its_concurrency_slot() {
-        let l = limits(Quotas { requests_per_second: Some(1), burst: Some(1), max_concurrent_requests: Some(5), ..Quotas::default() });
+        let l = limits(Quotas {
+            requests_per_second: Some(1),
+            burst: Some(1),
+            max_concurrent_requests: Some(5),
+            ..Quotas::default()
+        });
         let _first = l.admit().unwrap();
         assert!(matches!(l.admit(), Err(Exceeded::Rate(_))));
         assert_eq!(l.in_flight(), 1);

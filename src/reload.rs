@@ -83,13 +83,7 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    pub fn new(
-        source: Source,
-        routes: Arc<RouteStore>,
-        shared: Arc<Shared>,
-        applied: Config,
-        text: String,
-    ) -> Self {
+    pub fn new(source: Source, routes: Arc<RouteStore>, shared: Arc<Shared>, applied: Config, text: String) -> Self {
         let state = Mutex::new(State { applied, text, last: None });
         Reloader { source, routes, shared, state, trim: None }
     }
@@ -147,9 +141,12 @@ impl Reloader {
         let logged = match &result {
             Ok(report) => Ok(report.clone()),
             Err(MutationError::Invalid(errors)) => Err(errors.clone()),
-            Err(other) => {
-                Err(vec![ConfigError { file: self.source.name(), position: None, key: String::new(), message: other.to_string() }])
-            }
+            Err(other) => Err(vec![ConfigError {
+                file: self.source.name(),
+                position: None,
+                key: String::new(),
+                message: other.to_string(),
+            }]),
         };
         self.record(&mut state, action, from, Some(tenant), &logged);
         drop(state);
@@ -165,14 +162,17 @@ impl Reloader {
         let Source::File(path) = &self.source else {
             return Err(MutationError::NoFile);
         };
-        let on_disk = std::fs::read_to_string(path).map_err(|e| MutationError::Storage(format!("cannot read {}: {e}", path.display())))?;
-        let mut doc: toml_edit::DocumentMut =
-            on_disk.parse().map_err(|e| MutationError::Storage(format!("{} is not valid TOML: {e}", path.display())))?;
+        let on_disk = std::fs::read_to_string(path)
+            .map_err(|e| MutationError::Storage(format!("cannot read {}: {e}", path.display())))?;
+        let mut doc: toml_edit::DocumentMut = on_disk
+            .parse()
+            .map_err(|e| MutationError::Storage(format!("{} is not valid TOML: {e}", path.display())))?;
         edit(&mut doc)?;
         let text = doc.to_string();
         let started = Instant::now();
         let next = config::parse(&self.source.name(), &text).map_err(MutationError::Invalid)?;
-        config::write_atomically(path, &text).map_err(|e| MutationError::Storage(format!("cannot write {}: {e}", path.display())))?;
+        config::write_atomically(path, &text)
+            .map_err(|e| MutationError::Storage(format!("cannot write {}: {e}", path.display())))?;
         Ok(self.apply(state, next, text, started))
     }
 

@@ -140,7 +140,13 @@ impl ErrorReply {
     }
 
     fn with_status(status: u16, kind: ErrorKind, message: impl Into<String>) -> Self {
-        ErrorReply { status, error_type: kind.error_type(), message: message.into(), retry_after: None, errors: Vec::new() }
+        ErrorReply {
+            status,
+            error_type: kind.error_type(),
+            message: message.into(),
+            retry_after: None,
+            errors: Vec::new(),
+        }
     }
 
     pub fn retry_after(mut self, seconds: u64) -> Self {
@@ -247,7 +253,8 @@ mod tests {
 
     #[test]
     fn upstream_errors_map_to_gateway_statuses() {
-        let status = |etype, source| ErrorReply::from_error(&Error::create(etype, source, None, None)).map(|r| r.status);
+        let status =
+            |etype, source| ErrorReply::from_error(&Error::create(etype, source, None, None)).map(|r| r.status);
         assert_eq!(status(ErrorType::ConnectRefused, ErrorSource::Upstream), Some(502));
         assert_eq!(status(ErrorType::ConnectionClosed, ErrorSource::Upstream), Some(502));
         assert_eq!(status(ErrorType::InvalidHTTPHeader, ErrorSource::Upstream), Some(502));
@@ -262,7 +269,8 @@ mod tests {
 
     #[test]
     fn rejections_map_to_product_statuses() {
-        let status = |r: Rejection| ErrorReply::rejection(r, &Refused { header: "X-Tenant-ID", ..Refused::default() }).status;
+        let status =
+            |r: Rejection| ErrorReply::rejection(r, &Refused { header: "X-Tenant-ID", ..Refused::default() }).status;
         let expected = [401, 403, 403, 403, 403, 404, 503, 401, 403, 429, 429, 413];
         for (rejection, status_code) in Rejection::ALL.into_iter().zip(expected) {
             assert_eq!(status(rejection), status_code, "{rejection:?}");

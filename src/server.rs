@@ -54,7 +54,10 @@ pub fn build(
         service.add_tcp(&addr.to_string());
         server.add_service(service);
     }
-    let mut admin = pingora::services::listening::Service::new("admin".to_string(), AdminApp::new(routes, metrics, reloader, config.admin.token.clone()));
+    let mut admin = pingora::services::listening::Service::new(
+        "admin".to_string(),
+        AdminApp::new(routes, metrics, reloader, config.admin.token.clone()),
+    );
     admin.add_tcp(&config.admin.listen.to_string());
     admin.threads = Some(1);
     server.add_service(admin);

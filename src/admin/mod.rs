@@ -46,7 +46,12 @@ fn error(kind: ErrorKind, message: impl Into<String>) -> Answer {
 }
 
 impl AdminApp {
-    pub fn new(routes: Arc<RouteStore>, metrics: Option<Arc<Metrics>>, reloader: Arc<Reloader>, token: Option<Secret>) -> Self {
+    pub fn new(
+        routes: Arc<RouteStore>,
+        metrics: Option<Arc<Metrics>>,
+        reloader: Arc<Reloader>,
+        token: Option<Secret>,
+    ) -> Self {
         AdminApp { routes, metrics, reloader, token }
     }
 
@@ -79,7 +84,9 @@ impl AdminApp {
                 Some(metrics) => Answer::Text(metrics.render()),
                 None => error(ErrorKind::NotFound, "metrics are off ([observability] metrics = false)"),
             },
-            (&Method::GET, ["api", "v1", "reload"]) => Answer::Json(StatusCode::OK, json!({ "last": self.reloader.last() })),
+            (&Method::GET, ["api", "v1", "reload"]) => {
+                Answer::Json(StatusCode::OK, json!({ "last": self.reloader.last() }))
+            }
             (&Method::POST, ["api", "v1", "reload"]) => {
                 let reloader = self.reloader.clone();
                 let result = blocking(move || reloader.reload("api", &from)).await;
@@ -115,12 +122,18 @@ impl AdminApp {
             }
             (&Method::DELETE, ["api", "v1", "tenants", id]) => {
                 let (reloader, id) = (self.reloader.clone(), id.to_string());
-                let result = blocking(move || reloader.mutate("delete", &id, &from, |doc| tenants::delete(doc, &id))).await;
+                let result =
+                    blocking(move || reloader.mutate("delete", &id, &from, |doc| tenants::delete(doc, &id))).await;
                 mutation_answer(result, StatusCode::OK, None)
             }
-            (_, ["metrics"] | ["api", "v1", "reload"] | ["api", "v1", "tenants"] | ["api", "v1", "tenants", _] | ["api", "v1", "tenants", _, "health"]) => {
-                error(ErrorKind::MethodNotAllowed, format!("{method} is not allowed on {path}"))
-            }
+            (
+                _,
+                ["metrics"]
+                | ["api", "v1", "reload"]
+                | ["api", "v1", "tenants"]
+                | ["api", "v1", "tenants", _]
+                | ["api", "v1", "tenants", _, "health"],
+            ) => error(ErrorKind::MethodNotAllowed, format!("{method} is not allowed on {path}")),
             _ => error(ErrorKind::NotFound, format!("no admin endpoint {path:?}")),
         }
     }
@@ -151,7 +164,11 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
     tokio::task::spawn_blocking(work).await.ok()
 }
 
-fn mutation_answer(result: Option<Result<ReloadReport, MutationError>>, success: StatusCode, tenant: Option<Value>) -> Answer {
+fn mutation_answer(
+    result: Option<Result<ReloadReport, MutationError>>,
+    success: StatusCode,
+    tenant: Option<Value>,
+) -> Answer {
     let e = match result {
         Some(Ok(report)) => return Answer::Json(success, json!({"status": "ok", "tenant": tenant, "changes": report})),
         Some(Err(MutationError::Invalid(errors))) => return refused_config(&errors),
@@ -170,7 +187,8 @@ fn mutation_answer(result: Option<Result<ReloadReport, MutationError>>, success:
 
 /// 400 with every validation error, each with its key path.
 fn refused_config(errors: &[crate::config::ConfigError]) -> Answer {
-    let first = errors.first().map(|e| if e.key.is_empty() { e.message.clone() } else { format!("{}: {}", e.key, e.message) });
+    let first =
+        errors.first().map(|e| if e.key.is_empty() { e.message.clone() } else { format!("{}: {}", e.key, e.message) });
     let mut reply = ErrorReply::new(ErrorKind::BadData, first.unwrap_or_default());
     reply.errors = errors.iter().map(|e| KeyedError { key: e.key.clone(), error: e.message.clone() }).collect();
     Answer::Error(reply)

@@ -176,7 +176,10 @@ mod tests {
         assert!(message(b"{", None).starts_with("the body is not JSON"));
         assert_eq!(message(br#"{"name":"x"}"#, None), "id: missing");
         assert_eq!(message(br#"{"id":"a"}"#, Some("b")), "id: \"a\" in the body does not match \"b\" in the path");
-        assert_eq!(message(br#"{"id":"a","metrics":{"timeout":null}}"#, None), "tenants.a.metrics.timeout: null is not a value; leave the field out");
+        assert_eq!(
+            message(br#"{"id":"a","metrics":{"timeout":null}}"#, None),
+            "tenants.a.metrics.timeout: null is not a value; leave the field out"
+        );
         assert!(message(br#"{"id":"a b"}"#, None).starts_with("id: tenant id \"a b\" must be"));
     }
 }

@@ -179,15 +179,9 @@ mod tests {
     #[test]
     fn longest_prefix_wins_over_a_shorter_subtree() {
         // `/prometheus/*` is a query subtree, but its write path is ingest.
-        assert_eq!(
-            classify_path("/prometheus/api/v1/write"),
-            Some((Signal::Metrics, Access::Ingest))
-        );
+        assert_eq!(classify_path("/prometheus/api/v1/write"), Some((Signal::Metrics, Access::Ingest)));
         // Logs' Datadog path is not metrics' `/datadog/*`.
-        assert_eq!(
-            classify_path("/insert/datadog/api/v2/logs"),
-            Some((Signal::Logs, Access::Ingest))
-        );
+        assert_eq!(classify_path("/insert/datadog/api/v2/logs"), Some((Signal::Logs, Access::Ingest)));
     }
 
     #[test]

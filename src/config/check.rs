@@ -26,7 +26,13 @@ pub(super) fn listen_addr(raw: &str, path: &KeyPath, problems: &mut Problems) ->
     }
 }
 
-pub(super) fn duration(raw: Option<&str>, default: &str, path: &KeyPath, zero_ok: bool, problems: &mut Problems) -> Duration {
+pub(super) fn duration(
+    raw: Option<&str>,
+    default: &str,
+    path: &KeyPath,
+    zero_ok: bool,
+    problems: &mut Problems,
+) -> Duration {
     let text = raw.unwrap_or(default);
     match humantime::parse_duration(text) {
         Ok(d) if zero_ok || !d.is_zero() => d,

@@ -23,7 +23,12 @@ pub(super) struct DeploymentContext<'a> {
     pub(super) health_check: &'a HealthCheck,
 }
 
-pub(super) fn deployment(raw: RawDeployment, path: &KeyPath, context: &DeploymentContext, problems: &mut Problems) -> Deployment {
+pub(super) fn deployment(
+    raw: RawDeployment,
+    path: &KeyPath,
+    context: &DeploymentContext,
+    problems: &mut Problems,
+) -> Deployment {
     let RawDeployment {
         endpoints,
         backup_endpoints,
@@ -51,7 +56,8 @@ pub(super) fn deployment(raw: RawDeployment, path: &KeyPath, context: &Deploymen
             if !seen.insert(endpoint.url.clone()) {
                 problems.add(&at, format!("duplicate endpoint {}", endpoint.url));
             } else if context.own_listeners.iter().any(|l| loops_back(*l, endpoint.addr)) {
-                problems.add(&at, format!("endpoint {} is one of the router's own listeners (a proxy loop)", endpoint.url));
+                problems
+                    .add(&at, format!("endpoint {} is one of the router's own listeners (a proxy loop)", endpoint.url));
             }
             out.push(endpoint);
         }
@@ -136,11 +142,16 @@ fn loops_back(listen: SocketAddr, endpoint: SocketAddr) -> bool {
     if listen.port() != endpoint.port() {
         return false;
     }
-    listen.ip() == endpoint.ip() || (listen.ip().is_unspecified() && (endpoint.ip().is_loopback() || endpoint.ip().is_unspecified()))
+    listen.ip() == endpoint.ip()
+        || (listen.ip().is_unspecified() && (endpoint.ip().is_loopback() || endpoint.ip().is_unspecified()))
 }
 
-
-pub(super) fn health_check_settings(raw: RawHealthCheck, defaults: &HealthCheck, path: &KeyPath, problems: &mut Problems) -> HealthCheck {
+pub(super) fn health_check_settings(
+    raw: RawHealthCheck,
+    defaults: &HealthCheck,
+    path: &KeyPath,
+    problems: &mut Problems,
+) -> HealthCheck {
     let RawHealthCheck {
         interval,
         timeout,
@@ -166,10 +177,25 @@ pub(super) fn health_check_settings(raw: RawHealthCheck, defaults: &HealthCheck,
         interval: duration_or(interval.as_deref(), defaults.interval, &path.key("interval"), problems),
         timeout: duration_or(timeout.as_deref(), defaults.timeout, &path.key("timeout"), problems),
         path: probe_path,
-        healthy_threshold: count(healthy_threshold, defaults.healthy_threshold, &path.key("healthy_threshold"), problems),
-        unhealthy_threshold: count(unhealthy_threshold, defaults.unhealthy_threshold, &path.key("unhealthy_threshold"), problems),
+        healthy_threshold: count(
+            healthy_threshold,
+            defaults.healthy_threshold,
+            &path.key("healthy_threshold"),
+            problems,
+        ),
+        unhealthy_threshold: count(
+            unhealthy_threshold,
+            defaults.unhealthy_threshold,
+            &path.key("unhealthy_threshold"),
+            problems,
+        ),
         passive_failures,
-        ejection_cooldown: duration_or(ejection_cooldown.as_deref(), defaults.ejection_cooldown, &path.key("ejection_cooldown"), problems),
+        ejection_cooldown: duration_or(
+            ejection_cooldown.as_deref(),
+            defaults.ejection_cooldown,
+            &path.key("ejection_cooldown"),
+            problems,
+        ),
     }
 }
 
@@ -179,7 +205,8 @@ pub(super) fn quotas(raw: RawQuotas, path: &KeyPath, problems: &mut Problems) ->
     let quotas = Quotas {
         requests_per_second: positive(requests_per_second, &path.key("requests_per_second"), problems).map(small),
         burst: positive(burst, &path.key("burst"), problems).map(small),
-        max_concurrent_requests: positive(max_concurrent_requests, &path.key("max_concurrent_requests"), problems).map(small),
+        max_concurrent_requests: positive(max_concurrent_requests, &path.key("max_concurrent_requests"), problems)
+            .map(small),
         max_body_bytes: positive(max_body_bytes, &path.key("max_body_bytes"), problems).map(|n| n as u64),
     };
     if quotas.burst.is_some() && quotas.requests_per_second.is_none() {
@@ -187,4 +214,3 @@ pub(super) fn quotas(raw: RawQuotas, path: &KeyPath, problems: &mut Problems) ->
     }
     quotas
 }
-

@@ -47,7 +47,8 @@ impl Inputs {
             }
         }
         if let Some(auth) = &deployment.upstream_auth {
-            let RawUpstreamAuth { bearer_token_env, bearer_token_file, username: _, password_env, password_file } = auth;
+            let RawUpstreamAuth { bearer_token_env, bearer_token_file, username: _, password_env, password_file } =
+                auth;
             for name in [bearer_token_env, password_env].into_iter().flatten() {
                 if let Ok(value) = std::env::var(name) {
                     self.env.insert(name.clone(), value);

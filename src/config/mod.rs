@@ -59,8 +59,9 @@ impl Source {
     pub fn read(&self) -> Result<String, Vec<ConfigError>> {
         match self {
             Source::Embedded => Ok(EMBEDDED.to_string()),
-            Source::File(path) => std::fs::read_to_string(path)
-                .map_err(|e| vec![error::Locator::new(&self.name(), "").whole_file(format!("cannot read the file: {e}"))]),
+            Source::File(path) => std::fs::read_to_string(path).map_err(|e| {
+                vec![error::Locator::new(&self.name(), "").whole_file(format!("cannot read the file: {e}"))]
+            }),
         }
     }
 

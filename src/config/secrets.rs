@@ -24,7 +24,10 @@ fn digest(text: &str, path: &KeyPath, problems: &mut Problems) -> Option<[u8; 32
             Err(_) => false,
         });
     if !ok {
-        problems.add(path, "must be a hex SHA-256 digest (64 hex digits), e.g. the output of `printf %s TOKEN | sha256sum`");
+        problems.add(
+            path,
+            "must be a hex SHA-256 digest (64 hex digits), e.g. the output of `printf %s TOKEN | sha256sum`",
+        );
         return None;
     }
     Some(out)
@@ -40,7 +43,9 @@ pub(super) fn auth(raw: RawAuth, path: &KeyPath, inputs: &Inputs, problems: &mut
     if let Some(file) = bearer_tokens_sha256_file {
         let at = path.key("bearer_tokens_sha256_file");
         match inputs.text(&file) {
-            Ok(text) => bearer.extend(text.lines().filter(|l| !l.trim().is_empty()).filter_map(|l| digest(l, &at, problems))),
+            Ok(text) => {
+                bearer.extend(text.lines().filter(|l| !l.trim().is_empty()).filter_map(|l| digest(l, &at, problems)))
+            }
             Err(why) => problems.add(&at, why),
         }
     }
@@ -71,12 +76,18 @@ pub(super) fn credentials_unique(tenants: &BTreeMap<String, std::sync::Arc<Tenan
         let path = KeyPath::root().key("tenants").key(id).key("auth");
         for token in &auth.bearer_sha256 {
             if let Some(other) = tokens.insert(*token, id).filter(|other| other != id) {
-                problems.add(&path.key("bearer_tokens_sha256"), format!("a token hash is also tenant {other:?}'s: a credential must name one tenant"));
+                problems.add(
+                    &path.key("bearer_tokens_sha256"),
+                    format!("a token hash is also tenant {other:?}'s: a credential must name one tenant"),
+                );
             }
         }
         for (user, _) in &auth.basic {
             if let Some(other) = users.insert(user, id).filter(|other| other != id) {
-                problems.add(&path.key("basic_auth"), format!("user {user:?} is also tenant {other:?}'s: a credential must name one tenant"));
+                problems.add(
+                    &path.key("basic_auth"),
+                    format!("user {user:?} is also tenant {other:?}'s: a credential must name one tenant"),
+                );
             }
         }
     }
@@ -141,7 +152,9 @@ pub(super) fn upstream_tls(
     let RawUpstreamTls { ca_file, client_cert_file, client_key_file } = raw;
     let certs = |file: &str, key: &str, problems: &mut Problems| -> Option<Vec<Vec<u8>>> {
         let parsed: Result<Vec<Vec<u8>>, String> = inputs.bytes(file).and_then(|pem| {
-            CertificateDer::pem_slice_iter(pem).map(|c| c.map(|c| c.to_vec()).map_err(|e| format!("{file}: {e}"))).collect()
+            CertificateDer::pem_slice_iter(pem)
+                .map(|c| c.map(|c| c.to_vec()).map_err(|e| format!("{file}: {e}")))
+                .collect()
         });
         match parsed {
             Ok(certs) if certs.is_empty() => problems.add(&path.key(key), format!("{file} holds no PEM certificate")),
@@ -162,7 +175,8 @@ pub(super) fn upstream_tls(
         (Some(cert_file), Some(key_file)) => {
             let chain = certs(&cert_file, "client_cert_file", problems)?;
             let key = inputs.bytes(&key_file).and_then(|pem| {
-                PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("cannot read a PEM private key from {key_file}: {e}"))
+                PrivateKeyDer::from_pem_slice(pem)
+                    .map_err(|e| format!("cannot read a PEM private key from {key_file}: {e}"))
             });
             match key {
                 Ok(key) => Some((chain, key.secret_der().to_vec())),

@@ -52,7 +52,8 @@ fn deployments_get_defaults_and_signals_follow_deployments() {
     assert!(err[0].to_string().starts_with("t.toml:2:14: tenants.acme.metrics.endpoints[0]: cannot resolve host"));
 
     let inputs = Inputs::default().with_address("localhost", 8428, "127.0.0.1:8428".parse().unwrap());
-    let config = compile("t.toml", "[tenants.acme.metrics]\nendpoints = [\"http://localhost:8428/\"]\n", &inputs).unwrap();
+    let config =
+        compile("t.toml", "[tenants.acme.metrics]\nendpoints = [\"http://localhost:8428/\"]\n", &inputs).unwrap();
     let tenant = &config.tenants["acme"];
     let metrics = tenant.deployment(Signal::Metrics).unwrap();
     assert_eq!(metrics.timeout, Duration::from_secs(30));

@@ -32,12 +32,8 @@ pub fn validate(raw: RawConfig, inputs: &Inputs) -> Result<Config, Vec<Problem>>
     let health_check =
         health_check_settings(health_check, &HealthCheck::default(), &root.key("health_check"), &mut problems);
 
-    let own_listeners: Vec<SocketAddr> = server
-        .listen
-        .iter()
-        .copied()
-        .chain(server.signal_listeners.iter().map(|(_, addr)| *addr))
-        .collect();
+    let own_listeners: Vec<SocketAddr> =
+        server.listen.iter().copied().chain(server.signal_listeners.iter().map(|(_, addr)| *addr)).collect();
     let mut model_tenants = BTreeMap::new();
     for (id, raw_tenant) in tenants {
         let path = root.key("tenants").key(&id);
@@ -68,13 +64,14 @@ fn server_settings(raw: RawServer, path: &KeyPath, problems: &mut Problems) -> S
         .filter_map(|(i, addr)| listen_addr(addr, &path.key("listen").index(i), problems))
         .collect();
     let RawSignalListeners { metrics, logs, traces } = signal_listeners;
-    let signal_listeners: Vec<(Signal, SocketAddr)> = [(Signal::Metrics, metrics), (Signal::Logs, logs), (Signal::Traces, traces)]
-        .into_iter()
-        .filter_map(|(signal, addr)| {
-            let key = path.key("signal_listeners").key(signal.as_str());
-            Some((signal, listen_addr(&addr?, &key, problems)?))
-        })
-        .collect();
+    let signal_listeners: Vec<(Signal, SocketAddr)> =
+        [(Signal::Metrics, metrics), (Signal::Logs, logs), (Signal::Traces, traces)]
+            .into_iter()
+            .filter_map(|(signal, addr)| {
+                let key = path.key("signal_listeners").key(signal.as_str());
+                Some((signal, listen_addr(&addr?, &key, problems)?))
+            })
+            .collect();
     if listen_raw.is_empty() && signal_listeners.is_empty() {
         problems.add(&path.key("listen"), "no listener: list at least one address here or in server.signal_listeners");
     }
@@ -129,9 +126,12 @@ fn listeners_distinct(server: &Server, admin: &Admin, problems: &mut Problems) {
         .iter()
         .enumerate()
         .map(|(i, a)| (KeyPath::root().key("server").key("listen").index(i), *a))
-        .chain(server.signal_listeners.iter().map(|(s, a)| {
-            (KeyPath::root().key("server").key("signal_listeners").key(s.as_str()), *a)
-        }))
+        .chain(
+            server
+                .signal_listeners
+                .iter()
+                .map(|(s, a)| (KeyPath::root().key("server").key("signal_listeners").key(s.as_str()), *a)),
+        )
         .chain([(KeyPath::root().key("admin").key("listen"), admin.listen)]);
     for (path, addr) in all {
         if !seen.insert(addr) {
@@ -204,4 +204,3 @@ pub fn check_tenant_id(id: &str) -> Result<(), String> {
     }
     Ok(())
 }
-

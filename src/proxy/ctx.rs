@@ -132,7 +132,8 @@ impl RequestCtx {
             if self.tried.count() > 1 {
                 metrics.retries.inc_by(u64::from(self.tried.count() - 1));
             }
-            let served_by_backup = self.endpoint.zip(self.pool.as_ref()).is_some_and(|(i, p)| p.endpoint(i).role == Role::Backup);
+            let served_by_backup =
+                self.endpoint.zip(self.pool.as_ref()).is_some_and(|(i, p)| p.endpoint(i).role == Role::Backup);
             if served_by_backup && status.is_some_and(|s| s < 500) {
                 metrics.failovers.inc();
             }

@@ -114,8 +114,15 @@ mod tests {
     #[test]
     fn forwarded_for_appends_the_client_to_the_chain() {
         let ip = |text: &str| text.parse().unwrap();
-        for text in ["0.0.0.0", "127.0.0.1", "10.20.30.40", "255.255.255.255", "192.168.100.9", "::1", "2001:db8::8a2e:370:7334"]
-        {
+        for text in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "192.168.100.9",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
             assert_eq!(forwarded_for(None, ip(text)), text);
         }
         assert_eq!(forwarded_for(Some("203.0.113.7"), ip("10.0.0.1")), "203.0.113.7, 10.0.0.1");

@@ -126,7 +126,13 @@ impl ProxyHttp for Router {
 
     /// Called when connecting to the endpoint failed. Nothing of the request
     /// was sent: any request may go to another endpoint.
-    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         ctx.attempt_failed(UpstreamErrorKind::of(&e), e.etype().as_str());
         let decision = ctx.decide(Outcome::ConnectFailed, true);
         if let (Some(pool), Some(index)) = (&ctx.pool, ctx.endpoint) {
@@ -189,14 +195,24 @@ impl ProxyHttp for Router {
         let status = response.status.as_u16();
         if matches!(status, 502..=504) && ctx.decide(Outcome::Answered(status), replayable(session)).retry {
             let context = format!("upstream answered {status}");
-            return Err(Error::create(ErrorType::HTTPStatus(status), pingora::ErrorSource::Upstream, Some(context.into()), None));
+            return Err(Error::create(
+                ErrorType::HTTPStatus(status),
+                pingora::ErrorSource::Upstream,
+                Some(context.into()),
+                None,
+            ));
         }
         ctx.attempt_answered(status);
         Ok(())
     }
 
     /// Called before the response head goes to the client.
-    async fn response_filter(&self, _session: &mut Session, response: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         headers::rewrite_downstream(response, ctx.request_id.as_ref())
     }
 

@@ -28,12 +28,18 @@ struct TableCollector {
 impl TableCollector {
     fn new(routes: Arc<RouteStore>) -> Self {
         let healthy = IntGaugeVec::new(
-            Opts::new("mirador_router_endpoint_healthy", "1 when the endpoint takes traffic, 0 when it is down or ejected."),
+            Opts::new(
+                "mirador_router_endpoint_healthy",
+                "1 when the endpoint takes traffic, 0 when it is down or ejected.",
+            ),
             &["endpoint"],
         )
         .expect("valid metric");
         let probe = GaugeVec::new(
-            Opts::new("mirador_router_endpoint_probe_seconds", "Latency of the endpoint's latest successful health probe."),
+            Opts::new(
+                "mirador_router_endpoint_probe_seconds",
+                "Latency of the endpoint's latest successful health probe.",
+            ),
             &["endpoint"],
         )
         .expect("valid metric");
@@ -42,8 +48,10 @@ impl TableCollector {
             &["endpoint"],
         )
         .expect("valid metric");
-        let tenants = IntGauge::new("mirador_router_tenants", "Tenants in the routing table in force.").expect("valid metric");
-        let descs = [healthy.desc(), probe.desc(), pools.desc(), tenants.desc()].concat().into_iter().cloned().collect();
+        let tenants =
+            IntGauge::new("mirador_router_tenants", "Tenants in the routing table in force.").expect("valid metric");
+        let descs =
+            [healthy.desc(), probe.desc(), pools.desc(), tenants.desc()].concat().into_iter().cloned().collect();
         TableCollector { routes, descs, healthy, probe, pools, tenants }
     }
 }
@@ -70,4 +78,3 @@ impl Collector for TableCollector {
         [self.healthy.collect(), self.probe.collect(), self.pools.collect(), self.tenants.collect()].concat()
     }
 }
-

@@ -20,7 +20,11 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 
 /// The tenant id of a request: `header` is the tenant header's value ("" when
 /// absent), `authorization` the raw `Authorization` header.
-pub fn identify<'a>(table: &'a RoutingTable, header: &'a str, authorization: Option<&[u8]>) -> Result<&'a str, Rejection> {
+pub fn identify<'a>(
+    table: &'a RoutingTable,
+    header: &'a str,
+    authorization: Option<&[u8]>,
+) -> Result<&'a str, Rejection> {
     let proved = match authorization {
         None => None,
         Some(value) => Some(credential_tenant(table, value).ok_or(Rejection::Unauthorized)?),
@@ -88,7 +92,11 @@ mod tests {
         assert_eq!(identify(&t, "acme", Some(b"bearer acme-token")), Ok("acme"));
         assert_eq!(identify(&t, "", Some(&basic("grafana:s3cret"))), Ok("acme"));
         assert_eq!(identify(&t, "open", Some(b"Bearer acme-token")), Err(Rejection::CredentialMismatch));
-        assert_eq!(identify(&t, "open", Some(b"Bearer wrong")), Err(Rejection::Unauthorized), "wrong even for an open tenant");
+        assert_eq!(
+            identify(&t, "open", Some(b"Bearer wrong")),
+            Err(Rejection::Unauthorized),
+            "wrong even for an open tenant"
+        );
         assert_eq!(identify(&t, "acme", Some(&basic("grafana:wrong"))), Err(Rejection::Unauthorized));
         assert_eq!(identify(&t, "acme", Some(b"Digest x")), Err(Rejection::Unauthorized));
         assert_eq!(identify(&t, "acme", None), Err(Rejection::Unauthorized), "a tenant with credentials needs one");

@@ -120,7 +120,9 @@ impl RoutingTable {
                     bearer.extend(auth.bearer_sha256.iter().map(|digest| (*digest, id.clone())));
                     basic.extend(auth.basic.iter().map(|(user, digest)| (user.clone(), (id.clone(), *digest))));
                 }
-                let before = previous.and_then(|(config, table)| Some((config.tenants.get(&tenant.id)?, table.tenants.get(&tenant.id)?)));
+                let before = previous.and_then(|(config, table)| {
+                    Some((config.tenants.get(&tenant.id)?, table.tenants.get(&tenant.id)?))
+                });
                 let route = match before {
                     Some((config, route)) if **config == **tenant => route.clone(),
                     // Changed: new pools, but the same series, so retiring the
@@ -305,8 +307,13 @@ endpoints = ["http://127.0.0.1:18005"]
         let edited = CONFIG.replace("18005", "18006");
         let after = parse("t.toml", &edited).unwrap();
         let new = RoutingTable::rebuild(&after, &shared, Some((&before, &old)));
-        let pool = |table: &RoutingTable, tenant: &str, signal: Signal| table.route(tenant, signal, Access::Query).unwrap().1.clone();
-        assert!(Arc::ptr_eq(&pool(&old, "acme", Signal::Metrics), &pool(&new, "acme", Signal::Metrics)), "unchanged tenant rebuilt");
+        let pool = |table: &RoutingTable, tenant: &str, signal: Signal| {
+            table.route(tenant, signal, Access::Query).unwrap().1.clone()
+        };
+        assert!(
+            Arc::ptr_eq(&pool(&old, "acme", Signal::Metrics), &pool(&new, "acme", Signal::Metrics)),
+            "unchanged tenant rebuilt"
+        );
         let (old_reader, new_reader) = (pool(&old, "reader", Signal::Traces), pool(&new, "reader", Signal::Traces));
         assert!(!Arc::ptr_eq(&old_reader, &new_reader), "changed tenant taken over");
         assert_eq!(&*new_reader.endpoint(0).url, "http://127.0.0.1:18006");

@@ -146,7 +146,11 @@ impl EndpointHealth {
                 state.successes = 0;
                 state.failures += 1;
                 if first {
-                    tracing::warn!(endpoint = &*self.url, reason = state.last_error.as_deref(), "endpoint down at its first probe");
+                    tracing::warn!(
+                        endpoint = &*self.url,
+                        reason = state.last_error.as_deref(),
+                        "endpoint down at its first probe"
+                    );
                 }
                 if state.healthy && state.failures >= self.settings.unhealthy_threshold {
                     self.set_healthy(&mut state, false);
@@ -361,7 +365,11 @@ mod tests {
         assert!(!health.is_healthy());
         let ejected_at = Instant::now();
         let cooldown_end = ejected_at + Duration::from_secs(10);
-        assert_eq!(health.probe_due(ejected_at + Duration::from_secs(30)), cooldown_end, "probed at the cooldown's end");
+        assert_eq!(
+            health.probe_due(ejected_at + Duration::from_secs(30)),
+            cooldown_end,
+            "probed at the cooldown's end"
+        );
         assert_eq!(health.probe_due(ejected_at + Duration::from_secs(5)), ejected_at + Duration::from_secs(5));
 
         tokio::time::advance(Duration::from_secs(5)).await;

@@ -17,8 +17,8 @@ use crate::metrics::{PoolMetrics, PoolSeries, TenantSeries};
 use crate::quota::{Limits, QuotaRegistry};
 use http::HeaderValue;
 use pingora::upstreams::peer::HttpPeer;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 

@@ -81,7 +81,10 @@ fn probe_error(e: &pingora::Error) -> String {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = e.cause.as_deref().map(|c| c as _);
     while let Some(inner) = cause {
         // Pingora chains its own errors boxed.
-        let nested = inner.downcast_ref::<Box<pingora::Error>>().map(|b| &**b).or_else(|| inner.downcast_ref::<pingora::Error>());
+        let nested = inner
+            .downcast_ref::<Box<pingora::Error>>()
+            .map(|b| &**b)
+            .or_else(|| inner.downcast_ref::<pingora::Error>());
         let text = match nested {
             Some(pingora_error) => pingora_error.context.as_ref().map(|c| c.as_str().to_string()).unwrap_or_default(),
             None => inner.to_string(),
@@ -96,4 +99,3 @@ fn probe_error(e: &pingora::Error) -> String {
     }
     reason.chars().take(300).collect()
 }
-

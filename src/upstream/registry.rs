@@ -174,7 +174,6 @@ impl HealthRegistry {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,4 +214,3 @@ mod tests {
         assert_eq!(registry.len(), 1);
     }
 }
-

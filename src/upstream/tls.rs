@@ -28,7 +28,6 @@ impl TlsMaterial {
     }
 }
 
-
 impl TlsMaterial {
     /// Sets the CAs and client certificate on a peer of an `https://` endpoint.
     pub fn apply(&self, peer: &mut HttpPeer) {
