@@ -25,14 +25,14 @@ struct Cli {
     upgrade: bool,
 }
 
-/// glibc malloc/free were the top user-space functions in a callgrind
-/// profile of the proxy path (~25 % of instructions); see README, Performance.
+/// glibc malloc/free were the top user-space functions in a profile of the
+/// proxy path (README, Performance).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Returns the memory the calling thread has freed to the OS now instead of
-/// when mimalloc next gets to it: after a 10k-tenant parse on that thread,
-/// tens of MiB of RSS.
+/// when mimalloc next gets to it (after a large parse on that thread, a lot
+/// of RSS; README, Performance).
 fn release_memory() {
     // SAFETY: mi_collect takes no pointers and may be called from any thread.
     unsafe { libmimalloc_sys::mi_collect(true) }

@@ -19,7 +19,7 @@ pub struct Config {
     pub health_check: HealthCheck,
     pub observability: Observability,
     /// Boxed in an `Arc`: a `Tenant` is over a kilobyte, and B-tree nodes
-    /// filled in key order are half empty (10k tenants: 12 MiB of slack).
+    /// filled in key order are half empty (README, Performance).
     pub tenants: BTreeMap<String, std::sync::Arc<Tenant>>,
 }
 

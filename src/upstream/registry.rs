@@ -38,8 +38,8 @@ pub struct HealthRegistry {
 
 #[derive(Default)]
 struct Endpoints {
-    /// Keyed by URL alone, sharing the `Arc<str>` each health state holds:
-    /// at 30,000 endpoints a key of URL, settings and TLS was 10 MiB.
+    /// Keyed by URL alone, sharing the `Arc<str>` each health state holds
+    /// (a key of URL, settings and TLS costs much more at scale).
     by_url: HashMap<Arc<str>, Known>,
     /// Dropped endpoints are swept when the map reaches this size, so
     /// building a table stays linear in its endpoints.

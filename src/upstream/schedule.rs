@@ -15,8 +15,7 @@ use tokio::time::Instant;
 
 /// Probes in flight at most: each holds Pingora's connect and HTTP state
 /// (kilobytes) and a socket. A probe waiting for its slot holds a few
-/// pointers (its state is boxed once it runs): spawned with the state
-/// inline, 30,000 start-up probes peaked at 400 MiB. Slots are taken in
+/// pointers (its state is boxed once it runs; README, Performance). Slots are taken in
 /// order, so while more than this many endpoints time out, the others'
 /// probes wait behind them: at start-up a new endpoint whose first probe has
 /// not run when the wait for first probes ends (probe timeout + 1 s) starts
