@@ -8,7 +8,7 @@ use common::*;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 
 fn file(router: &RouterProcess) -> String {
@@ -200,22 +200,25 @@ async fn sighup_during_start_up_does_not_kill_the_router() {
     // main() takes SIGHUP over first thing; before main runs nothing can.
     // Wait for that (SigCgt bit 0 in /proc), then SIGHUP repeatedly while the
     // router loads its config, probes endpoints and binds.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let caught = |pid: u32| {
+    let pid = child.id();
+    let caught = || {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         status.lines().find_map(|l| l.strip_prefix("SigCgt:")).and_then(|m| u64::from_str_radix(m.trim(), 16).ok()).is_some_and(|m| m & 1 != 0)
     };
-    while !caught(child.id()) {
-        assert!(Instant::now() < deadline, "SIGHUP never caught");
-        std::thread::sleep(Duration::from_micros(200));
-    }
+    Wait::new("the router to catch SIGHUP (SigCgt bit 0)", Duration::from_secs(20))
+        .every(Duration::from_micros(200))
+        .blocking(caught);
     assert!(std::net::TcpStream::connect(unified).is_err(), "the test must signal during start-up, before the listener is up");
-    while std::net::TcpStream::connect(unified).is_err() {
-        let _ = std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status();
-        assert!(child.try_wait().unwrap().is_none(), "the router died of an early SIGHUP");
-        assert!(Instant::now() < deadline, "never listened");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    Wait::new(format!("the router to listen on {unified} while SIGHUP comes every 2 ms"), Duration::from_secs(20))
+        .every(Duration::from_millis(2))
+        .blocking(|| {
+            if std::net::TcpStream::connect(unified).is_ok() {
+                return true;
+            }
+            let _ = std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status();
+            assert!(child.try_wait().unwrap().is_none(), "the router died of an early SIGHUP");
+            false
+        });
     let r = client().get(format!("http://{unified}/api/v1/query")).header("X-Tenant-ID", "acme").send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(child.try_wait().unwrap().is_none());
@@ -237,11 +240,9 @@ async fn a_token_guards_the_admin_api() {
     let config = dir.path().join("router.toml");
     std::fs::write(&config, text).unwrap();
     let mut child = common::router::spawn(&config, &dir.path().join("log"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(admin).is_err() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until_blocking(format!("the router to listen on the admin address {admin}"), Duration::from_secs(20), || {
+        std::net::TcpStream::connect(admin).is_ok()
+    });
     let http = client();
     let get = |token: Option<&'static str>| {
         let mut r = http.get(format!("http://{admin}/api/v1/tenants"));
@@ -291,11 +292,9 @@ async fn the_file_watch_follows_a_configmap_symlink_swap() {
     std::os::unix::fs::symlink("..data/mirador-router.toml", &config).unwrap();
     let log = dir.path().join("log");
     let mut child = common::router::spawn(&config, &log);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(unified).is_err() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until_blocking(format!("the router to listen on {unified}"), Duration::from_secs(20), || {
+        std::net::TcpStream::connect(unified).is_ok()
+    });
     let served_by = || async {
         let r = client().get(format!("http://{unified}/api/v1/query")).header("X-Tenant-ID", "acme").send().await.unwrap();
         r.headers()["x-upstream"].to_str().unwrap().to_string()
@@ -309,11 +308,10 @@ async fn the_file_watch_follows_a_configmap_symlink_swap() {
     std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
     std::fs::remove_dir_all(&v1).unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("action=\"file-watch\"") {
-        assert!(Instant::now() < deadline, "the swap was never noticed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    Wait::new("the file watch to notice the swap (action=\"file-watch\" in the log)", Duration::from_secs(20))
+        .every(Duration::from_millis(20))
+        .until(|| std::fs::read_to_string(&log).unwrap_or_default().contains("action=\"file-watch\""))
+        .await;
     assert_eq!(served_by().await, "new");
     let _ = child.kill();
     let _ = child.wait();

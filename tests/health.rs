@@ -23,10 +23,13 @@ async fn endpoint_health(router: &RouterProcess, tenant: &str, url: &str) -> ser
 /// Polls the admin API until `url` has the given health; how long it took.
 async fn wait_health(router: &RouterProcess, tenant: &str, url: &str, healthy: bool) -> Duration {
     let start = Instant::now();
-    while endpoint_health(router, tenant, url).await["healthy"] != healthy {
-        assert!(start.elapsed() < Duration::from_secs(20), "{url} never became healthy={healthy}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    Wait::new(format!("{url} to become healthy={healthy}"), Duration::from_secs(20))
+        .every(Duration::from_millis(5))
+        .until_async(|| async {
+            let health = endpoint_health(router, tenant, url).await;
+            if health["healthy"] == healthy { Ok(()) } else { Err(health.to_string()) }
+        })
+        .await;
     start.elapsed()
 }
 
@@ -136,9 +139,11 @@ async fn a_shared_endpoint_is_probed_once_per_interval_not_once_per_tenant() {
     let config = format!("[health_check]\ninterval = \"200ms\"\n{tenants}");
     let started = Instant::now();
     let router = RouterProcess::start(&config);
-    while shared.probes() < 6 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("6 probes of the shared endpoint", Duration::from_secs(20), || {
+        let probes = shared.probes();
+        if probes >= 6 { Ok(()) } else { Err(format!("{probes} probes")) }
+    })
+    .await;
     let elapsed = started.elapsed();
     let probes = shared.probes();
     let most = elapsed.as_millis() as u64 / 200 + 2;

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The exposition as `name{labels}` → value.
 async fn scrape(router: &RouterProcess) -> BTreeMap<String, f64> {
@@ -41,16 +41,14 @@ fn value(metrics: &BTreeMap<String, f64>, series: &str) -> f64 {
 /// Scrapes until `series` exists with at least `at_least`: a request is
 /// counted when it ends, just after its answer reaches the client.
 async fn scrape_once_counted(router: &RouterProcess, series: &str, at_least: f64) -> BTreeMap<String, f64> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let m = scrape(router).await;
-        let key_present = std::panic::catch_unwind(|| value(&m, series)).is_ok_and(|v| v >= at_least);
-        if key_present {
-            return m;
-        }
-        assert!(Instant::now() < deadline, "{series} never reached {at_least}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    Wait::new(format!("{series} to reach {at_least}"), Duration::from_secs(10))
+        .every(Duration::from_millis(20))
+        .until_async(|| async {
+            let m = scrape(router).await;
+            let key_present = std::panic::catch_unwind(|| value(&m, series)).is_ok_and(|v| v >= at_least);
+            key_present.then_some(m)
+        })
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -174,11 +172,10 @@ async fn a_tenant_removed_by_reload_has_no_series_left() {
     assert_eq!(value(&m, r#"mirador_router_config_reloads_total{result="success"}"#), 2.0);
     assert_eq!(value(&m, "mirador_router_tenants"), 1.0);
     // The removed tenant's endpoint goes too, once its prober notices.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while exposition(&router).await.contains(&b.url()) {
-        assert!(Instant::now() < deadline, "series of the removed endpoint remain");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    Wait::new(format!("the series of the removed endpoint {} to go", b.url()), Duration::from_secs(10))
+        .every(Duration::from_millis(50))
+        .until_async(|| async { !exposition(&router).await.contains(&b.url()) })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

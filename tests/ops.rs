@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
 fn the_systemd_unit_verifies_cleanly() {
@@ -53,29 +53,40 @@ async fn a_graceful_upgrade_refuses_no_connection() {
             }
         })
     };
-    while results.lock().unwrap().0 < 50 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    Wait::new("50 requests served by the old router", Duration::from_secs(20))
+        .every(Duration::from_millis(5))
+        .until(|| {
+            let results = results.lock().unwrap();
+            if results.0 >= 50 { Ok(()) } else { Err(format!("{} served, failures {:?}", results.0, results.1)) }
+        })
+        .await;
 
     // The new binary waits on the upgrade socket; SIGQUIT hands it the listeners.
     let log = old.dir.path().join("new.log");
     let mut new = common::router::spawn_with(&old.config_path, &log, &["--upgrade"]);
     let sock = old.dir.path().join("upgrade.sock");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline, "the new router never waited for the sockets");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    Wait::new(format!("the new router to wait for the sockets on {}", sock.display()), Duration::from_secs(20))
+        .every(Duration::from_millis(5))
+        .until(|| sock.exists())
+        .await;
     let served_before = results.lock().unwrap().0;
     old.signal("QUIT");
     let status = old.wait_exit(Duration::from_secs(15));
     assert!(status.success(), "the old router exits cleanly: {status:?}");
     // Keep going on the new process alone.
     let after_exit = results.lock().unwrap().0;
-    while results.lock().unwrap().0 < after_exit + 50 {
-        assert!(new.try_wait().unwrap().is_none(), "the new router died: {}", std::fs::read_to_string(&log).unwrap_or_default());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    Wait::new("50 more requests served by the new router alone", Duration::from_secs(20))
+        .every(Duration::from_millis(5))
+        .until(|| {
+            let served = results.lock().unwrap().0;
+            if served >= after_exit + 50 {
+                return Ok(());
+            }
+            let died = new.try_wait().unwrap().is_some();
+            assert!(!died, "the new router died: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            Err(format!("{} served since the old one exited", served - after_exit))
+        })
+        .await;
     stop.store(true, Ordering::SeqCst);
     looping.await.unwrap();
     let (ok, failures) = results.lock().unwrap().clone();

@@ -226,9 +226,7 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits() {
     let mut router = RouterProcess::start(&format!("[tenants.acme.metrics]\nendpoints = [\"{}\"]\n", slow.url()));
     let url = format!("{}/api/v1/query?delay_ms=700", router.base("unified"));
     let in_flight = tokio::spawn(async move { client().get(url).header("X-Tenant-ID", "acme").send().await });
-    while slow.seen().is_empty() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("the slow request to reach the upstream", Duration::from_secs(10), || !slow.seen().is_empty()).await;
     router.signal("TERM");
     let response = in_flight.await.unwrap().unwrap();
     assert_eq!(response.status(), 200);

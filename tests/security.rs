@@ -88,9 +88,13 @@ async fn n_plus_one_slow_requests_get_exactly_one_429_and_no_slot_leaks() {
     let slow_request = || get(&router, Some("acme"), None, "?delay_ms=800");
     let in_flight = futures_util::future::join_all((0..3).map(|_| slow_request()));
     let fourth = async {
-        while slow.seen().len() < 3 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        Wait::new("the 3 slow requests to reach the upstream", Duration::from_secs(10))
+            .every(Duration::from_millis(5))
+            .until(|| match slow.seen().len() {
+                3.. => Ok(()),
+                seen => Err(format!("{seen} arrived")),
+            })
+            .await;
         get(&router, Some("acme"), None, "").await
     };
     let (three, fourth) = tokio::join!(in_flight, fourth);
@@ -106,15 +110,15 @@ async fn n_plus_one_slow_requests_get_exactly_one_429_and_no_slot_leaks() {
         assert_eq!(get(&router, Some("acme"), None, "?status=500").await.status(), 500);
     }
     // Eventually all three slots are free again at once.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let three = futures_util::future::join_all((0..3).map(|_| get(&router, Some("acme"), None, "?delay_ms=300"))).await;
-        if three.iter().all(|r| r.status() == 200) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "slots leaked: {:?}", three.iter().map(|r| r.status()).collect::<Vec<_>>());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    Wait::new("all 3 concurrency slots to be free at once (else slots leaked)", Duration::from_secs(10))
+        .every(Duration::from_millis(100))
+        .until_async(|| async {
+            let three = (0..3).map(|_| get(&router, Some("acme"), None, "?delay_ms=300"));
+            let three = futures_util::future::join_all(three).await;
+            let statuses: Vec<u16> = three.iter().map(|r| r.status().as_u16()).collect();
+            if statuses.iter().all(|&s| s == 200) { Ok(()) } else { Err(format!("statuses {statuses:?}")) }
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

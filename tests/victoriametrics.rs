@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A child process killed on drop.
 struct Process(Child);
@@ -34,17 +34,17 @@ fn spawn(binary: &str, args: &[String]) -> Process {
 }
 
 async fn wait_healthy(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(30);
     let http = client();
-    loop {
-        if let Ok(r) = http.get(format!("http://{addr}/health")).send().await {
-            if r.status() == 200 {
-                return;
+    Wait::new(format!("{addr} to become healthy"), Duration::from_secs(30))
+        .every(Duration::from_millis(50))
+        .until_async(|| async {
+            match http.get(format!("http://{addr}/health")).send().await {
+                Ok(r) if r.status() == 200 => Ok(()),
+                Ok(r) => Err(format!("/health answered {}", r.status())),
+                Err(e) => Err(format!("{e}")),
             }
-        }
-        assert!(Instant::now() < deadline, "{addr} never became healthy");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        })
+        .await;
 }
 
 async fn start_victoria_metrics(dir: &std::path::Path, name: &str) -> (Process, SocketAddr) {
@@ -106,18 +106,16 @@ async fn force_flush(addr: SocketAddr) {
 
 /// Polls until `tenant` sees exactly `expected` through the router.
 async fn wait_for_series(base: &str, tenant: &str, vms: &[SocketAddr], expected: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        for vm in vms {
-            force_flush(*vm).await;
-        }
-        let names = series_names(base, tenant, r#"{__name__=~"mirador_e2e_.*"}"#).await;
-        if names == expected {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{tenant} sees {names:?}, expected {expected:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    Wait::new(format!("{tenant} to see exactly {expected:?}"), Duration::from_secs(60))
+        .every(Duration::from_millis(200))
+        .until_async(|| async {
+            for vm in vms {
+                force_flush(*vm).await;
+            }
+            let names = series_names(base, tenant, r#"{__name__=~"mirador_e2e_.*"}"#).await;
+            if names == expected { Ok(()) } else { Err(format!("{tenant} sees {names:?}, expected {expected:?}")) }
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -204,17 +202,18 @@ async fn killing_one_of_two_victoria_metrics_mid_run_fails_no_query() {
     let killed_at = killed_at.unwrap();
     // The health API shows the dead instance down, since soon after the kill.
     let url = format!("http://{addr_1}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let down_after = loop {
+    let down_after = wait_until_async(format!("{url} to be marked down"), Duration::from_secs(10), || async {
         let (_, body) = router.admin_get("/api/v1/tenants/acme/health").await;
-        let endpoint = body["signals"]["metrics"]["endpoints"].as_array().unwrap().iter().find(|e| e["endpoint"] == url).cloned().unwrap();
+        let endpoints = body["signals"]["metrics"]["endpoints"].as_array().unwrap();
+        let endpoint = endpoints.iter().find(|e| e["endpoint"] == url).cloned().unwrap();
         if endpoint["healthy"] == false {
             let since = humantime::parse_rfc3339(endpoint["since"].as_str().unwrap()).unwrap();
-            break since.duration_since(killed_at).unwrap_or_default();
+            Ok(since.duration_since(killed_at).unwrap_or_default())
+        } else {
+            Err(format!("never marked down: {endpoint}"))
         }
-        assert!(Instant::now() < deadline, "never marked down: {endpoint}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    })
+    .await;
     eprintln!("300 queries (POST form, as Grafana sends them): {statuses:?}; the killed instance was down in the health API within {down_after:?}");
     assert_eq!(statuses.into_iter().collect::<Vec<_>>(), [(200, 300)]);
     assert!(down_after <= Duration::from_millis(500 * 2 + 250 + 500), "{down_after:?}");

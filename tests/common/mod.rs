@@ -4,9 +4,11 @@
 
 pub mod router;
 pub mod upstream;
+pub mod wait;
 
 pub use router::{free_addr, RouterProcess};
 pub use upstream::Upstream;
+pub use wait::{wait_until, wait_until_async, wait_until_blocking, Wait};
 
 use std::collections::BTreeMap;
 

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use super::wait::Wait;
+use std::time::Duration;
 
 /// A free port on 127.0.0.1 for the router to bind.
 ///
@@ -16,12 +17,14 @@ use std::time::{Duration, Instant};
 pub fn free_addr() -> SocketAddr {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let _ = NEXT.compare_exchange(0, 10_000 + std::process::id().wrapping_mul(7919).wrapping_add(now_nanos()) % 15_000, Ordering::SeqCst, Ordering::SeqCst);
-    loop {
+    // One pass over the 22,000 ports at most.
+    for _ in 0..22_000 {
         let port = 10_000 + (NEXT.fetch_add(1, Ordering::SeqCst) - 10_000) % 22_000;
         if let Ok(listener) = TcpListener::bind(("127.0.0.1", port as u16)) {
             return listener.local_addr().unwrap();
         }
     }
+    panic!("no free port on 127.0.0.1 in 10000..32000");
 }
 
 fn now_nanos() -> u32 {
@@ -105,16 +108,17 @@ listen = "{admin}"
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        read_log(&self.log_path)
     }
 
     /// Waits until the log contains `needle` (for events with no socket to watch).
     pub fn wait_for_log(&self, needle: &str, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.log().matches(needle).count() < count {
-            assert!(Instant::now() < deadline, "router never logged {needle:?} {count} time(s); log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Wait::new(format!("the router to log {needle:?} {count} time(s)"), Duration::from_secs(20))
+            .every(Duration::from_millis(20))
+            .blocking(|| {
+                let log = self.log();
+                if log.matches(needle).count() >= count { Ok(()) } else { Err(format!("log:\n{log}")) }
+            });
     }
 
     /// `http://` base URL of a listener: `"unified"` or a signal name.
@@ -165,26 +169,28 @@ listen = "{admin}"
 
     /// Waits for the process to exit by itself; its exit status.
     pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "router still running after {within:?}; log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (child, log_path) = (&mut self.child, &self.log_path);
+        Wait::new("the router to exit", within).every(Duration::from_millis(20)).blocking(|| {
+            child.try_wait().unwrap().ok_or_else(|| format!("still running; log:\n{}", read_log(log_path)))
+        })
     }
 
     fn wait_listening(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
         let mut addrs = vec![self.unified, self.admin];
         addrs.extend(self.drop_in.values());
-        for addr in addrs {
-            while TcpStream::connect(addr).is_err() {
-                assert!(Instant::now() < deadline, "router never listened on {addr}; log:\n{}", self.log());
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        let mut next = 0;
+        Wait::new(format!("the router to listen on {addrs:?}"), Duration::from_secs(30))
+            .every(Duration::from_millis(20))
+            .blocking(|| {
+                // Each address once it answers, in order, as a client would find them.
+                while next < addrs.len() && TcpStream::connect(addrs[next]).is_ok() {
+                    next += 1;
+                }
+                match addrs.get(next) {
+                    Some(addr) => Err(format!("no listener on {addr}; log:\n{}", self.log())),
+                    None => Ok(()),
+                }
+            });
     }
 }
 
@@ -193,6 +199,10 @@ impl Drop for RouterProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn read_log(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 pub fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {

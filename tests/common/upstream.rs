@@ -126,9 +126,14 @@ impl Upstream {
     /// [`Upstream::kill`], returning once the listener and every connection are closed.
     pub async fn stop(&self) {
         self.kill();
-        while self.shared.alive.load(Ordering::SeqCst) > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
+        let what = format!("upstream {}'s listener and connections to close", self.name);
+        super::wait::Wait::new(what, std::time::Duration::from_secs(10))
+            .every(std::time::Duration::from_millis(1))
+            .until(|| match self.shared.alive.load(Ordering::SeqCst) {
+                0 => Ok(()),
+                alive => Err(format!("{alive} still open (the accept loop counts as one)")),
+            })
+            .await;
     }
 }
 
