@@ -190,17 +190,12 @@ async fn a_broken_file_on_sighup_is_refused_and_visible_through_the_api() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_during_start_up_does_not_kill_the_router() {
     let up = Upstream::start("up").await;
-    let dir = tempfile::tempdir().unwrap();
-    let (unified, admin) = (free_addr(), free_addr());
-    let drop_in = ["metrics", "logs", "traces"].into_iter().map(|s| (s, free_addr())).collect();
-    let config = dir.path().join("router.toml");
     let tenants = format!("[tenants.acme.metrics]\nendpoints = [\"{}\"]\n", up.url());
-    std::fs::write(&config, RouterProcess::config_text(&dir, unified, &drop_in, admin, &tenants)).unwrap();
-    let mut child = common::router::spawn(&config, &dir.path().join("log"));
+    let mut router = RouterProcess::builder().tenants(tenants).no_wait().start();
+    let (pid, unified) = (router.pid(), router.unified);
     // main() takes SIGHUP over first thing; before main runs nothing can.
     // Wait for that (SigCgt bit 0 in /proc), then SIGHUP repeatedly while the
     // router loads its config, probes endpoints and binds.
-    let pid = child.id();
     let caught = || {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         status.lines().find_map(|l| l.strip_prefix("SigCgt:")).and_then(|m| u64::from_str_radix(m.trim(), 16).ok()).is_some_and(|m| m & 1 != 0)
@@ -216,33 +211,25 @@ async fn sighup_during_start_up_does_not_kill_the_router() {
                 return true;
             }
             let _ = std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status();
-            assert!(child.try_wait().unwrap().is_none(), "the router died of an early SIGHUP");
+            assert!(router.exited().is_none(), "the router died of an early SIGHUP");
             false
         });
     let r = client().get(format!("http://{unified}/api/v1/query")).header("X-Tenant-ID", "acme").send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(child.try_wait().unwrap().is_none());
-    let _ = child.kill();
-    let _ = child.wait();
+    assert!(router.exited().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_guards_the_admin_api() {
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("admin.token");
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = secrets.path().join("admin.token");
     std::fs::write(&token_file, "s3cret-token-0123456789\n").unwrap();
     let up = Upstream::start("up").await;
-    // The harness writes [admin] itself; a router with a token gets its own config.
-    let (unified, admin) = (free_addr(), free_addr());
-    let drop_in = ["metrics", "logs", "traces"].into_iter().map(|s| (s, free_addr())).collect();
-    let mut text = RouterProcess::config_text(&dir, unified, &drop_in, admin, &format!("[tenants.acme.metrics]\nendpoints = [\"{}\"]\n", up.url()));
-    text = text.replace("[admin]\n", &format!("[admin]\ntoken_file = \"{}\"\n", token_file.display()));
-    let config = dir.path().join("router.toml");
-    std::fs::write(&config, text).unwrap();
-    let mut child = common::router::spawn(&config, &dir.path().join("log"));
-    wait_until_blocking(format!("the router to listen on the admin address {admin}"), Duration::from_secs(20), || {
-        std::net::TcpStream::connect(admin).is_ok()
-    });
+    let router = RouterProcess::builder()
+        .tenants(format!("[tenants.acme.metrics]\nendpoints = [\"{}\"]\n", up.url()))
+        .admin_extra(format!("token_file = \"{}\"", token_file.display()))
+        .start();
+    let admin = router.admin;
     let http = client();
     let get = |token: Option<&'static str>| {
         let mut r = http.get(format!("http://{admin}/api/v1/tenants"));
@@ -255,8 +242,6 @@ async fn a_token_guards_the_admin_api() {
     assert_eq!(get(Some("wrong")).await.unwrap().status(), 401);
     assert_eq!(get(Some("s3cret-token-0123456789")).await.unwrap().status(), 200);
     assert_eq!(http.get(format!("http://{admin}/health")).send().await.unwrap().status(), 200, "liveness needs no token");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -276,25 +261,23 @@ async fn reloading_1000_tenants_is_timed() {
 async fn the_file_watch_follows_a_configmap_symlink_swap() {
     let old = Upstream::start("old").await;
     let new = Upstream::start("new").await;
-    let dir = tempfile::tempdir().unwrap();
-    let (unified, admin) = (free_addr(), free_addr());
-    let drop_in = ["metrics", "logs", "traces"].into_iter().map(|s| (s, free_addr())).collect();
-    let text_for = |upstream: &Upstream| {
-        RouterProcess::config_text(&dir, unified, &drop_in, admin, &format!("[tenants.acme.metrics]\nendpoints = [\"{}\"]\n", upstream.url()))
-            .replace("[admin]\n", "[admin]\nwatch_config = true\n")
-    };
-    // The layout kubelet gives a mounted ConfigMap.
-    let (v1, v2) = (dir.path().join("..2026_v1"), dir.path().join("..2026_v2"));
-    std::fs::create_dir(&v1).unwrap();
-    std::fs::write(v1.join("mirador-router.toml"), text_for(&old)).unwrap();
-    std::os::unix::fs::symlink("..2026_v1", dir.path().join("..data")).unwrap();
-    let config = dir.path().join("mirador-router.toml");
-    std::os::unix::fs::symlink("..data/mirador-router.toml", &config).unwrap();
-    let log = dir.path().join("log");
-    let mut child = common::router::spawn(&config, &log);
-    wait_until_blocking(format!("the router to listen on {unified}"), Duration::from_secs(20), || {
-        std::net::TcpStream::connect(unified).is_ok()
-    });
+    let tenants_for = |upstream: &Upstream| format!("[tenants.acme.metrics]\nendpoints = [\"{}\"]\n", upstream.url());
+    let router = RouterProcess::builder()
+        .tenants(tenants_for(&old))
+        .admin_extra("watch_config = true")
+        .config_at(|dir, text| {
+            // The layout kubelet gives a mounted ConfigMap.
+            let v1 = dir.join("..2026_v1");
+            std::fs::create_dir(&v1).unwrap();
+            std::fs::write(v1.join("mirador-router.toml"), text).unwrap();
+            std::os::unix::fs::symlink("..2026_v1", dir.join("..data")).unwrap();
+            let config = dir.join("mirador-router.toml");
+            std::os::unix::fs::symlink("..data/mirador-router.toml", &config).unwrap();
+            config
+        })
+        .start();
+    let (dir, unified) = (router.dir.path(), router.unified);
+    let (v1, v2) = (dir.join("..2026_v1"), dir.join("..2026_v2"));
     let served_by = || async {
         let r = client().get(format!("http://{unified}/api/v1/query")).header("X-Tenant-ID", "acme").send().await.unwrap();
         r.headers()["x-upstream"].to_str().unwrap().to_string()
@@ -303,16 +286,14 @@ async fn the_file_watch_follows_a_configmap_symlink_swap() {
 
     // The update: a new directory, then an atomic swap of the ..data symlink.
     std::fs::create_dir(&v2).unwrap();
-    std::fs::write(v2.join("mirador-router.toml"), text_for(&new)).unwrap();
-    std::os::unix::fs::symlink("..2026_v2", dir.path().join("..data_tmp")).unwrap();
-    std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+    std::fs::write(v2.join("mirador-router.toml"), router.text_with_tenants(&tenants_for(&new))).unwrap();
+    std::os::unix::fs::symlink("..2026_v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
     std::fs::remove_dir_all(&v1).unwrap();
 
     Wait::new("the file watch to notice the swap (action=\"file-watch\" in the log)", Duration::from_secs(20))
         .every(Duration::from_millis(20))
-        .until(|| std::fs::read_to_string(&log).unwrap_or_default().contains("action=\"file-watch\""))
+        .until(|| router.log().contains("action=\"file-watch\""))
         .await;
     assert_eq!(served_by().await, "new");
-    let _ = child.kill();
-    let _ = child.wait();
 }

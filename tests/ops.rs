@@ -62,8 +62,7 @@ async fn a_graceful_upgrade_refuses_no_connection() {
         .await;
 
     // The new binary waits on the upgrade socket; SIGQUIT hands it the listeners.
-    let log = old.dir.path().join("new.log");
-    let mut new = common::router::spawn_with(&old.config_path, &log, &["--upgrade"]);
+    let mut new = RouterProcess::builder().upgrade_of(&old).start();
     let sock = old.dir.path().join("upgrade.sock");
     Wait::new(format!("the new router to wait for the sockets on {}", sock.display()), Duration::from_secs(20))
         .every(Duration::from_millis(5))
@@ -82,8 +81,8 @@ async fn a_graceful_upgrade_refuses_no_connection() {
             if served >= after_exit + 50 {
                 return Ok(());
             }
-            let died = new.try_wait().unwrap().is_some();
-            assert!(!died, "the new router died: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            let died = new.exited().is_some();
+            assert!(!died, "the new router died: {}", new.log());
             Err(format!("{} served since the old one exited", served - after_exit))
         })
         .await;
@@ -100,6 +99,4 @@ async fn a_graceful_upgrade_refuses_no_connection() {
     let other: Vec<&String> = failures.iter().filter(|f| !f.contains("IncompleteMessage")).collect();
     assert!(other.is_empty(), "failures other than a dropped unread connection: {other:?}");
     assert!(failures.len() * 100 < ok, "{} of {ok} requests failed", failures.len());
-    let _ = new.kill();
-    let _ = new.wait();
 }

@@ -1,10 +1,16 @@
 //! The real `mirador-router` binary, started on free loopback ports with a
 //! config written to a temporary directory, and killed when dropped.
+//!
+//! Every test starts it through [`RouterProcess::builder`] (or its shorthand
+//! [`RouterProcess::start`]): extra `[admin]` lines, a config layout of the
+//! test's own, spawning without waiting for the listeners, or a `--upgrade`
+//! process taking over a running one.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::process::{Child, Command, Stdio};
 use super::wait::Wait;
 use std::time::Duration;
@@ -36,66 +42,144 @@ pub struct RouterProcess {
     pub unified: SocketAddr,
     pub drop_in: HashMap<&'static str, SocketAddr>,
     pub admin: SocketAddr,
-    pub dir: tempfile::TempDir,
+    /// Shared with a process started by [`RouterBuilder::upgrade_of`].
+    pub dir: Arc<tempfile::TempDir>,
     pub config_path: PathBuf,
+    /// Lines under `[admin]` after `listen`.
+    admin_extra: Vec<String>,
     log_path: PathBuf,
 }
 
-impl RouterProcess {
-    /// Starts the router with the unified listener, all three drop-in
-    /// listeners, and `tenants` (TOML of `[tenants.*]` tables) appended.
-    pub fn start(tenants: &str) -> RouterProcess {
-        let dir = tempfile::tempdir().expect("temp dir");
+/// How a test starts the router: `RouterProcess::builder()`, then what the
+/// test needs, then [`RouterBuilder::start`].
+///
+/// By default the router gets the unified listener, all three drop-in
+/// listeners and an admin listener on free loopback ports, a config file
+/// `mirador-router.toml` in a temporary directory, and `start` returns once
+/// every listener accepts connections.
+#[must_use]
+pub struct RouterBuilder {
+    tenants: String,
+    admin_extra: Vec<String>,
+    config_at: Option<Box<dyn FnOnce(&Path, &str) -> PathBuf>>,
+    wait: bool,
+    upgrade_of: Option<Inherited>,
+}
+
+/// What a `--upgrade` process takes over from the running one.
+struct Inherited {
+    unified: SocketAddr,
+    drop_in: HashMap<&'static str, SocketAddr>,
+    admin: SocketAddr,
+    dir: Arc<tempfile::TempDir>,
+    config_path: PathBuf,
+    admin_extra: Vec<String>,
+}
+
+impl RouterBuilder {
+    /// TOML appended after the listeners: `[tenants.*]` tables, or other
+    /// top-level tables such as `[health_check]`.
+    pub fn tenants(mut self, tenants: impl Into<String>) -> Self {
+        self.tenants = tenants.into();
+        self
+    }
+
+    /// One more line under `[admin]`, e.g. `token_file = "..."` or `watch_config = true`.
+    pub fn admin_extra(mut self, line: impl Into<String>) -> Self {
+        self.admin_extra.push(line.into());
+        self
+    }
+
+    /// Lays the config out itself: called with the router's directory and
+    /// the config text, writes it where it likes (a ConfigMap-like symlink
+    /// layout, say) and returns the path the router is started with.
+    pub fn config_at(mut self, lay_out: impl FnOnce(&Path, &str) -> PathBuf + 'static) -> Self {
+        self.config_at = Some(Box::new(lay_out));
+        self
+    }
+
+    /// Returns as soon as the process is spawned, before it listens (to
+    /// signal it during start-up); [`RouterProcess::pid`] names it.
+    pub fn no_wait(mut self) -> Self {
+        self.wait = false;
+        self
+    }
+
+    /// A new binary started with `--upgrade` on the config, listeners and
+    /// directory of `running`, logging to `upgrade.log` there. It waits for
+    /// the listening sockets on the upgrade socket, so `start` does not wait.
+    pub fn upgrade_of(mut self, running: &RouterProcess) -> Self {
+        self.upgrade_of = Some(Inherited {
+            unified: running.unified,
+            drop_in: running.drop_in.clone(),
+            admin: running.admin,
+            dir: running.dir.clone(),
+            config_path: running.config_path.clone(),
+            admin_extra: running.admin_extra.clone(),
+        });
+        self.wait = false;
+        self
+    }
+
+    pub fn start(self) -> RouterProcess {
+        if let Some(from) = self.upgrade_of {
+            assert!(self.config_at.is_none() && self.tenants.is_empty(), "an upgrade runs on the running config");
+            let log_path = from.dir.path().join("upgrade.log");
+            let child = spawn(&from.config_path, &log_path, &["--upgrade"]);
+            let Inherited { unified, drop_in, admin, dir, config_path, admin_extra } = from;
+            return RouterProcess { child, unified, drop_in, admin, dir, config_path, admin_extra, log_path };
+        }
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let unified = free_addr();
         let drop_in: HashMap<&'static str, SocketAddr> =
             ["metrics", "logs", "traces"].into_iter().map(|s| (s, free_addr())).collect();
         let admin = free_addr();
-        let config_path = dir.path().join("mirador-router.toml");
-        std::fs::write(&config_path, Self::config_text(&dir, unified, &drop_in, admin, tenants)).unwrap();
+        let text = config_text(dir.path(), unified, &drop_in, admin, &self.admin_extra, &self.tenants);
+        let config_path = match self.config_at {
+            Some(lay_out) => lay_out(dir.path(), &text),
+            None => {
+                let path = dir.path().join("mirador-router.toml");
+                std::fs::write(&path, text).unwrap();
+                path
+            }
+        };
         let log_path = dir.path().join("router.log");
-        let child = spawn(&config_path, &log_path);
-        let router = RouterProcess { child, unified, drop_in, admin, dir, config_path, log_path };
-        router.wait_listening();
+        let child = spawn(&config_path, &log_path, &[]);
+        let admin_extra = self.admin_extra;
+        let router = RouterProcess { child, unified, drop_in, admin, dir, config_path, admin_extra, log_path };
+        if self.wait {
+            router.wait_listening();
+        }
         router
     }
+}
 
-    pub fn config_text(
-        dir: &tempfile::TempDir,
-        unified: SocketAddr,
-        drop_in: &HashMap<&str, SocketAddr>,
-        admin: SocketAddr,
-        tenants: &str,
-    ) -> String {
-        format!(
-            r#"[server]
-listen = ["{unified}"]
-threads = 2
-grace_period = "1s"
-pid_file = "{pid}"
-upgrade_sock = "{sock}"
+impl RouterProcess {
+    pub fn builder() -> RouterBuilder {
+        RouterBuilder { tenants: String::new(), admin_extra: Vec::new(), config_at: None, wait: true, upgrade_of: None }
+    }
 
-[server.signal_listeners]
-metrics = "{metrics}"
-logs = "{logs}"
-traces = "{traces}"
+    /// Starts the router with the unified listener, all three drop-in
+    /// listeners, and `tenants` (TOML of `[tenants.*]` tables) appended:
+    /// `RouterProcess::builder().tenants(tenants).start()`.
+    pub fn start(tenants: &str) -> RouterProcess {
+        Self::builder().tenants(tenants).start()
+    }
 
-[admin]
-listen = "{admin}"
-
-{tenants}
-"#,
-            pid = dir.path().join("router.pid").display(),
-            sock = dir.path().join("upgrade.sock").display(),
-            metrics = drop_in["metrics"],
-            logs = drop_in["logs"],
-            traces = drop_in["traces"],
-        )
+    /// The config text this router was started with, with other `tenants`:
+    /// the same listeners and `[admin]` lines.
+    pub fn text_with_tenants(&self, tenants: &str) -> String {
+        config_text(self.dir.path(), self.unified, &self.drop_in, self.admin, &self.admin_extra, tenants)
     }
 
     /// Rewrites the tenants part of the config file (listeners unchanged).
     pub fn write_tenants(&self, tenants: &str) {
-        let text = Self::config_text(&self.dir, self.unified, &self.drop_in, self.admin, tenants);
-        std::fs::write(&self.config_path, text).unwrap();
+        std::fs::write(&self.config_path, self.text_with_tenants(tenants)).unwrap();
+    }
+
+    /// The exit status if the process has ended, without waiting.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
     }
 
     pub fn pid(&self) -> u32 {
@@ -131,7 +215,7 @@ listen = "{admin}"
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = spawn(&self.config_path, &self.log_path);
+        self.child = spawn(&self.config_path, &self.log_path, &[]);
         self.wait_listening();
     }
 
@@ -201,16 +285,12 @@ impl Drop for RouterProcess {
     }
 }
 
-fn read_log(path: &std::path::Path) -> String {
+fn read_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-pub fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
-    spawn_with(config, log, &[])
-}
-
 /// Starts the router binary with extra arguments (e.g. `--upgrade`).
-pub fn spawn_with(config: &std::path::Path, log: &std::path::Path, args: &[&str]) -> Child {
+fn spawn(config: &Path, log: &Path, args: &[&str]) -> Child {
     let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     Command::new(env!("CARGO_BIN_EXE_mirador-router"))
         .args(args)
@@ -222,4 +302,39 @@ pub fn spawn_with(config: &std::path::Path, log: &std::path::Path, args: &[&str]
         .stdin(Stdio::null())
         .spawn()
         .expect("start mirador-router")
+}
+
+fn config_text(
+    dir: &Path,
+    unified: SocketAddr,
+    drop_in: &HashMap<&str, SocketAddr>,
+    admin: SocketAddr,
+    admin_extra: &[String],
+    tenants: &str,
+) -> String {
+    let admin_extra: String = admin_extra.iter().map(|line| format!("{line}\n")).collect();
+    format!(
+        r#"[server]
+listen = ["{unified}"]
+threads = 2
+grace_period = "1s"
+pid_file = "{pid}"
+upgrade_sock = "{sock}"
+
+[server.signal_listeners]
+metrics = "{metrics}"
+logs = "{logs}"
+traces = "{traces}"
+
+[admin]
+listen = "{admin}"
+{admin_extra}
+{tenants}
+"#,
+        pid = dir.join("router.pid").display(),
+        sock = dir.join("upgrade.sock").display(),
+        metrics = drop_in["metrics"],
+        logs = drop_in["logs"],
+        traces = drop_in["traces"],
+    )
 }
