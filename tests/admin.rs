@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-
 fn file(router: &RouterProcess) -> String {
     std::fs::read_to_string(&router.config_path).unwrap()
 }
@@ -51,8 +50,14 @@ async fn tenant_crud_routes_at_once_and_persists_to_the_file_with_comments_kept(
     let before = file(&router);
     for (bad, field) in [
         ("{not json".to_string(), "the body is not JSON"),
-        (json!({"id": "newco", "metrics": {"endpoints": ["ftp://x:1"]}}).to_string(), "tenants.newco.metrics.endpoints[0]"),
-        (json!({"id": "newco", "metrics": {"endpoints": [second.url()], "timeuot": "1s"}}).to_string(), "tenants.newco.metrics.timeuot"),
+        (
+            json!({"id": "newco", "metrics": {"endpoints": ["ftp://x:1"]}}).to_string(),
+            "tenants.newco.metrics.endpoints[0]",
+        ),
+        (
+            json!({"id": "newco", "metrics": {"endpoints": [second.url()], "timeuot": "1s"}}).to_string(),
+            "tenants.newco.metrics.timeuot",
+        ),
         (json!({"id": "newco", "colour": "blue"}).to_string(), "tenants.newco.colour"),
     ] {
         let (status, answer) = router.admin("PUT", "/api/v1/tenants/newco", Some(&bad)).await;
@@ -76,7 +81,12 @@ async fn tenant_crud_routes_at_once_and_persists_to_the_file_with_comments_kept(
     let (status, answer) = router.admin("DELETE", "/api/v1/tenants/twin-b", None).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["changes"]["removed"], json!(["twin-b"]));
-    let r = client().get(format!("{}/select/logsql/query", router.base("unified"))).header("X-Tenant-ID", "twin-b").send().await.unwrap();
+    let r = client()
+        .get(format!("{}/select/logsql/query", router.base("unified")))
+        .header("X-Tenant-ID", "twin-b")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     assert!(!file(&router).contains("twin-b"));
 
@@ -105,14 +115,16 @@ async fn twenty_reloads_under_load_fail_no_request() {
     for i in 0..4 {
         upstreams.push(Upstream::start(&format!("u{i}")).await);
     }
-    let pool_for = |version: usize| -> Vec<String> { vec![upstreams[version % 4].url(), upstreams[(version + 1) % 4].url()] };
+    let pool_for =
+        |version: usize| -> Vec<String> { vec![upstreams[version % 4].url(), upstreams[(version + 1) % 4].url()] };
     let tenants_for = |version: usize| {
         let endpoints: Vec<String> = pool_for(version).iter().map(|u| format!("\"{u}\"")).collect();
         format!("[tenants.acme.metrics]\nendpoints = [{}]\n", endpoints.join(", "))
     };
     let router = Arc::new(RouterProcess::start(&tenants_for(0)));
     // versions[i] = endpoint names of table version i.
-    let names = |version: usize| -> Vec<String> { vec![format!("u{}", version % 4), format!("u{}", (version + 1) % 4)] };
+    let names =
+        |version: usize| -> Vec<String> { vec![format!("u{}", version % 4), format!("u{}", (version + 1) % 4)] };
     let version = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let outcomes = Arc::new(Mutex::new(Vec::new()));
@@ -123,9 +135,16 @@ async fn twenty_reloads_under_load_fail_no_request() {
             let http = client();
             while !stop.load(Ordering::SeqCst) {
                 let started_in = version.load(Ordering::SeqCst);
-                let r = http.get(format!("{}/api/v1/query", router.base("unified"))).header("X-Tenant-ID", "acme").send().await;
+                let r = http
+                    .get(format!("{}/api/v1/query", router.base("unified")))
+                    .header("X-Tenant-ID", "acme")
+                    .send()
+                    .await;
                 let ended_in = version.load(Ordering::SeqCst);
-                let served = r.ok().filter(|r| r.status() == 200).and_then(|r| r.headers().get("x-upstream").map(|v| v.to_str().unwrap().to_string()));
+                let served = r
+                    .ok()
+                    .filter(|r| r.status() == 200)
+                    .and_then(|r| r.headers().get("x-upstream").map(|v| v.to_str().unwrap().to_string()));
                 outcomes.lock().unwrap().push((started_in, ended_in, served));
             }
         }));
@@ -161,7 +180,13 @@ async fn twenty_reloads_under_load_fail_no_request() {
         })
         .collect();
     durations.sort_by(f64::total_cmp);
-    eprintln!("{} requests during 20 reloads: {failed} failed, {} misrouted; API reload took {:.2}–{:.2} ms", outcomes.len(), misrouted.len(), durations[0], durations[durations.len() - 1]);
+    eprintln!(
+        "{} requests during 20 reloads: {failed} failed, {} misrouted; API reload took {:.2}–{:.2} ms",
+        outcomes.len(),
+        misrouted.len(),
+        durations[0],
+        durations[durations.len() - 1]
+    );
     assert!(outcomes.len() > 100);
     assert_eq!(failed, 0);
     assert!(misrouted.is_empty(), "{misrouted:?}");
@@ -198,12 +223,19 @@ async fn sighup_during_start_up_does_not_kill_the_router() {
     // router loads its config, probes endpoints and binds.
     let caught = || {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status.lines().find_map(|l| l.strip_prefix("SigCgt:")).and_then(|m| u64::from_str_radix(m.trim(), 16).ok()).is_some_and(|m| m & 1 != 0)
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & 1 != 0)
     };
     Wait::new("the router to catch SIGHUP (SigCgt bit 0)", Duration::from_secs(20))
         .every(Duration::from_micros(200))
         .blocking(caught);
-    assert!(std::net::TcpStream::connect(unified).is_err(), "the test must signal during start-up, before the listener is up");
+    assert!(
+        std::net::TcpStream::connect(unified).is_err(),
+        "the test must signal during start-up, before the listener is up"
+    );
     Wait::new(format!("the router to listen on {unified} while SIGHUP comes every 2 ms"), Duration::from_secs(20))
         .every(Duration::from_millis(2))
         .blocking(|| {
@@ -241,7 +273,11 @@ async fn a_token_guards_the_admin_api() {
     assert_eq!(get(None).await.unwrap().status(), 401);
     assert_eq!(get(Some("wrong")).await.unwrap().status(), 401);
     assert_eq!(get(Some("s3cret-token-0123456789")).await.unwrap().status(), 200);
-    assert_eq!(http.get(format!("http://{admin}/health")).send().await.unwrap().status(), 200, "liveness needs no token");
+    assert_eq!(
+        http.get(format!("http://{admin}/health")).send().await.unwrap().status(),
+        200,
+        "liveness needs no token"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -279,7 +315,8 @@ async fn the_file_watch_follows_a_configmap_symlink_swap() {
     let (dir, unified) = (router.dir.path(), router.unified);
     let (v1, v2) = (dir.join("..2026_v1"), dir.join("..2026_v2"));
     let served_by = || async {
-        let r = client().get(format!("http://{unified}/api/v1/query")).header("X-Tenant-ID", "acme").send().await.unwrap();
+        let r =
+            client().get(format!("http://{unified}/api/v1/query")).header("X-Tenant-ID", "acme").send().await.unwrap();
         r.headers()["x-upstream"].to_str().unwrap().to_string()
     };
     assert_eq!(served_by().await, "old");

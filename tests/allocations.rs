@@ -30,12 +30,19 @@ static GLOBAL: Counting = Counting;
 #[test]
 fn the_routing_decision_allocates_nothing() {
     let text: String = (0..1000)
-        .map(|i| format!("[tenants.t{i}.metrics]\nendpoints = [\"http://127.0.0.1:{}\", \"http://127.0.0.2:{}\"]\n", 20000 + i, 20000 + i))
+        .map(|i| {
+            format!(
+                "[tenants.t{i}.metrics]\nendpoints = [\"http://127.0.0.1:{}\", \"http://127.0.0.2:{}\"]\n",
+                20000 + i,
+                20000 + i
+            )
+        })
         .collect();
     let table = RoutingTable::build(&parse("a.toml", &text).unwrap(), &Shared::for_tests());
     let requests: Vec<pingora::http::RequestHeader> = ["t1", "t500", "t999"]
         .map(|tenant| {
-            let mut request = pingora::http::RequestHeader::build("GET", b"/prometheus/api/v1/query_range", None).unwrap();
+            let mut request =
+                pingora::http::RequestHeader::build("GET", b"/prometheus/api/v1/query_range", None).unwrap();
             request.insert_header("X-Tenant-ID", tenant).unwrap();
             request
         })

@@ -61,7 +61,8 @@ fn paths_after(code: &str, prefix: &str) -> Vec<Vec<String>> {
                 if let Some(group) = tail.strip_prefix('{') {
                     let group = &group[..group.find('}').unwrap_or(group.len())];
                     for item in group.split(',') {
-                        let item: String = item.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                        let item: String =
+                            item.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
                         if !item.is_empty() {
                             found.push(segments.iter().cloned().chain([item]).collect());
                         }
@@ -242,6 +243,7 @@ fn the_scan_sees_a_known_edge_and_a_known_cycle() {
     let edges = Tree::read().edges();
     assert!(edges.contains(&("proxy::resolve".into(), "routing::identity".into())), "{edges:#?}");
     assert!(edges.contains(&("upstream::schedule".into(), "upstream::health".into())), "{edges:#?}");
-    let cyclic: BTreeSet<(String, String)> = [("a", "b"), ("b", "c"), ("c", "a")].map(|(x, y)| (x.into(), y.into())).into();
+    let cyclic: BTreeSet<(String, String)> =
+        [("a", "b"), ("b", "c"), ("c", "a")].map(|(x, y)| (x.into(), y.into())).into();
     assert!(find_cycle(&cyclic).is_some());
 }

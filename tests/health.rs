@@ -27,12 +27,15 @@ async fn wait_health(router: &RouterProcess, tenant: &str, url: &str, healthy: b
         .every(Duration::from_millis(5))
         .until_async(|| async {
             let health = endpoint_health(router, tenant, url).await;
-            if health["healthy"] == healthy { Ok(()) } else { Err(health.to_string()) }
+            if health["healthy"] == healthy {
+                Ok(())
+            } else {
+                Err(health.to_string())
+            }
         })
         .await;
     start.elapsed()
 }
-
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_an_endpoint_under_a_read_loop_fails_no_read() {
@@ -133,15 +136,18 @@ async fn probes_take_a_silent_dead_endpoint_down_within_interval_times_threshold
 async fn a_shared_endpoint_is_probed_once_per_interval_not_once_per_tenant() {
     const TENANTS: u64 = 8;
     let shared = Upstream::start("shared").await;
-    let tenants: String = (0..TENANTS)
-        .map(|i| format!("[tenants.t{i}.metrics]\nendpoints = [\"{}\"]\n", shared.url()))
-        .collect();
+    let tenants: String =
+        (0..TENANTS).map(|i| format!("[tenants.t{i}.metrics]\nendpoints = [\"{}\"]\n", shared.url())).collect();
     let config = format!("[health_check]\ninterval = \"200ms\"\n{tenants}");
     let started = Instant::now();
     let router = RouterProcess::start(&config);
     wait_until("6 probes of the shared endpoint", Duration::from_secs(20), || {
         let probes = shared.probes();
-        if probes >= 6 { Ok(()) } else { Err(format!("{probes} probes")) }
+        if probes >= 6 {
+            Ok(())
+        } else {
+            Err(format!("{probes} probes"))
+        }
     })
     .await;
     let elapsed = started.elapsed();
@@ -166,7 +172,8 @@ async fn a_reload_keeps_endpoint_health() {
     let router = RouterProcess::start(&tenant(""));
     let base = router.base("unified");
     for _ in 0..2 {
-        let r = client().get(format!("{base}/api/v1/query?reset=1")).header("X-Tenant-ID", "acme").send().await.unwrap();
+        let r =
+            client().get(format!("{base}/api/v1/query?reset=1")).header("X-Tenant-ID", "acme").send().await.unwrap();
         assert_eq!(r.status(), 502);
     }
     let before = endpoint_health(&router, "acme", &flaky.url()).await;

@@ -35,7 +35,12 @@ fn paths() -> impl Strategy<Value = String> {
     prop_oneof![
         prop::sample::select(concrete),
         "/[a-z/_]{0,20}",
-        prop::sample::select(vec!["/".to_string(), "/health".into(), "/api/v1/writer".into(), "/select/0:0/prometheus".into()]),
+        prop::sample::select(vec![
+            "/".to_string(),
+            "/health".into(),
+            "/api/v1/writer".into(),
+            "/select/0:0/prometheus".into()
+        ]),
     ]
 }
 
@@ -78,7 +83,10 @@ fn config_text(specs: &[TenantSpec], port_of: impl Fn(&str, Signal) -> u16) -> S
 #[test]
 fn the_table_routes_a_request_to_its_own_tenant_and_signal_or_refuses_it() {
     let mut runner = TestRunner::new(RunnerConfig { cases: 512, ..RunnerConfig::default() });
-    let strategy = (tenant_specs(), prop::collection::vec((listeners(), paths(), any::<usize>(), any::<u8>(), "[ -~]{0,8}"), 1..40));
+    let strategy = (
+        tenant_specs(),
+        prop::collection::vec((listeners(), paths(), any::<usize>(), any::<u8>(), "[ -~]{0,8}"), 1..40),
+    );
     runner
         .run(&strategy, |(specs, requests)| {
             let ports: BTreeMap<(String, Signal), u16> = specs
@@ -112,8 +120,13 @@ fn the_table_routes_a_request_to_its_own_tenant_and_signal_or_refuses_it() {
                     }
                     (Ok(()), None) => prop_assert!(false, "{path} resolved on {listener:?} though it has no signal"),
                     (Err(reply), Some(signal)) => {
-                        let configured = specs.iter().find(|s| s.id == tenant).is_some_and(|s| s.signals[signal.index()]);
-                        prop_assert!(!configured, "refused {tenant} {signal} ({}) though it is configured", reply.message);
+                        let configured =
+                            specs.iter().find(|s| s.id == tenant).is_some_and(|s| s.signals[signal.index()]);
+                        prop_assert!(
+                            !configured,
+                            "refused {tenant} {signal} ({}) though it is configured",
+                            reply.message
+                        );
                         prop_assert!(ctx.pool.is_none());
                     }
                     (Err(reply), None) => prop_assert!(matches!(reply.status, 401 | 404), "{}", reply.status),
@@ -128,7 +141,10 @@ fn the_table_routes_a_request_to_its_own_tenant_and_signal_or_refuses_it() {
 fn the_router_binary_never_sends_a_request_to_another_tenants_endpoint() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut runner = TestRunner::new(RunnerConfig { cases: 24, ..RunnerConfig::default() });
-    let strategy = (tenant_specs(), prop::collection::vec((listeners(), paths(), any::<usize>(), any::<u8>(), "[a-zA-Z0-9_-]{1,8}"), 40));
+    let strategy = (
+        tenant_specs(),
+        prop::collection::vec((listeners(), paths(), any::<usize>(), any::<u8>(), "[a-zA-Z0-9_-]{1,8}"), 40),
+    );
     runner
         .run(&strategy, |(specs, requests)| {
             runtime.block_on(async {
@@ -143,7 +159,8 @@ fn the_router_binary_never_sends_a_request_to_another_tenants_endpoint() {
                         Listener::Unified => (router.base("unified"), classify_path(&path).map(|(s, _)| s)),
                         Listener::DropIn(s) => (router.base(s.as_str()), Some(s)),
                     };
-                    let response = http.get(format!("{base}{path}")).header("X-Tenant-ID", &tenant).send().await.unwrap();
+                    let response =
+                        http.get(format!("{base}{path}")).header("X-Tenant-ID", &tenant).send().await.unwrap();
                     let status = response.status().as_u16();
                     match response.headers().get("x-upstream") {
                         Some(served_by) => {

@@ -70,13 +70,24 @@ async fn counters_and_histograms_equal_the_requests_sent() {
         let r = http.get(format!("{base}/api/v1/query")).header("X-Tenant-ID", "acme").send().await.unwrap();
         assert_eq!(r.headers()["x-upstream"], "live");
     }
-    let post = http.post(format!("{base}/api/v1/query")).header("X-Tenant-ID", "acme").body(vec![b'q'; 100]).send().await.unwrap();
+    let post = http
+        .post(format!("{base}/api/v1/query"))
+        .header("X-Tenant-ID", "acme")
+        .body(vec![b'q'; 100])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(post.status(), 200);
     for _ in 0..2 {
         let r = http.get(format!("{base}/api/v1/query?status=500")).header("X-Tenant-ID", "acme").send().await.unwrap();
         assert_eq!(r.status(), 500);
     }
-    for (tenant, path) in [(Some("nobody"), "/api/v1/query"), (Some("nobody2"), "/api/v1/query"), (None, "/api/v1/query"), (Some("acme"), "/nowhere")] {
+    for (tenant, path) in [
+        (Some("nobody"), "/api/v1/query"),
+        (Some("nobody2"), "/api/v1/query"),
+        (None, "/api/v1/query"),
+        (Some("acme"), "/nowhere"),
+    ] {
         let mut request = http.get(format!("{base}{path}"));
         if let Some(tenant) = tenant {
             request = request.header("X-Tenant-ID", tenant);
@@ -84,7 +95,12 @@ async fn counters_and_histograms_equal_the_requests_sent() {
         assert!(request.send().await.unwrap().status().is_client_error());
     }
 
-    let m = scrape_once_counted(&router, r#"mirador_router_request_duration_seconds_count{signal="metrics",tenant="acme"}"#, 6.0).await;
+    let m = scrape_once_counted(
+        &router,
+        r#"mirador_router_request_duration_seconds_count{signal="metrics",tenant="acme"}"#,
+        6.0,
+    )
+    .await;
     let acme = r#"signal="metrics",tenant="acme""#;
     assert_eq!(value(&m, &format!(r#"mirador_router_requests_total{{{acme},status_class="2xx"}}"#)), 4.0);
     assert_eq!(value(&m, &format!(r#"mirador_router_requests_total{{{acme},status_class="5xx"}}"#)), 2.0);
@@ -97,7 +113,9 @@ async fn counters_and_histograms_equal_the_requests_sent() {
     assert_eq!(value(&m, &format!("mirador_router_failovers_total{{{acme}}}")), 0.0);
     assert_eq!(value(&m, &format!("mirador_router_request_bytes_total{{{acme}}}")), 100.0);
     assert_eq!(value(&m, &format!("mirador_router_response_bytes_total{{{acme}}}")), 6.0 * "live".len() as f64);
-    let attempts = |url: String| value(&m, &format!(r#"mirador_router_upstream_attempt_duration_seconds_count{{endpoint="{url}"}}"#));
+    let attempts = |url: String| {
+        value(&m, &format!(r#"mirador_router_upstream_attempt_duration_seconds_count{{endpoint="{url}"}}"#))
+    };
     assert_eq!((attempts(dying.url()), attempts(live.url())), (1.0, 6.0));
     assert_eq!(value(&m, r#"mirador_router_rejections_total{reason="unknown_tenant",tenant="unknown"}"#), 2.0);
     assert_eq!(value(&m, r#"mirador_router_rejections_total{reason="no_tenant",tenant="unknown"}"#), 1.0);
@@ -115,9 +133,15 @@ async fn unknown_tenant_ids_never_become_label_values() {
     let up = Upstream::start("up").await;
     let router = RouterProcess::start(&format!("[tenants.acme.metrics]\nendpoints = [\"{}\"]\n", up.url()));
     let http = client();
-    let ids: Vec<String> = (0..1000u64).map(|i| format!("intruder{:x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 16)).collect();
+    let ids: Vec<String> =
+        (0..1000u64).map(|i| format!("intruder{:x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 16)).collect();
     for id in &ids {
-        let r = http.get(format!("{}/api/v1/query", router.base("unified"))).header("X-Tenant-ID", id).send().await.unwrap();
+        let r = http
+            .get(format!("{}/api/v1/query", router.base("unified")))
+            .header("X-Tenant-ID", id)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 403);
     }
     let text = exposition(&router).await;
@@ -134,11 +158,27 @@ async fn series_appear_with_a_tenants_first_request_not_before() {
         up.url()
     ));
     let before = exposition(&router).await;
-    assert!(!before.contains("tenant=\"busy\"") && !before.contains("tenant=\"idle\""), "series made before any request");
-    assert!(!before.contains("mirador_router_upstream_attempt_duration_seconds_count"), "attempt series before any attempt");
-    let r = client().get(format!("{}/api/v1/query", router.base("unified"))).header("X-Tenant-ID", "busy").send().await.unwrap();
+    assert!(
+        !before.contains("tenant=\"busy\"") && !before.contains("tenant=\"idle\""),
+        "series made before any request"
+    );
+    assert!(
+        !before.contains("mirador_router_upstream_attempt_duration_seconds_count"),
+        "attempt series before any attempt"
+    );
+    let r = client()
+        .get(format!("{}/api/v1/query", router.base("unified")))
+        .header("X-Tenant-ID", "busy")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let m = scrape_once_counted(&router, r#"mirador_router_request_duration_seconds_count{signal="metrics",tenant="busy"}"#, 1.0).await;
+    let m = scrape_once_counted(
+        &router,
+        r#"mirador_router_request_duration_seconds_count{signal="metrics",tenant="busy"}"#,
+        1.0,
+    )
+    .await;
     assert_eq!(value(&m, r#"mirador_router_requests_total{signal="metrics",status_class="2xx",tenant="busy"}"#), 1.0);
     let attempts = format!(r#"mirador_router_upstream_attempt_duration_seconds_count{{endpoint="{}"}}"#, up.url());
     assert_eq!(value(&m, &attempts), 1.0);
@@ -152,13 +192,23 @@ async fn series_appear_with_a_tenants_first_request_not_before() {
 async fn a_tenant_removed_by_reload_has_no_series_left() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
-    let both = format!("[tenants.keep.metrics]\nendpoints = [\"{}\"]\n[tenants.gone.metrics]\nendpoints = [\"{}\"]\n", a.url(), b.url());
+    let both = format!(
+        "[tenants.keep.metrics]\nendpoints = [\"{}\"]\n[tenants.gone.metrics]\nendpoints = [\"{}\"]\n",
+        a.url(),
+        b.url()
+    );
     let router = RouterProcess::start(&both);
     for tenant in ["keep", "gone"] {
-        let r = client().get(format!("{}/api/v1/query", router.base("unified"))).header("X-Tenant-ID", tenant).send().await.unwrap();
+        let r = client()
+            .get(format!("{}/api/v1/query", router.base("unified")))
+            .header("X-Tenant-ID", tenant)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
-    let _ = client().get(format!("{}/nowhere", router.base("unified"))).header("X-Tenant-ID", "gone").send().await.unwrap();
+    let _ =
+        client().get(format!("{}/nowhere", router.base("unified"))).header("X-Tenant-ID", "gone").send().await.unwrap();
     let before = exposition(&router).await;
     assert!(before.contains(r#"tenant="gone""#) && before.contains(&b.url()));
 
@@ -168,7 +218,11 @@ async fn a_tenant_removed_by_reload_has_no_series_left() {
     let after = exposition(&router).await;
     assert!(!after.contains(r#"tenant="gone""#), "series of the removed tenant remain");
     let m = scrape(&router).await;
-    assert_eq!(value(&m, r#"mirador_router_requests_total{signal="metrics",status_class="2xx",tenant="keep"}"#), 1.0, "kept tenants keep counting");
+    assert_eq!(
+        value(&m, r#"mirador_router_requests_total{signal="metrics",status_class="2xx",tenant="keep"}"#),
+        1.0,
+        "kept tenants keep counting"
+    );
     assert_eq!(value(&m, r#"mirador_router_config_reloads_total{result="success"}"#), 2.0);
     assert_eq!(value(&m, "mirador_router_tenants"), 1.0);
     // The removed tenant's endpoint goes too, once its prober notices.
@@ -195,15 +249,34 @@ async fn access_log_lines_are_json_with_every_field() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
-    let refused = http.get(format!("{}/api/v1/query", router.base("unified"))).header("X-Tenant-ID", "nobody").send().await.unwrap();
+    let refused = http
+        .get(format!("{}/api/v1/query", router.base("unified")))
+        .header("X-Tenant-ID", "nobody")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.status(), 403);
     router.wait_for_log("{\"ts\":", 2);
     let lines: Vec<serde_json::Value> =
         router.log().lines().filter(|l| l.starts_with("{\"ts\":")).map(|l| serde_json::from_str(l).unwrap()).collect();
     // Each request writes its line when it ends, so the two may come in either order.
     assert_eq!(lines.len(), 2);
-    let (line, refused_line) = if lines[0]["method"] == "POST" { (&lines[0], &lines[1]) } else { (&lines[1], &lines[0]) };
-    for field in ["ts", "tenant", "signal", "method", "path", "status", "endpoint", "attempts", "duration_ms", "bytes_in", "bytes_out", "request_id"] {
+    let (line, refused_line) =
+        if lines[0]["method"] == "POST" { (&lines[0], &lines[1]) } else { (&lines[1], &lines[0]) };
+    for field in [
+        "ts",
+        "tenant",
+        "signal",
+        "method",
+        "path",
+        "status",
+        "endpoint",
+        "attempts",
+        "duration_ms",
+        "bytes_in",
+        "bytes_out",
+        "request_id",
+    ] {
         assert!(line.get(field).is_some(), "no {field} in {line}");
     }
     assert_eq!(
@@ -211,31 +284,49 @@ async fn access_log_lines_are_json_with_every_field() {
         (&"acme".into(), &"metrics".into(), &"POST".into(), &"/api/v1/query".into(), &200.into(), &up.url().into()),
         "the query string stays out by default"
     );
-    assert_eq!((&line["attempts"], &line["bytes_in"], &line["bytes_out"], &line["request_id"]), (&1.into(), &8.into(), &2.into(), &"req-42".into()));
-    assert_eq!((&refused_line["tenant"], &refused_line["status"], &refused_line["attempts"]), (&"unknown".into(), &403.into(), &0.into()));
+    assert_eq!(
+        (&line["attempts"], &line["bytes_in"], &line["bytes_out"], &line["request_id"]),
+        (&1.into(), &8.into(), &2.into(), &"req-42".into())
+    );
+    assert_eq!(
+        (&refused_line["tenant"], &refused_line["status"], &refused_line["attempts"]),
+        (&"unknown".into(), &403.into(), &0.into())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_metric_the_grafana_dashboard_queries_exists() {
     let up = Upstream::start("up").await;
     let router = RouterProcess::start(&format!("[tenants.acme.metrics]\nendpoints = [\"{}\"]\n", up.url()));
-    let r = client().get(format!("{}/api/v1/query", router.base("unified"))).header("X-Tenant-ID", "acme").send().await.unwrap();
+    let r = client()
+        .get(format!("{}/api/v1/query", router.base("unified")))
+        .header("X-Tenant-ID", "acme")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    scrape_once_counted(&router, r#"mirador_router_request_duration_seconds_count{signal="metrics",tenant="acme"}"#, 1.0).await;
+    scrape_once_counted(
+        &router,
+        r#"mirador_router_request_duration_seconds_count{signal="metrics",tenant="acme"}"#,
+        1.0,
+    )
+    .await;
     let text = exposition(&router).await;
     let exposed: std::collections::BTreeSet<&str> =
         text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
 
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/grafana/mirador-router.json")).unwrap())
-            .unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/grafana/mirador-router.json")).unwrap(),
+    )
+    .unwrap();
     let mut queried = std::collections::BTreeSet::new();
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
             let expr = target["expr"].as_str().unwrap();
             let mut rest = expr;
             while let Some(start) = rest.find("mirador_router_") {
-                let name: String = rest[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let name: String =
+                    rest[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
                 rest = &rest[start + name.len()..];
                 queried.insert(name);
             }

@@ -11,14 +11,22 @@ use std::time::Duration;
 #[test]
 fn the_systemd_unit_verifies_cleanly() {
     let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/mirador-router.service")).unwrap();
-    for needed in ["--check", "ExecReload=/bin/kill -HUP $MAINPID", "NoNewPrivileges=true", "ProtectSystem=strict", "LimitNOFILE=", "User="] {
+    for needed in [
+        "--check",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "NoNewPrivileges=true",
+        "ProtectSystem=strict",
+        "LimitNOFILE=",
+        "User=",
+    ] {
         assert!(unit.contains(needed), "the unit lacks {needed}");
     }
     // Verify it as installed: point its paths at this build and config.
     let dir = tempfile::tempdir().unwrap();
-    let unit = unit
-        .replace("/usr/local/bin/mirador-router", env!("CARGO_BIN_EXE_mirador-router"))
-        .replace("/etc/mirador-router/mirador-router.toml", concat!(env!("CARGO_MANIFEST_DIR"), "/conf/mirador-router.toml"));
+    let unit = unit.replace("/usr/local/bin/mirador-router", env!("CARGO_BIN_EXE_mirador-router")).replace(
+        "/etc/mirador-router/mirador-router.toml",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/conf/mirador-router.toml"),
+    );
     let path = dir.path().join("mirador-router.service");
     std::fs::write(&path, unit).unwrap();
     let out = std::process::Command::new("systemd-analyze")
@@ -57,7 +65,11 @@ async fn a_graceful_upgrade_refuses_no_connection() {
         .every(Duration::from_millis(5))
         .until(|| {
             let results = results.lock().unwrap();
-            if results.0 >= 50 { Ok(()) } else { Err(format!("{} served, failures {:?}", results.0, results.1)) }
+            if results.0 >= 50 {
+                Ok(())
+            } else {
+                Err(format!("{} served, failures {:?}", results.0, results.1))
+            }
         })
         .await;
 
@@ -89,9 +101,14 @@ async fn a_graceful_upgrade_refuses_no_connection() {
     stop.store(true, Ordering::SeqCst);
     looping.await.unwrap();
     let (ok, failures) = results.lock().unwrap().clone();
-    eprintln!("{ok} requests on new connections across the upgrade ({} before SIGQUIT), {} failed: {failures:?}", served_before, failures.len());
+    eprintln!(
+        "{ok} requests on new connections across the upgrade ({} before SIGQUIT), {} failed: {failures:?}",
+        served_before,
+        failures.len()
+    );
     // No connect is ever refused: the listening sockets never close.
-    let refused: Vec<&String> = failures.iter().filter(|f| f.contains("ConnectionRefused") || f.contains("Connect")).collect();
+    let refused: Vec<&String> =
+        failures.iter().filter(|f| f.contains("ConnectionRefused") || f.contains("Connect")).collect();
     assert!(refused.is_empty(), "refused connections: {refused:?}");
     // Pingora's graceful shutdown drops a connection the old process accepted
     // but had not read a request from yet (pingora-proxy handle_new_request):

@@ -17,7 +17,9 @@ async fn every_tenant_and_signal_reaches_only_its_own_pool_on_every_listener() {
     let mut sent = 0;
     for tenant in TENANTS {
         for signal in SIGNALS {
-            for (listener, path) in [("unified", query_path(signal)), ("unified", ingest_path(signal)), (signal, "/any/path")] {
+            for (listener, path) in
+                [("unified", query_path(signal)), ("unified", ingest_path(signal)), (signal, "/any/path")]
+            {
                 let url = format!("{}{path}?q=1", router.base(listener));
                 let response = http.post(&url).header("X-Tenant-ID", tenant).body("payload").send().await.unwrap();
                 assert_eq!(response.status(), 200, "{tenant} {signal} via {listener} {path}");
@@ -112,19 +114,68 @@ read_only = true
 
     let cases: Vec<(reqwest::RequestBuilder, u16, &str, &str)> = vec![
         (http.get(format!("{base}/api/v1/query")), 401, "unauthorized", "missing tenant: set the x-tenant-id header"),
-        (http.get(format!("{base}/api/v1/query")).header("X-Tenant-ID", ""), 401, "unauthorized", "missing tenant: set the x-tenant-id header"),
-        (http.get(format!("{base}/api/v1/query")).header("X-Tenant-ID", "nobody"), 403, "forbidden", "unknown tenant \"nobody\""),
-        (http.get(format!("{base}/api/v1/query")).header("X-Tenant-ID", "ACME"), 403, "forbidden", "unknown tenant \"ACME\""),
-        (http.get(format!("{base}/api/v1/query")).header("X-Tenant-ID", "frozen"), 403, "forbidden", "tenant \"frozen\" is suspended"),
-        (http.get(format!("{base}/select/logsql/query")).header("X-Tenant-ID", "metricsonly"), 403, "forbidden", "signal logs is not enabled for tenant \"metricsonly\""),
-        (http.get(format!("{}/select/jaeger/api/traces", router.base("traces"))).header("X-Tenant-ID", "metricsonly"), 403, "forbidden", "signal traces is not enabled for tenant \"metricsonly\""),
-        (http.post(format!("{base}/api/v1/write")).header("X-Tenant-ID", "reader"), 403, "forbidden", "tenant \"reader\" is read-only: writes are refused"),
-        (http.post(format!("{}/api/v1/import", router.base("metrics"))).header("X-Tenant-ID", "reader"), 403, "forbidden", "tenant \"reader\" is read-only: writes are refused"),
-        (http.get(format!("{base}/no/such/path?x=1")).header("X-Tenant-ID", "acme"), 404, "not_found", "path \"/no/such/path\" maps to no signal on this listener"),
+        (
+            http.get(format!("{base}/api/v1/query")).header("X-Tenant-ID", ""),
+            401,
+            "unauthorized",
+            "missing tenant: set the x-tenant-id header",
+        ),
+        (
+            http.get(format!("{base}/api/v1/query")).header("X-Tenant-ID", "nobody"),
+            403,
+            "forbidden",
+            "unknown tenant \"nobody\"",
+        ),
+        (
+            http.get(format!("{base}/api/v1/query")).header("X-Tenant-ID", "ACME"),
+            403,
+            "forbidden",
+            "unknown tenant \"ACME\"",
+        ),
+        (
+            http.get(format!("{base}/api/v1/query")).header("X-Tenant-ID", "frozen"),
+            403,
+            "forbidden",
+            "tenant \"frozen\" is suspended",
+        ),
+        (
+            http.get(format!("{base}/select/logsql/query")).header("X-Tenant-ID", "metricsonly"),
+            403,
+            "forbidden",
+            "signal logs is not enabled for tenant \"metricsonly\"",
+        ),
+        (
+            http.get(format!("{}/select/jaeger/api/traces", router.base("traces")))
+                .header("X-Tenant-ID", "metricsonly"),
+            403,
+            "forbidden",
+            "signal traces is not enabled for tenant \"metricsonly\"",
+        ),
+        (
+            http.post(format!("{base}/api/v1/write")).header("X-Tenant-ID", "reader"),
+            403,
+            "forbidden",
+            "tenant \"reader\" is read-only: writes are refused",
+        ),
+        (
+            http.post(format!("{}/api/v1/import", router.base("metrics"))).header("X-Tenant-ID", "reader"),
+            403,
+            "forbidden",
+            "tenant \"reader\" is read-only: writes are refused",
+        ),
+        (
+            http.get(format!("{base}/no/such/path?x=1")).header("X-Tenant-ID", "acme"),
+            404,
+            "not_found",
+            "path \"/no/such/path\" maps to no signal on this listener",
+        ),
     ];
     for (request, status, error_type, message) in cases {
         let (got_status, body) = error_of(request.send().await.unwrap()).await;
-        assert_eq!((got_status, body["status"].as_str(), body["errorType"].as_str(), body["error"].as_str()), (status, Some("error"), Some(error_type), Some(message)));
+        assert_eq!(
+            (got_status, body["status"].as_str(), body["errorType"].as_str(), body["error"].as_str()),
+            (status, Some("error"), Some(error_type), Some(message))
+        );
     }
     // A read of the read-only tenant is served.
     let read = http.get(format!("{base}/api/v1/query")).header("X-Tenant-ID", "reader").send().await.unwrap();
@@ -154,15 +205,22 @@ async fn upstream_failures_answer_502_503_and_504() {
 
     // No healthy endpoint at all: 503 with Retry-After (the probe interval).
     let down = http.get(format!("{base}/api/v1/query")).header("X-Tenant-ID", "dead").send().await.unwrap();
-    assert_eq!(down.headers().get("retry-after").map(|v| v.to_str().unwrap()), Some("7"), "{down:?}; log:\n{}", router.log());
+    assert_eq!(
+        down.headers().get("retry-after").map(|v| v.to_str().unwrap()),
+        Some("7"),
+        "{down:?}; log:\n{}",
+        router.log()
+    );
     let (status, body) = error_of(down).await;
     assert_eq!((status, body["errorType"].as_str()), (503, Some("unavailable")));
 
-    let timed_out = http.get(format!("{base}/api/v1/query?delay_ms=3000")).header("X-Tenant-ID", "slow").send().await.unwrap();
+    let timed_out =
+        http.get(format!("{base}/api/v1/query?delay_ms=3000")).header("X-Tenant-ID", "slow").send().await.unwrap();
     let (status, body) = error_of(timed_out).await;
     assert_eq!((status, body["errorType"].as_str()), (504, Some("timeout")));
 
-    let in_time = http.get(format!("{base}/api/v1/query?delay_ms=50")).header("X-Tenant-ID", "slow").send().await.unwrap();
+    let in_time =
+        http.get(format!("{base}/api/v1/query?delay_ms=50")).header("X-Tenant-ID", "slow").send().await.unwrap();
     assert_eq!(in_time.status(), 200);
     assert!(router.log().contains("endpoint=\"http://127.0.0.1:"), "failures are logged with their endpoint");
 }
@@ -190,7 +248,12 @@ async fn unhealthy_endpoints_take_no_traffic_and_a_backup_serves() {
             .unwrap();
         assert_eq!(response.headers()["x-upstream"], "live");
     }
-    let response = http.get(format!("{}/api/v1/query", router.base("unified"))).header("X-Tenant-ID", "solo").send().await.unwrap();
+    let response = http
+        .get(format!("{}/api/v1/query", router.base("unified")))
+        .header("X-Tenant-ID", "solo")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["x-upstream"], "backup");
     assert_eq!(live.seen().len(), 10);
     assert!(live.seen().iter().all(|s| s.body_len == 48));
@@ -203,7 +266,12 @@ async fn sighup_swaps_tenants_and_a_broken_file_keeps_the_old_table() {
     let router = RouterProcess::start(&format!("[tenants.acme.metrics]\nendpoints = [\"{}\"]\n", old.url()));
     let http = client();
     let served_by = || async {
-        let r = http.get(format!("{}/api/v1/query", router.base("unified"))).header("X-Tenant-ID", "acme").send().await.unwrap();
+        let r = http
+            .get(format!("{}/api/v1/query", router.base("unified")))
+            .header("X-Tenant-ID", "acme")
+            .send()
+            .await
+            .unwrap();
         r.headers().get("x-upstream").map(|v| v.to_str().unwrap().to_string())
     };
     assert_eq!(served_by().await.as_deref(), Some("old"));

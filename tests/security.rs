@@ -116,7 +116,11 @@ async fn n_plus_one_slow_requests_get_exactly_one_429_and_no_slot_leaks() {
             let three = (0..3).map(|_| get(&router, Some("acme"), None, "?delay_ms=300"));
             let three = futures_util::future::join_all(three).await;
             let statuses: Vec<u16> = three.iter().map(|r| r.status().as_u16()).collect();
-            if statuses.iter().all(|&s| s == 200) { Ok(()) } else { Err(format!("statuses {statuses:?}")) }
+            if statuses.iter().all(|&s| s == 200) {
+                Ok(())
+            } else {
+                Err(format!("statuses {statuses:?}"))
+            }
         })
         .await;
 }
@@ -162,8 +166,10 @@ async fn oversized_bodies_get_413_and_never_reach_the_upstream_whole() {
     // fail_to_proxy answers 413 with Connection: close. A client still
     // writing its 16 KiB may find the connection cut before it reads that
     // answer (EPIPE or a reset): that is the other allowed outcome.
-    let chunks = futures_util::stream::iter((0..64).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'y'; 256]))));
-    let chunked = client().post(&url).header("X-Tenant-ID", "acme").body(reqwest::Body::wrap_stream(chunks)).send().await;
+    let chunks =
+        futures_util::stream::iter((0..64).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'y'; 256]))));
+    let chunked =
+        client().post(&url).header("X-Tenant-ID", "acme").body(reqwest::Body::wrap_stream(chunks)).send().await;
     match chunked {
         Ok(response) => assert_eq!(response.status(), 413),
         Err(e) => assert!(connection_cut(&e), "neither a 413 nor a cut connection: {e:?}"),
@@ -171,10 +177,16 @@ async fn oversized_bodies_get_413_and_never_reach_the_upstream_whole() {
     router.wait_for_log("request body over 1000 bytes", 1);
     // The router sent the request head upstream before the body passed the
     // limit, then dropped that connection: the upstream sees the request end.
-    wait_until("the upstream to see the refused chunked request end", Duration::from_secs(5), || sink.seen().len() >= 2)
-        .await;
+    wait_until("the upstream to see the refused chunked request end", Duration::from_secs(5), || {
+        sink.seen().len() >= 2
+    })
+    .await;
     for seen in sink.seen().iter().skip(1) {
-        assert!(!seen.body_complete || seen.body_len <= 1000, "the upstream got a complete oversized body: {} bytes", seen.body_len);
+        assert!(
+            !seen.body_complete || seen.body_len <= 1000,
+            "the upstream got a complete oversized body: {} bytes",
+            seen.body_len
+        );
     }
 }
 
@@ -195,11 +207,27 @@ async fn credentials_prove_tenants_and_never_travel_upstream() {
     let status = |r: reqwest::Response| r.status().as_u16();
     assert_eq!(status(get(&router, Some("acme"), None, "").await), 401, "missing");
     assert_eq!(status(get(&router, Some("acme"), Some("Bearer nope"), "").await), 401, "wrong");
-    assert_eq!(status(get(&router, Some("other"), Some("Bearer nope"), "").await), 401, "wrong, even for a tenant without credentials");
-    assert_eq!(status(get(&router, Some("other"), Some("Bearer acme-token-7f3a"), "").await), 403, "another tenant's token with my header");
-    assert_eq!(status(get(&router, None, Some("Bearer acme-token-7f3a"), "").await), 200, "a credential alone names its tenant");
+    assert_eq!(
+        status(get(&router, Some("other"), Some("Bearer nope"), "").await),
+        401,
+        "wrong, even for a tenant without credentials"
+    );
+    assert_eq!(
+        status(get(&router, Some("other"), Some("Bearer acme-token-7f3a"), "").await),
+        403,
+        "another tenant's token with my header"
+    );
+    assert_eq!(
+        status(get(&router, None, Some("Bearer acme-token-7f3a"), "").await),
+        200,
+        "a credential alone names its tenant"
+    );
     assert_eq!(status(get(&router, Some("acme"), Some(&basic), "").await), 200, "basic auth for Grafana");
-    assert_eq!(status(get(&router, Some("other"), None, "").await), 200, "a tenant without credentials keeps the header alone");
+    assert_eq!(
+        status(get(&router, Some("other"), None, "").await),
+        200,
+        "a tenant without credentials keeps the header alone"
+    );
     let seen = acme.seen();
     assert_eq!(seen.len(), 2);
     assert!(seen.iter().all(|s| s.headers.get("authorization").is_none()), "the client's credential is stripped");

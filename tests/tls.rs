@@ -34,16 +34,23 @@ fn leaf(ca: &Ca, names: &[&str]) -> (String, String) {
 
 /// An HTTPS upstream on 127.0.0.1 answering `x-upstream: name`; with
 /// `client_ca`, it requires a client certificate signed by that CA.
-async fn https_upstream(name: &'static str, cert_pem: &str, key_pem: &str, client_ca: Option<&Ca>) -> std::net::SocketAddr {
+async fn https_upstream(
+    name: &'static str,
+    cert_pem: &str,
+    key_pem: &str,
+    client_ca: Option<&Ca>,
+) -> std::net::SocketAddr {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
     let builder = match client_ca {
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
             roots.add(ca.cert.der().clone()).unwrap();
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -59,16 +66,21 @@ async fn https_upstream(name: &'static str, cert_pem: &str, key_pem: &str, clien
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(socket).await else { return };
-                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| async move {
-                    let auth = req.headers().get("authorization").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
-                    Ok::<_, std::convert::Infallible>(
-                        hyper::Response::builder()
-                            .header("x-upstream", name)
-                            .header("x-seen-authorization", auth)
-                            .body(Full::new(bytes::Bytes::from_static(b"ok")))
-                            .unwrap(),
-                    )
-                });
+                let service =
+                    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let auth = req
+                            .headers()
+                            .get("authorization")
+                            .map(|v| v.to_str().unwrap().to_string())
+                            .unwrap_or_default();
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .header("x-upstream", name)
+                                .header("x-seen-authorization", auth)
+                                .body(Full::new(bytes::Bytes::from_static(b"ok")))
+                                .unwrap(),
+                        )
+                    });
                 let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
             });
         }
@@ -127,7 +139,10 @@ async fn https_endpoints_with_a_private_ca_and_mutual_tls() {
         assert!(reason.contains(needle), "{tenant}: {endpoint}");
     }
     let log = router.log();
-    assert!(log.contains("endpoint down at its first probe") && log.contains("UnknownIssuer"), "a clear log line for the wrong CA");
+    assert!(
+        log.contains("endpoint down at its first probe") && log.contains("UnknownIssuer"),
+        "a clear log line for the wrong CA"
+    );
     assert!(!log.contains("vm-token-from-a-file"), "secrets never reach the log");
     let (_, tenants) = router.admin("GET", "/api/v1/tenants/tls", None).await;
     assert!(!tenants.to_string().contains("vm-token-from-a-file"), "nor the admin API");

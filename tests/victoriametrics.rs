@@ -29,7 +29,9 @@ fn spawn(binary: &str, args: &[String]) -> Process {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {binary} ({e}): install the Debian package victoria-metrics (.ci/run does)"));
+        .unwrap_or_else(|e| {
+            panic!("cannot start {binary} ({e}): install the Debian package victoria-metrics (.ci/run does)")
+        });
     Process(child)
 }
 
@@ -113,7 +115,11 @@ async fn wait_for_series(base: &str, tenant: &str, vms: &[SocketAddr], expected:
                 force_flush(*vm).await;
             }
             let names = series_names(base, tenant, r#"{__name__=~"mirador_e2e_.*"}"#).await;
-            if names == expected { Ok(()) } else { Err(format!("{tenant} sees {names:?}, expected {expected:?}")) }
+            if names == expected {
+                Ok(())
+            } else {
+                Err(format!("{tenant} sees {names:?}, expected {expected:?}"))
+            }
         })
         .await;
 }
@@ -156,7 +162,12 @@ async fn writes_through_the_router_land_only_in_the_tenants_own_victoria_metrics
     // The storage itself holds each tenant's data only in its own instance.
     let direct = |vm: SocketAddr| async move {
         let body = query(&format!("http://{vm}"), None, r#"{__name__=~"mirador_e2e_.*"}"#).await;
-        body["data"]["result"].as_array().unwrap().iter().map(|r| r["metric"]["__name__"].to_string()).collect::<Vec<_>>()
+        body["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["metric"]["__name__"].to_string())
+            .collect::<Vec<_>>()
     };
     assert_eq!(direct(vm_a).await, ["\"mirador_e2e_a\""]);
     assert_eq!(direct(vm_b).await, ["\"mirador_e2e_b\""]);

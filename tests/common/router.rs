@@ -6,13 +6,13 @@
 //! test's own, spawning without waiting for the listeners, or a `--upgrade`
 //! process taking over a running one.
 
+use super::wait::Wait;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::process::{Child, Command, Stdio};
-use super::wait::Wait;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A free port on 127.0.0.1 for the router to bind.
@@ -22,7 +22,12 @@ use std::time::Duration;
 /// a per-process counter from a random start keeps tests apart.
 pub fn free_addr() -> SocketAddr {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let _ = NEXT.compare_exchange(0, 10_000 + std::process::id().wrapping_mul(7919).wrapping_add(now_nanos()) % 15_000, Ordering::SeqCst, Ordering::SeqCst);
+    let _ = NEXT.compare_exchange(
+        0,
+        10_000 + std::process::id().wrapping_mul(7919).wrapping_add(now_nanos()) % 15_000,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
     // One pass over the 22,000 ports at most.
     for _ in 0..22_000 {
         let port = 10_000 + (NEXT.fetch_add(1, Ordering::SeqCst) - 10_000) % 22_000;
@@ -50,6 +55,9 @@ pub struct RouterProcess {
     log_path: PathBuf,
 }
 
+/// Lays the config text out in the router's directory; the path to start it with.
+type ConfigAt = Box<dyn FnOnce(&Path, &str) -> PathBuf>;
+
 /// How a test starts the router: `RouterProcess::builder()`, then what the
 /// test needs, then [`RouterBuilder::start`].
 ///
@@ -61,7 +69,7 @@ pub struct RouterProcess {
 pub struct RouterBuilder {
     tenants: String,
     admin_extra: Vec<String>,
-    config_at: Option<Box<dyn FnOnce(&Path, &str) -> PathBuf>>,
+    config_at: Option<ConfigAt>,
     wait: bool,
     upgrade_of: Option<Inherited>,
 }
@@ -201,7 +209,11 @@ impl RouterProcess {
             .every(Duration::from_millis(20))
             .blocking(|| {
                 let log = self.log();
-                if log.matches(needle).count() >= count { Ok(()) } else { Err(format!("log:\n{log}")) }
+                if log.matches(needle).count() >= count {
+                    Ok(())
+                } else {
+                    Err(format!("log:\n{log}"))
+                }
             });
     }
 
@@ -230,12 +242,22 @@ impl RouterProcess {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let bytes = response.bytes().await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes))))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes))),
+        )
     }
 
     /// `GET` of an admin path, as JSON.
     pub async fn admin_get(&self, path: &str) -> (u16, serde_json::Value) {
-        let response = reqwest::Client::builder().no_proxy().build().unwrap().get(format!("http://{}{path}", self.admin)).send().await.unwrap();
+        let response = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("http://{}{path}", self.admin))
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         (status, serde_json::from_slice(&response.bytes().await.unwrap()).unwrap())
     }

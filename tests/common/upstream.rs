@@ -86,8 +86,10 @@ impl Upstream {
                 let (name, shared, mut conn_stopped) = (name.clone(), shared.clone(), stopped.clone());
                 tokio::spawn(async move {
                     let handler = shared.clone();
-                    let service = hyper::service::service_fn(move |req| handle(name.clone(), handler.clone(), peer, req));
-                    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(socket), service);
+                    let service =
+                        hyper::service::service_fn(move |req| handle(name.clone(), handler.clone(), peer, req));
+                    let conn =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(socket), service);
                     tokio::select! {
                         biased;
                         _ = conn_stopped.changed() => {}

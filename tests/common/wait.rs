@@ -21,7 +21,11 @@ pub trait Outcome {
 impl Outcome for bool {
     type Value = ();
     fn done(self) -> Result<(), Option<String>> {
-        if self { Ok(()) } else { Err(None) }
+        if self {
+            Ok(())
+        } else {
+            Err(None)
+        }
     }
 }
 
