@@ -87,6 +87,16 @@ sed -e 's/18610/18660/; s/18611/18661/; s/18612/18662/; s/mirador\.pid/mirador-n
 printf '[observability]\nmetrics = false\n' >> "$WORK/mirador-nm.toml"
 RUST_LOG=warn taskset -c 0 target/release/mirador-router --config "$WORK/mirador-nm.toml" > "$WORK/mirador-nm.log" 2>&1 &
 MIRADOR_NM_PID=$!
+# A baseline build (say, of the commit before a change), for a before/after
+# A/B in the same run:
+#   BASELINE_BIN=/tmp/mirador-before PROXIES="mirador mirador-base floor" benches/load.sh 10 2
+MIRADOR_BASE_PID=0
+if [ -n "${BASELINE_BIN:-}" ]; then
+  sed -e 's/18610/18670/; s/18611/18671/; s/18612/18672/; s/mirador\.pid/mirador-base.pid/; s/mirador\.sock/mirador-base.sock/' \
+      "$WORK/mirador.toml" > "$WORK/mirador-base.toml"
+  RUST_LOG=warn taskset -c 0 "$BASELINE_BIN" --config "$WORK/mirador-base.toml" > "$WORK/mirador-base.log" 2>&1 &
+  MIRADOR_BASE_PID=$!
+fi
 taskset -c 0 target/release/examples/floor 127.0.0.1:18620 "$BACKEND" > "$WORK/floor.log" 2>&1 &
 FLOOR_PID=$!
 cat > "$WORK/proxy.conf" <<EOF
@@ -134,10 +144,11 @@ HAPROXY_PID=$!
 
 wait_up() { for _ in $(seq 200); do curl -s -o /dev/null -H 'X-Tenant-ID: bench' "http://$1/api/v1/query" && return; sleep 0.05; done; echo "no $1" >&2; exit 1; }
 for addr in "$BACKEND" 127.0.0.1:18610 127.0.0.1:18650 127.0.0.1:18660 127.0.0.1:18620 127.0.0.1:18630 127.0.0.1:18640; do wait_up "$addr"; done
+if [ "$MIRADOR_BASE_PID" != 0 ]; then wait_up 127.0.0.1:18670; fi
 NGINX_PROXY_PID=$(pgrep -P "$(cat "$WORK/proxy.pid")" | head -1)
 
-declare -A PORT=([mirador]=18610 [mirador-ws]=18650 [mirador-nometrics]=18660 [floor]=18620 [nginx]=18630 [haproxy]=18640)
-declare -A PID=([mirador]=$MIRADOR_PID [mirador-ws]=$MIRADOR_WS_PID [mirador-nometrics]=$MIRADOR_NM_PID [floor]=$FLOOR_PID [nginx]=$NGINX_PROXY_PID [haproxy]=$HAPROXY_PID)
+declare -A PORT=([mirador]=18610 [mirador-ws]=18650 [mirador-nometrics]=18660 [mirador-base]=18670 [floor]=18620 [nginx]=18630 [haproxy]=18640)
+declare -A PID=([mirador]=$MIRADOR_PID [mirador-ws]=$MIRADOR_WS_PID [mirador-nometrics]=$MIRADOR_NM_PID [mirador-base]=$MIRADOR_BASE_PID [floor]=$FLOOR_PID [nginx]=$NGINX_PROXY_PID [haproxy]=$HAPROXY_PID)
 cat > "$WORK/post.lua" <<'EOF'
 wrk.method = "POST"
 wrk.body = string.rep("x", 4096)
@@ -185,14 +196,14 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-rss() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+rss() { [ "$1" != 0 ] && awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status" || echo -; }
 echo "machine: $(nproc) CPUs, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs); ${SECONDS_PER_RUN}s x ${ROUNDS} rounds per cell"
 echo
-awk -v hz="$TICKS" -v rss_mirador="$(rss "$MIRADOR_PID")" -v rss_ws="$(rss "$MIRADOR_WS_PID")" -v rss_nm="$(rss "$MIRADOR_NM_PID")" -v rss_floor="$(rss "$FLOOR_PID")" \
+awk -v hz="$TICKS" -v rss_mirador="$(rss "$MIRADOR_PID")" -v rss_ws="$(rss "$MIRADOR_WS_PID")" -v rss_nm="$(rss "$MIRADOR_NM_PID")" -v rss_base="$(rss "$MIRADOR_BASE_PID")" -v rss_floor="$(rss "$FLOOR_PID")" \
     -v rss_nginx="$(rss "$NGINX_PROXY_PID")" -v rss_haproxy="$(rss "$HAPROXY_PID")" -v proxies="${ORDER[*]}" '
   { req[$2" "$1] += $4; ticks[$2" "$1] += $5; rps[$2" "$1] = rps[$2" "$1] " " $6; p50[$2" "$1] = p50[$2" "$1] " " $7; p99[$2" "$1] = p99[$2" "$1] " " $8; if ($9 != "ok") err[$2" "$1] = err[$2" "$1] " " $9 }
   END {
-    rssof["mirador"] = rss_mirador; rssof["mirador-ws"] = rss_ws; rssof["mirador-nometrics"] = rss_nm; rssof["floor"] = rss_floor; rssof["nginx"] = rss_nginx; rssof["haproxy"] = rss_haproxy
+    rssof["mirador"] = rss_mirador; rssof["mirador-ws"] = rss_ws; rssof["mirador-nometrics"] = rss_nm; rssof["mirador-base"] = rss_base; rssof["floor"] = rss_floor; rssof["nginx"] = rss_nginx; rssof["haproxy"] = rss_haproxy
     split("small big post", scenarios, " "); n = split(proxies, list, " ")
     printf "%-8s %-17s %-24s %-20s %-20s %10s %9s %9s %8s\n", "scenario", "proxy", "req/s (rounds)", "p50 (rounds)", "p99 (rounds)", "cpu us/req", "x nginx", "x floor", "rss MiB"
     for (s = 1; s <= 3; s++) {
