@@ -6,7 +6,7 @@
 //! Run: `cargo bench --bench routing`
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use mirador_router::api::{classify_path, Access, Signal};
+use mirador_router::api::{classify, lookup as surface_lookup, Endpoint, Listener, Signal};
 use mirador_router::config::parse;
 use mirador_router::routing::{RouteStore, RoutingTable, Shared};
 use mirador_router::upstream::Tried;
@@ -25,13 +25,25 @@ fn config_text(tenants: usize) -> String {
 }
 
 fn classification(c: &mut Criterion) {
-    let mut group = c.benchmark_group("classify_path");
-    for path in ["/api/v1/write", "/prometheus/api/v1/query_range", "/insert/loki/api/v1/push", "/no/such/path"] {
+    let mut group = c.benchmark_group("classify");
+    for path in [
+        "/api/v1/write",
+        "/prometheus/api/v1/query_range",
+        "/insert/loki/api/v1/push",
+        "/api/v1/label/job/values",
+        "//api/v1/%71uery",
+        "/no/such/path",
+    ] {
         group.bench_with_input(BenchmarkId::from_parameter(path), path, |b, path| {
-            b.iter(|| classify_path(black_box(path)))
+            b.iter(|| classify(Listener::Unified, &http::Method::POST, black_box(path)).is_ok())
         });
     }
     group.finish();
+}
+
+/// The endpoint most requests are: a metrics query.
+fn query() -> &'static Endpoint {
+    surface_lookup("/api/v1/query", Some(Signal::Metrics), false).unwrap()
 }
 
 fn lookup(c: &mut Criterion) {
@@ -40,9 +52,7 @@ fn lookup(c: &mut Criterion) {
         let table = RoutingTable::build(&parse("bench.toml", &config_text(tenants)).unwrap(), &Shared::for_tests());
         let id = format!("tenant-{}", tenants / 2);
         group.bench_with_input(BenchmarkId::from_parameter(tenants), &id, |b, id| {
-            b.iter(|| {
-                table.route(black_box(id), Signal::Metrics, Access::Query).map(|(_, p)| p.select(Tried::default()))
-            })
+            b.iter(|| table.route(black_box(id), query()).map(|(_, p)| p.select(Tried::default())))
         });
     }
     group.finish();
@@ -60,7 +70,7 @@ fn build(c: &mut Criterion) {
 
 fn select_and_swap(c: &mut Criterion) {
     let table = RoutingTable::build(&parse("bench.toml", &config_text(1_000)).unwrap(), &Shared::for_tests());
-    let (_, pool) = table.route("tenant-7", Signal::Metrics, Access::Query).unwrap();
+    let (_, pool) = table.route("tenant-7", query()).unwrap();
     c.bench_function("select_endpoint", |b| b.iter(|| black_box(pool).select(Tried::default())));
     let store =
         RouteStore::new(RoutingTable::build(&parse("bench.toml", &config_text(10)).unwrap(), &Shared::for_tests()));
@@ -69,9 +79,7 @@ fn select_and_swap(c: &mut Criterion) {
         &Shared::for_tests(),
     ));
     c.bench_function("swap_10k_tenant_table", |b| b.iter(|| store.swap_arc(spare.clone())));
-    c.bench_function("load_and_route", |b| {
-        b.iter(|| store.load().route(black_box("tenant-5"), Signal::Metrics, Access::Query).is_ok())
-    });
+    c.bench_function("load_and_route", |b| b.iter(|| store.load().route(black_box("tenant-5"), query()).is_ok()));
 }
 
 criterion_group!(benches, classification, lookup, build, select_and_swap);

@@ -15,7 +15,7 @@ pub enum Rejection {
     SignalNotEnabled,
     /// A write to a read-only tenant.
     ReadOnly,
-    /// A path that maps to no signal on its listener.
+    /// A path that is no endpoint the router serves on its listener.
     Unroutable,
     /// Every endpoint of the pool is down.
     NoHealthyEndpoint,
@@ -29,10 +29,18 @@ pub enum Rejection {
     ConcurrencyLimited,
     /// The body is over `max_body_bytes`.
     BodyTooLarge,
+    /// The path has no safe canonical reading (an encoded `/`, a `..`).
+    BadPath,
+    /// The endpoint does not take the request's method.
+    MethodNotAllowed,
+    /// An admin endpoint the tenant's `features.admin_api` does not grant.
+    AdminNotGranted,
+    /// Several tenant headers, or several `Authorization` headers.
+    AmbiguousIdentity,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 12] = [
+    pub const ALL: [Rejection; 16] = [
         Rejection::NoTenant,
         Rejection::UnknownTenant,
         Rejection::Suspended,
@@ -45,6 +53,10 @@ impl Rejection {
         Rejection::RateLimited,
         Rejection::ConcurrencyLimited,
         Rejection::BodyTooLarge,
+        Rejection::BadPath,
+        Rejection::MethodNotAllowed,
+        Rejection::AdminNotGranted,
+        Rejection::AmbiguousIdentity,
     ];
 
     /// The `reason` label value.
@@ -62,6 +74,10 @@ impl Rejection {
             Rejection::RateLimited => "rate_limited",
             Rejection::ConcurrencyLimited => "concurrency_limited",
             Rejection::BodyTooLarge => "body_too_large",
+            Rejection::BadPath => "bad_path",
+            Rejection::MethodNotAllowed => "method_not_allowed",
+            Rejection::AdminNotGranted => "admin_not_granted",
+            Rejection::AmbiguousIdentity => "ambiguous_identity",
         }
     }
 

@@ -58,12 +58,24 @@ pub enum MutationError {
     NoFile,
     #[error("tenants is not a table in the config file")]
     NotATable,
+    /// The edit would leave the tenant with no signal it can be routed to.
+    #[error("tenant {0:?} would route nothing: give it an enabled metrics, logs or traces deployment (DELETE /api/v1/tenants/{0} removes a tenant)")]
+    RoutesNothing(String),
     /// The edited config does not validate; nothing was written.
     #[error("the edited config is not valid ({} error(s))", .0.len())]
     Invalid(Vec<ConfigError>),
     /// The file could not be read or written.
     #[error("{0}")]
     Storage(String),
+}
+
+/// What a mutation leaves of the tenant it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The tenant is in force and routes at least one signal (create, update).
+    Routes,
+    /// The tenant is gone (delete).
+    Removed,
 }
 
 struct State {
@@ -133,11 +145,12 @@ impl Reloader {
         &self,
         action: &'static str,
         tenant: &str,
+        outcome: Outcome,
         from: &str,
         edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), MutationError>,
     ) -> Result<ReloadReport, MutationError> {
         let mut state = self.lock();
-        let result = self.mutate_locked(&mut state, edit);
+        let result = self.mutate_locked(&mut state, tenant, outcome, edit);
         let logged = match &result {
             Ok(report) => Ok(report.clone()),
             Err(MutationError::Invalid(errors)) => Err(errors.clone()),
@@ -157,6 +170,8 @@ impl Reloader {
     fn mutate_locked(
         &self,
         state: &mut State,
+        tenant: &str,
+        outcome: Outcome,
         edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), MutationError>,
     ) -> Result<ReloadReport, MutationError> {
         let Source::File(path) = &self.source else {
@@ -171,6 +186,9 @@ impl Reloader {
         let text = doc.to_string();
         let started = Instant::now();
         let next = config::parse(&self.source.name(), &text).map_err(MutationError::Invalid)?;
+        if outcome == Outcome::Routes && !next.tenants.get(tenant).is_some_and(|t| t.routes_something()) {
+            return Err(MutationError::RoutesNothing(tenant.to_string()));
+        }
         config::write_atomically(path, &text)
             .map_err(|e| MutationError::Storage(format!("cannot write {}: {e}", path.display())))?;
         Ok(self.apply(state, next, text, started))

@@ -111,6 +111,9 @@ pub struct Refused<'a> {
     pub signal: Option<Signal>,
     /// When a rate-limited client may try again.
     pub wait: Option<Duration>,
+    /// What else the message names: the path's problem, the methods an
+    /// endpoint takes, the admin operation.
+    pub detail: &'a str,
 }
 
 /// One key path and its error, for answers that list config errors.
@@ -130,6 +133,8 @@ pub struct ErrorReply {
     pub retry_after: Option<u64>,
     /// Every error of a refused config, each with its key path.
     pub errors: Vec<KeyedError>,
+    /// An `Allow` header: the methods the endpoint takes.
+    pub allow: Option<String>,
 }
 
 impl ErrorReply {
@@ -146,6 +151,7 @@ impl ErrorReply {
             message: message.into(),
             retry_after: None,
             errors: Vec::new(),
+            allow: None,
         }
     }
 
@@ -168,9 +174,10 @@ impl ErrorReply {
                 Self::new(Forbidden, format!("signal {signal} is not enabled for tenant {tenant:?}"))
             }
             Rejection::ReadOnly => Self::new(Forbidden, format!("tenant {tenant:?} is read-only: writes are refused")),
-            Rejection::Unroutable => {
-                Self::new(NotFound, format!("path {:?} maps to no signal on this listener", echo(about.path)))
-            }
+            Rejection::Unroutable => Self::new(
+                NotFound,
+                format!("path {:?} is not a Victoria* endpoint the router serves on this listener", echo(about.path)),
+            ),
             Rejection::NoHealthyEndpoint => Self::new(Unavailable, "no healthy endpoint for this tenant and signal"),
             Rejection::Unauthorized => Self::new(Unauthorized, "missing or invalid credentials"),
             Rejection::CredentialMismatch => Self::new(
@@ -189,6 +196,21 @@ impl ErrorReply {
             Rejection::BodyTooLarge => {
                 Self::new(PayloadTooLarge, format!("the request body is over tenant {tenant:?}'s max_body_bytes"))
             }
+            Rejection::BadPath => Self::new(BadData, format!("path {:?}: {}", echo(about.path), about.detail)),
+            Rejection::MethodNotAllowed => {
+                let mut reply =
+                    Self::new(MethodNotAllowed, format!("path {:?} takes {} only", echo(about.path), about.detail));
+                reply.allow = Some(about.detail.to_string());
+                reply
+            }
+            Rejection::AdminNotGranted => Self::new(
+                Forbidden,
+                format!("admin operation {} is not granted to tenant {tenant:?} (features.admin_api)", about.detail),
+            ),
+            Rejection::AmbiguousIdentity => Self::new(
+                BadData,
+                format!("several {} headers: a request names one tenant with one credential", about.detail),
+            ),
         }
     }
 
@@ -271,7 +293,7 @@ mod tests {
     fn rejections_map_to_product_statuses() {
         let status =
             |r: Rejection| ErrorReply::rejection(r, &Refused { header: "X-Tenant-ID", ..Refused::default() }).status;
-        let expected = [401, 403, 403, 403, 403, 404, 503, 401, 403, 429, 429, 413];
+        let expected = [401, 403, 403, 403, 403, 404, 503, 401, 403, 429, 429, 413, 400, 405, 403, 400];
         for (rejection, status_code) in Rejection::ALL.into_iter().zip(expected) {
             assert_eq!(status(rejection), status_code, "{rejection:?}");
         }
@@ -283,7 +305,7 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&reply.body()).unwrap();
         assert_eq!(body["status"], "error");
         assert_eq!(body["errorType"], "not_found");
-        assert_eq!(body["error"], "path \"/a\\\"b\\n\" maps to no signal on this listener");
+        assert_eq!(body["error"], "path \"/a\\\"b\\n\" is not a Victoria* endpoint the router serves on this listener");
         assert!(body.get("errors").is_none());
     }
 

@@ -36,6 +36,7 @@ pub fn build(
         ..ServerConf::default()
     };
     let opt = Opt { upgrade, ..Opt::default() };
+    crate::api::prepare();
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 

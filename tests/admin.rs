@@ -67,6 +67,28 @@ async fn tenant_crud_routes_at_once_and_persists_to_the_file_with_comments_kept(
     assert_eq!(file(&router), before, "a refused change leaves the file as it was");
     assert_eq!(served_by(&router.base("unified"), "newco").await, Ok("second".into()));
 
+    // A change that would leave a tenant routing nothing is 400, not a 2xx
+    // that loses it: an empty PUT, a PUT or POST of the id alone, signals
+    // all turned off. Removing a tenant is DELETE's.
+    for (method, path, bad) in [
+        ("PUT", "/api/v1/tenants/newco", json!({})),
+        ("PUT", "/api/v1/tenants/newco", json!({"id": "newco"})),
+        ("PUT", "/api/v1/tenants/newco", json!({"id": "newco", "name": "N"})),
+        (
+            "PUT",
+            "/api/v1/tenants/newco",
+            json!({"metrics": {"endpoints": [second.url()]}, "features": {"signals": []}}),
+        ),
+        ("POST", "/api/v1/tenants", json!({"id": "ghost"})),
+    ] {
+        let (status, answer) = router.admin(method, path, Some(&bad.to_string())).await;
+        assert_eq!(status, 400, "{method} {bad}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains("would route nothing"), "{answer}");
+    }
+    assert_eq!(file(&router), before, "a refused change leaves the file as it was");
+    assert_eq!(served_by(&router.base("unified"), "newco").await, Ok("second".into()));
+    assert_eq!(router.admin("GET", "/api/v1/tenants/ghost", None).await.0, 404, "a refused POST creates nothing");
+
     // Two concurrent creates both land.
     let twin_a = json!({"id": "twin-a", "logs": {"endpoints": [first.url()]}}).to_string();
     let twin_b = json!({"id": "twin-b", "logs": {"endpoints": [second.url()]}}).to_string();

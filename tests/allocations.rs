@@ -48,6 +48,8 @@ fn the_routing_decision_allocates_nothing() {
         })
         .into();
     let mut contexts: Vec<RequestCtx> = (0..10_000).map(|_| RequestCtx::new()).collect();
+    // Built once before serving, as the server does.
+    mirador_router::api::prepare();
     let before = ALLOCATIONS.load(Ordering::SeqCst);
     let mut picked = 0;
     for (i, ctx) in contexts.iter_mut().enumerate() {

@@ -18,7 +18,7 @@ async fn every_tenant_and_signal_reaches_only_its_own_pool_on_every_listener() {
     for tenant in TENANTS {
         for signal in SIGNALS {
             for (listener, path) in
-                [("unified", query_path(signal)), ("unified", ingest_path(signal)), (signal, "/any/path")]
+                [("unified", query_path(signal)), ("unified", ingest_path(signal)), (signal, query_path(signal))]
             {
                 let url = format!("{}{path}?q=1", router.base(listener));
                 let response = http.post(&url).header("X-Tenant-ID", tenant).body("payload").send().await.unwrap();
@@ -27,6 +27,15 @@ async fn every_tenant_and_signal_reaches_only_its_own_pool_on_every_listener() {
                 assert_eq!(served_by, format!("{tenant}/{signal}"), "{tenant} {signal} via {listener} {path}");
                 sent += 1;
             }
+        }
+    }
+    // A drop-in listener serves its own signal's endpoints only: any other
+    // path is 404 there too, and reaches no upstream.
+    for signal in SIGNALS {
+        for path in ["/any/path", "/snapshot/create", "/api/v1/admin/tsdb/delete_series"] {
+            let url = format!("{}{path}", router.base(signal));
+            let response = http.post(&url).header("X-Tenant-ID", TENANTS[0]).send().await.unwrap();
+            assert!(matches!(response.status().as_u16(), 403 | 404), "{path} on the {signal} listener");
         }
     }
     // Each upstream saw exactly its own three requests, all of its own tenant.
@@ -167,7 +176,7 @@ read_only = true
             http.get(format!("{base}/no/such/path?x=1")).header("X-Tenant-ID", "acme"),
             404,
             "not_found",
-            "path \"/no/such/path\" maps to no signal on this listener",
+            "path \"/no/such/path\" is not a Victoria* endpoint the router serves on this listener",
         ),
     ];
     for (request, status, error_type, message) in cases {

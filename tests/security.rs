@@ -287,3 +287,68 @@ fn a_tenants_credential_never_reaches_another_tenants_pool() {
         })
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ambiguous_identity_bad_paths_and_wrong_methods_never_reach_an_upstream() {
+    let up = Upstream::start("up").await;
+    let router = RouterProcess::start(&format!("[tenants.acme.metrics]\nendpoints = [\"{}\"]\n", up.url()));
+    let base = router.base("unified");
+    let http = client();
+    let query = format!("{base}/api/v1/query");
+    let cases = [
+        // Several tenant headers, even equal ones; several Authorization headers.
+        (
+            http.get(&query).header("X-Tenant-ID", "acme").header("X-Tenant-ID", "other"),
+            400,
+            "several x-tenant-id headers",
+        ),
+        (
+            http.get(&query).header("X-Tenant-ID", "acme").header("x-tenant-id", "acme"),
+            400,
+            "several x-tenant-id headers",
+        ),
+        (
+            http.get(&query)
+                .header("X-Tenant-ID", "acme")
+                .header("Authorization", "Bearer a")
+                .header("Authorization", "Bearer b"),
+            400,
+            "several Authorization headers",
+        ),
+        // Paths with no safe canonical reading, named.
+        (
+            http.get(format!("{base}/api/v1/admin%2Ftsdb%2Fdelete_series")).header("X-Tenant-ID", "acme"),
+            400,
+            "encoded /",
+        ),
+        (http.get(format!("{base}/api/v1/query%zz")).header("X-Tenant-ID", "acme"), 400, "two hex digits"),
+        (http.get(format!("{base}/api/v1/query%00")).header("X-Tenant-ID", "acme"), 400, "control character"),
+        // A method the endpoint does not take.
+        (http.get(format!("{base}/api/v1/write")).header("X-Tenant-ID", "acme"), 405, "takes POST, PUT only"),
+        (http.delete(&query).header("X-Tenant-ID", "acme"), 405, "takes GET, HEAD, POST only"),
+        // An admin endpoint not granted.
+        (http.get(format!("{base}/snapshot/create")).header("X-Tenant-ID", "acme"), 403, "snapshot is not granted"),
+    ];
+    for (request, status, says) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "{says}");
+        if status == 405 {
+            assert!(response.headers().contains_key("allow"), "405 names the methods in Allow");
+        }
+        let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        assert!(body["error"].as_str().unwrap().contains(says), "{body} should say {says:?}");
+    }
+    // Dot segments, as sent raw (an HTTP client library resolves them itself).
+    for target in ["/api/v1/../v1/query", "/api/v1/./query", "/api/v1/%2e%2e/v1/query"] {
+        use std::io::{Read, Write};
+        let mut socket = std::net::TcpStream::connect(router.unified).unwrap();
+        write!(socket, "GET {target} HTTP/1.1\r\nHost: x\r\nX-Tenant-ID: acme\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        socket.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{target}: {answer}");
+        assert!(answer.contains(". or .. segment"), "{target}: {answer}");
+    }
+    assert!(up.seen().is_empty(), "a refused request reached the upstream: {:?}", up.seen());
+    let fine = http.get(&query).header("X-Tenant-ID", "acme").send().await.unwrap();
+    assert_eq!(fine.status(), 200);
+}

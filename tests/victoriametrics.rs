@@ -7,64 +7,10 @@
 
 mod common;
 
+use common::victoria::{spawn, start_victoria_metrics, wait_healthy};
 use common::*;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-/// A child process killed on drop.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(binary: &str, args: &[String]) -> Process {
-    let child = Command::new(binary)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start {binary} ({e}): install the Debian package victoria-metrics (.ci/run does)")
-        });
-    Process(child)
-}
-
-async fn wait_healthy(addr: SocketAddr) {
-    let http = client();
-    Wait::new(format!("{addr} to become healthy"), Duration::from_secs(30))
-        .every(Duration::from_millis(50))
-        .until_async(|| async {
-            match http.get(format!("http://{addr}/health")).send().await {
-                Ok(r) if r.status() == 200 => Ok(()),
-                Ok(r) => Err(format!("/health answered {}", r.status())),
-                Err(e) => Err(format!("{e}")),
-            }
-        })
-        .await;
-}
-
-async fn start_victoria_metrics(dir: &std::path::Path, name: &str) -> (Process, SocketAddr) {
-    let addr = free_addr();
-    let process = spawn(
-        "victoria-metrics",
-        &[
-            format!("-httpListenAddr={addr}"),
-            format!("-storageDataPath={}", dir.join(name).display()),
-            "-retentionPeriod=1d".into(),
-            "-search.latencyOffset=0s".into(),
-            "-search.disableCache".into(),
-            "-loggerLevel=ERROR".into(),
-        ],
-    );
-    wait_healthy(addr).await;
-    (process, addr)
-}
 
 /// `GET {base}/api/v1/query?query=expr`, as `tenant` when given: the JSON answer.
 async fn query(base: &str, tenant: Option<&str>, expr: &str) -> serde_json::Value {

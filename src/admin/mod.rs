@@ -13,7 +13,7 @@ mod tenants;
 
 use crate::config::Secret;
 use crate::metrics::Metrics;
-use crate::reload::{MutationError, ReloadReport, Reloader};
+use crate::reload::{MutationError, Outcome, ReloadReport, Reloader};
 use crate::reply::{ErrorKind, ErrorReply, KeyedError};
 use crate::routing::RouteStore;
 use async_trait::async_trait;
@@ -122,8 +122,10 @@ impl AdminApp {
             }
             (&Method::DELETE, ["api", "v1", "tenants", id]) => {
                 let (reloader, id) = (self.reloader.clone(), id.to_string());
-                let result =
-                    blocking(move || reloader.mutate("delete", &id, &from, |doc| tenants::delete(doc, &id))).await;
+                let result = blocking(move || {
+                    reloader.mutate("delete", &id, Outcome::Removed, &from, |doc| tenants::delete(doc, &id))
+                })
+                .await;
                 mutation_answer(result, StatusCode::OK, None)
             }
             (
@@ -153,7 +155,9 @@ impl AdminApp {
         };
         let reloader = self.reloader.clone();
         let tenant = id.clone();
-        let result = blocking(move || reloader.mutate(action, &tenant, &from, |doc| edit(doc, &tenant, item))).await;
+        let result =
+            blocking(move || reloader.mutate(action, &tenant, Outcome::Routes, &from, |doc| edit(doc, &tenant, item)))
+                .await;
         let current = tenants::get(&self.reloader.applied_text(), &id);
         mutation_answer(result, success, current)
     }
@@ -176,7 +180,7 @@ fn mutation_answer(
         None => return error(ErrorKind::Internal, "the change did not finish"),
     };
     let kind = match &e {
-        MutationError::BadBody(_) => ErrorKind::BadData,
+        MutationError::BadBody(_) | MutationError::RoutesNothing(_) => ErrorKind::BadData,
         MutationError::UnknownTenant(_) => ErrorKind::NotFound,
         MutationError::TenantExists(_) | MutationError::NoFile | MutationError::NotATable => ErrorKind::Conflict,
         MutationError::Invalid(_) => ErrorKind::BadData,

@@ -26,32 +26,47 @@ pub(super) fn listen_addr(raw: &str, path: &KeyPath, problems: &mut Problems) ->
     }
 }
 
+/// The documented range of a duration: the least and the most it may be.
+pub(super) type Bounds = (Duration, Duration);
+
+const MS: Duration = Duration::from_millis(1);
+const HOUR: Duration = Duration::from_secs(3600);
+/// Timeouts and intervals: a millisecond to an hour.
+pub(super) const UP_TO_AN_HOUR: Bounds = (MS, HOUR);
+/// Connect and probe timeouts: a millisecond to five minutes.
+pub(super) const UP_TO_FIVE_MINUTES: Bounds = (MS, Duration::from_secs(5 * 60));
+/// The shutdown grace period: none to an hour.
+pub(super) const NONE_TO_AN_HOUR: Bounds = (Duration::ZERO, HOUR);
+
+/// A duration within `bounds`, `default` when absent. Every duration of the
+/// config passes here, so time arithmetic on them cannot overflow.
 pub(super) fn duration(
     raw: Option<&str>,
-    default: &str,
+    default: Duration,
+    (min, max): Bounds,
     path: &KeyPath,
-    zero_ok: bool,
     problems: &mut Problems,
 ) -> Duration {
-    let text = raw.unwrap_or(default);
+    let Some(text) = raw else { return default };
+    let shown = |d: Duration| humantime::format_duration(d).to_string();
     match humantime::parse_duration(text) {
-        Ok(d) if zero_ok || !d.is_zero() => d,
-        Ok(_) => {
+        Ok(d) if d >= min && d <= max => d,
+        Ok(d) if d.is_zero() => {
             problems.add(path, "must be longer than zero");
-            Duration::from_secs(1)
+            default
+        }
+        Ok(d) if d < min => {
+            problems.add(path, format!("must be at least {}, got {text:?}", shown(min)));
+            default
+        }
+        Ok(_) => {
+            problems.add(path, format!("must be at most {}, got {text:?}", shown(max)));
+            default
         }
         Err(e) => {
             problems.add(path, format!("{text:?} is not a duration ({e}); write e.g. \"30s\" or \"250ms\""));
-            Duration::from_secs(1)
+            default
         }
-    }
-}
-
-/// A positive duration, `default` when absent.
-pub(super) fn duration_or(raw: Option<&str>, default: Duration, path: &KeyPath, problems: &mut Problems) -> Duration {
-    match raw {
-        Some(text) => duration(Some(text), text, path, false, problems),
-        None => default,
     }
 }
 
@@ -65,12 +80,17 @@ pub(super) fn count(raw: Option<i64>, default: u32, path: &KeyPath, problems: &m
     }
 }
 
-pub(super) fn positive(raw: Option<i64>, path: &KeyPath, problems: &mut Problems) -> Option<i64> {
+/// A whole number from 1 to `max`, when given.
+pub(super) fn positive(raw: Option<i64>, max: u64, path: &KeyPath, problems: &mut Problems) -> Option<u64> {
     match raw {
         Some(n) if n <= 0 => {
             problems.add(path, format!("must be greater than zero, got {n}"));
             None
         }
-        other => other,
+        Some(n) if n as u64 > max => {
+            problems.add(path, format!("must be at most {max}, got {n}"));
+            None
+        }
+        other => other.map(|n| n as u64),
     }
 }

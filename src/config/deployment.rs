@@ -3,7 +3,7 @@
 //! own listener), timeouts, attempts, health checks, quotas, upstream
 //! credentials and TLS.
 
-use super::check::{count, duration, duration_or, positive, Problems};
+use super::check::{count, duration, positive, Problems, UP_TO_AN_HOUR, UP_TO_FIVE_MINUTES};
 use super::error::KeyPath;
 use super::inputs::Inputs;
 use super::model::*;
@@ -11,7 +11,14 @@ use super::raw::*;
 use super::secrets;
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 use url::Url;
+
+/// The most a quota may be: requests per second (and burst), requests in
+/// flight, body bytes.
+pub const MAX_RATE: u64 = 10_000_000;
+pub const MAX_IN_FLIGHT: u64 = 1_000_000;
+pub const MAX_BODY_BYTES: u64 = 1 << 40;
 
 /// Most endpoints (primaries plus backups) one deployment may list.
 pub const MAX_ENDPOINTS_PER_DEPLOYMENT: usize = 64;
@@ -35,6 +42,7 @@ pub(super) fn deployment(
         timeout,
         connect_timeout,
         max_attempts,
+        retry_ingest,
         namespace,
         health_check,
         quotas,
@@ -68,8 +76,14 @@ pub(super) fn deployment(
     Deployment {
         endpoints,
         backup_endpoints,
-        timeout: duration(timeout.as_deref(), "30s", &path.key("timeout"), false, problems),
-        connect_timeout: duration(connect_timeout.as_deref(), "2s", &path.key("connect_timeout"), false, problems),
+        timeout: duration(timeout.as_deref(), Duration::from_secs(30), UP_TO_AN_HOUR, &path.key("timeout"), problems),
+        connect_timeout: duration(
+            connect_timeout.as_deref(),
+            Duration::from_secs(2),
+            UP_TO_FIVE_MINUTES,
+            &path.key("connect_timeout"),
+            problems,
+        ),
         max_attempts: match max_attempts.unwrap_or(3) {
             n @ 1..=16 => n as u32,
             n => {
@@ -77,6 +91,7 @@ pub(super) fn deployment(
                 1
             }
         },
+        retry_ingest: retry_ingest.unwrap_or(false),
         namespace,
         health_check: match health_check {
             Some(raw) => health_check_settings(raw, context.health_check, &path.key("health_check"), problems),
@@ -174,8 +189,8 @@ pub(super) fn health_check_settings(
         }
     };
     HealthCheck {
-        interval: duration_or(interval.as_deref(), defaults.interval, &path.key("interval"), problems),
-        timeout: duration_or(timeout.as_deref(), defaults.timeout, &path.key("timeout"), problems),
+        interval: duration(interval.as_deref(), defaults.interval, UP_TO_AN_HOUR, &path.key("interval"), problems),
+        timeout: duration(timeout.as_deref(), defaults.timeout, UP_TO_FIVE_MINUTES, &path.key("timeout"), problems),
         path: probe_path,
         healthy_threshold: count(
             healthy_threshold,
@@ -190,9 +205,10 @@ pub(super) fn health_check_settings(
             problems,
         ),
         passive_failures,
-        ejection_cooldown: duration_or(
+        ejection_cooldown: duration(
             ejection_cooldown.as_deref(),
             defaults.ejection_cooldown,
+            UP_TO_AN_HOUR,
             &path.key("ejection_cooldown"),
             problems,
         ),
@@ -201,13 +217,18 @@ pub(super) fn health_check_settings(
 
 pub(super) fn quotas(raw: RawQuotas, path: &KeyPath, problems: &mut Problems) -> Quotas {
     let RawQuotas { requests_per_second, burst, max_concurrent_requests, max_body_bytes } = raw;
-    let small = |n: i64| n.min(u32::MAX as i64) as u32;
     let quotas = Quotas {
-        requests_per_second: positive(requests_per_second, &path.key("requests_per_second"), problems).map(small),
-        burst: positive(burst, &path.key("burst"), problems).map(small),
-        max_concurrent_requests: positive(max_concurrent_requests, &path.key("max_concurrent_requests"), problems)
-            .map(small),
-        max_body_bytes: positive(max_body_bytes, &path.key("max_body_bytes"), problems).map(|n| n as u64),
+        requests_per_second: positive(requests_per_second, MAX_RATE, &path.key("requests_per_second"), problems)
+            .map(|n| n as u32),
+        burst: positive(burst, MAX_RATE, &path.key("burst"), problems).map(|n| n as u32),
+        max_concurrent_requests: positive(
+            max_concurrent_requests,
+            MAX_IN_FLIGHT,
+            &path.key("max_concurrent_requests"),
+            problems,
+        )
+        .map(|n| n as u32),
+        max_body_bytes: positive(max_body_bytes, MAX_BODY_BYTES, &path.key("max_body_bytes"), problems),
     };
     if quotas.burst.is_some() && quotas.requests_per_second.is_none() {
         problems.add(&path.key("burst"), "a burst needs requests_per_second");

@@ -142,6 +142,12 @@ impl<'a> Locator<'a> {
         }
     }
 
+    /// An error at a byte offset of the text (past its end: at its end).
+    pub fn at_offset(&self, offset: usize, message: String) -> ConfigError {
+        let position = Some(self.line_column(offset));
+        ConfigError { file: self.file.to_string(), position, key: String::new(), message }
+    }
+
     /// An error that belongs to no key: the file could not be read.
     pub fn whole_file(&self, message: String) -> ConfigError {
         ConfigError { file: self.file.to_string(), position: None, key: String::new(), message }

@@ -59,9 +59,12 @@ impl Source {
     pub fn read(&self) -> Result<String, Vec<ConfigError>> {
         match self {
             Source::Embedded => Ok(EMBEDDED.to_string()),
-            Source::File(path) => std::fs::read_to_string(path).map_err(|e| {
-                vec![error::Locator::new(&self.name(), "").whole_file(format!("cannot read the file: {e}"))]
-            }),
+            Source::File(path) => {
+                let bytes = std::fs::read(path).map_err(|e| {
+                    vec![error::Locator::new(&self.name(), "").whole_file(format!("cannot read the file: {e}"))]
+                })?;
+                text_of(&self.name(), bytes).map_err(|e| vec![e])
+            }
         }
     }
 
@@ -69,6 +72,15 @@ impl Source {
     pub fn load(&self) -> Result<Config, Vec<ConfigError>> {
         parse(&self.name(), &self.read()?)
     }
+}
+
+/// The text of config bytes, or an error at the first byte that is not UTF-8.
+pub fn text_of(file: &str, bytes: Vec<u8>) -> Result<String, ConfigError> {
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let valid = String::from_utf8_lossy(&e.as_bytes()[..at]).into_owned();
+        error::Locator::new(file, &valid).at_offset(at, format!("the file is not UTF-8 text (byte {at})"))
+    })
 }
 
 /// Parses config text, gathers what it refers to, and validates it; `file`

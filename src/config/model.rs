@@ -5,7 +5,7 @@
 //! enabled signal has a deployment, every endpoint resolved.
 
 use super::raw::{AccessLogFormat, TenantStatus};
-use crate::api::Signal;
+use crate::api::{AdminOp, Signal};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -130,6 +130,11 @@ impl Tenant {
     pub fn deployment(&self, signal: Signal) -> Option<&Deployment> {
         self.deployments[signal.index()].as_ref()
     }
+
+    /// Whether some signal of the tenant is enabled and has a deployment.
+    pub fn routes_something(&self) -> bool {
+        Signal::ALL.into_iter().any(|s| self.features.allows(s) && self.deployment(s).is_some())
+    }
 }
 
 /// One Victoria* deployment: the endpoints of one tenant's signal.
@@ -142,6 +147,9 @@ pub struct Deployment {
     pub connect_timeout: Duration,
     /// Most upstream attempts one request makes (first try included).
     pub max_attempts: u32,
+    /// Replay ingest requests on another endpoint after a failure once sent
+    /// (possible duplicate samples where the backend does not deduplicate).
+    pub retry_ingest: bool,
     pub namespace: Option<String>,
     /// `[health_check]` with this deployment's overrides applied.
     pub health_check: HealthCheck,
@@ -221,6 +229,8 @@ pub struct Features {
     /// Indexed by [`Signal::index`]: whether the tenant may use the signal.
     pub signals: [bool; 3],
     pub read_only: bool,
+    /// Admin operations granted, sorted, each once; none for a read-only tenant.
+    pub admin_api: Vec<AdminOp>,
 }
 
 impl Features {

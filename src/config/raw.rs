@@ -5,7 +5,7 @@
 //! internal model. Unknown keys are errors (`deny_unknown_fields`) so that a
 //! typo never silently changes behaviour.
 
-use crate::api::Signal;
+use crate::api::{AdminOp, Signal};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -158,6 +158,7 @@ pub struct RawDeployment {
     pub timeout: Option<String>,
     pub connect_timeout: Option<String>,
     pub max_attempts: Option<i64>,
+    pub retry_ingest: Option<bool>,
     pub namespace: Option<String>,
     pub health_check: Option<RawHealthCheck>,
     pub quotas: Option<RawQuotas>,
@@ -190,4 +191,6 @@ pub struct RawQuotas {
 pub struct RawFeatures {
     pub signals: Option<Vec<Signal>>,
     pub read_only: Option<bool>,
+    /// Admin operations of the deployments the tenant may call.
+    pub admin_api: Option<Vec<AdminOp>>,
 }

@@ -146,7 +146,7 @@ signals = ["metrics", "traces"]
 fn an_unknown_key_is_an_error_at_its_line() {
     assert_eq!(
         errors("[tenants.acme.metrics]\nendpoints = [\"http://127.0.0.1:1\"]\ntimeuot = \"5s\"\n"),
-        ["bad.toml:3:1: tenants.acme.metrics.timeuot: unknown field `timeuot`, expected one of `endpoints`, `backup_endpoints`, `timeout`, `connect_timeout`, `max_attempts`, `namespace`, `health_check`, `quotas`, `upstream_auth`, `tls`"]
+        ["bad.toml:3:1: tenants.acme.metrics.timeuot: unknown field `timeuot`, expected one of `endpoints`, `backup_endpoints`, `timeout`, `connect_timeout`, `max_attempts`, `retry_ingest`, `namespace`, `health_check`, `quotas`, `upstream_auth`, `tls`"]
     );
 }
 
@@ -227,4 +227,47 @@ fn gathering_reads_what_the_text_names() {
     let text = format!("[admin]\ntoken_file = \"{}\"\n", token.display());
     let config = parse("t.toml", &text).unwrap();
     assert_eq!(config.admin.token, Some(Secret("from-disk".into())));
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_refused_at_its_line_and_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("latin1.toml");
+    std::fs::write(&path, b"[tenants.acme]\nname = \"Caf\xe9\"\n").unwrap();
+    let errors = Source::File(path.clone()).load().unwrap_err();
+    let expected = format!("{}:2:12: the file is not UTF-8 text (byte 26)", path.display());
+    assert_eq!(errors.iter().map(ToString::to_string).collect::<Vec<_>>(), [expected]);
+}
+
+#[test]
+fn durations_and_quotas_are_bounded_so_that_what_passes_runs() {
+    let text = r#"[server]
+grace_period = "2h"
+[health_check]
+interval = "500000000000y"
+timeout = "10m"
+ejection_cooldown = "0s"
+[tenants.acme.metrics]
+endpoints = ["http://127.0.0.1:8428"]
+timeout = "18446744073709551615s"
+connect_timeout = "0.5ms"
+[tenants.acme.quotas]
+requests_per_second = 10000001
+max_concurrent_requests = 4294967296
+max_body_bytes = 1099511627777
+"#;
+    assert_eq!(
+        errors(text),
+        [
+            r#"bad.toml:2:1: server.grace_period: must be at most 1h, got "2h""#,
+            r#"bad.toml:4:1: health_check.interval: must be at most 1h, got "500000000000y""#,
+            r#"bad.toml:5:1: health_check.timeout: must be at most 5m, got "10m""#,
+            "bad.toml:6:1: health_check.ejection_cooldown: must be longer than zero",
+            r#"bad.toml:9:1: tenants.acme.metrics.timeout: must be at most 1h, got "18446744073709551615s""#,
+            r#"bad.toml:10:1: tenants.acme.metrics.connect_timeout: must be at least 1ms, got "0.5ms""#,
+            "bad.toml:12:1: tenants.acme.quotas.requests_per_second: must be at most 10000000, got 10000001",
+            "bad.toml:13:1: tenants.acme.quotas.max_concurrent_requests: must be at most 1000000, got 4294967296",
+            "bad.toml:14:1: tenants.acme.quotas.max_body_bytes: must be at most 1099511627776, got 1099511627777",
+        ]
+    );
 }

@@ -7,7 +7,7 @@
 //! stops at the first problem: it returns the model, or every problem found,
 //! each with its key path.
 
-use super::check::{duration, listen_addr, Problems};
+use super::check::{duration, listen_addr, Problems, NONE_TO_AN_HOUR};
 use super::deployment::{self, health_check_settings, DeploymentContext};
 use super::error::{KeyPath, Problem};
 use super::inputs::Inputs;
@@ -17,6 +17,7 @@ use super::secrets;
 use crate::api::Signal;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 pub const MAX_TENANT_ID_LEN: usize = 64;
 
@@ -82,7 +83,8 @@ fn server_settings(raw: RawServer, path: &KeyPath, problems: &mut Problems) -> S
             1
         }
     };
-    let grace_period = duration(grace_period.as_deref(), "5s", &path.key("grace_period"), true, problems);
+    let grace_period =
+        duration(grace_period.as_deref(), Duration::from_secs(5), NONE_TO_AN_HOUR, &path.key("grace_period"), problems);
     Server {
         listen,
         threads,
@@ -164,7 +166,7 @@ fn tenant(id: String, raw: RawTenant, path: &KeyPath, context: &DeploymentContex
         .map(|(signal, raw)| raw.map(|raw| deployment::deployment(raw, &path.key(signal.as_str()), context, problems)));
     let quotas = deployment::quotas(quotas, &path.key("quotas"), problems);
     let auth = auth.map(|raw| secrets::auth(raw, &path.key("auth"), context.inputs, problems));
-    let RawFeatures { signals, read_only } = features;
+    let RawFeatures { signals, read_only, admin_api } = features;
     let enabled = match signals {
         None => Signal::ALL.map(|s| deployments[s.index()].is_some()),
         Some(listed) => {
@@ -181,6 +183,16 @@ fn tenant(id: String, raw: RawTenant, path: &KeyPath, context: &DeploymentContex
             enabled
         }
     };
+    let read_only = read_only.unwrap_or(false);
+    let mut admin_api = admin_api.unwrap_or_default();
+    admin_api.sort();
+    admin_api.dedup();
+    if read_only && !admin_api.is_empty() {
+        problems.add(
+            &path.key("features").key("admin_api"),
+            "a read-only tenant cannot be granted admin operations: drop read_only or admin_api",
+        );
+    }
     Tenant {
         name: name.unwrap_or_else(|| id.clone()),
         id,
@@ -188,7 +200,7 @@ fn tenant(id: String, raw: RawTenant, path: &KeyPath, context: &DeploymentContex
         status: status.unwrap_or_default(),
         deployments,
         quotas,
-        features: Features { signals: enabled, read_only: read_only.unwrap_or(false) },
+        features: Features { signals: enabled, read_only, admin_api },
         auth,
     }
 }

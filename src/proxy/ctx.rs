@@ -21,6 +21,8 @@ pub struct RequestCtx {
     pub pool: Option<Arc<Pool>>,
     /// Whether the request only reads (and so may be replayed).
     pub read: bool,
+    /// Whether the request is ingest to a deployment with `retry_ingest`.
+    pub replay_ingest: bool,
     pub tried: Tried,
     /// The endpoint of the current attempt and when the attempt started.
     pub endpoint: Option<usize>,
@@ -34,6 +36,9 @@ pub struct RequestCtx {
     pub slots: [Option<InFlight>; 2],
     pub max_body: Option<u64>,
     pub body_bytes: u64,
+    /// The target sent upstream when it is not the client's: the canonical
+    /// path (and the query) of a path that was not canonical already.
+    pub upstream_uri: Option<http::Uri>,
 }
 
 impl RequestCtx {
@@ -41,6 +46,7 @@ impl RequestCtx {
         RequestCtx {
             pool: None,
             read: false,
+            replay_ingest: false,
             tried: Tried::default(),
             endpoint: None,
             attempt_started: None,
@@ -50,6 +56,7 @@ impl RequestCtx {
             slots: [None, None],
             max_body: None,
             body_bytes: 0,
+            upstream_uri: None,
         }
     }
 
@@ -60,6 +67,7 @@ impl RequestCtx {
         retry::decide(&Attempt {
             outcome,
             read: self.read,
+            replay_ingest: self.replay_ingest,
             replayable,
             attempts: self.tried.count(),
             max_attempts: pool.max_attempts,

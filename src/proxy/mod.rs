@@ -170,13 +170,17 @@ impl ProxyHttp for Router {
         e
     }
 
-    /// Called before the request head goes to the endpoint.
+    /// Called before the request head goes to the endpoint: the canonical
+    /// path when the client's was not, and the headers of [`headers`].
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
         upstream: &mut pingora::http::RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(uri) = &ctx.upstream_uri {
+            upstream.set_uri(uri.clone());
+        }
         let pool = ctx.pool.as_deref().zip(ctx.endpoint);
         let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         headers::rewrite_upstream(upstream, pool, client, ctx.request_id.as_ref())
@@ -273,6 +277,9 @@ async fn send(reply: &ErrorReply, session: &mut Session, close: bool) -> Result<
     header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     if let Some(seconds) = reply.retry_after {
         header.insert_header(http::header::RETRY_AFTER, seconds)?;
+    }
+    if let Some(methods) = &reply.allow {
+        header.insert_header(http::header::ALLOW, methods.as_str())?;
     }
     if close {
         header.insert_header(http::header::CONNECTION, "close")?;

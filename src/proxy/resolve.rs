@@ -1,26 +1,29 @@
 //! From a request head to its pool, in four named steps:
-//! identify (who: header and credential) → classify (which signal, ingest
-//! or query: [`crate::api::classify`]) → route (the tenant's pool, or why
-//! not) → admit (quotas: rate, requests in flight, declared body size).
+//! identify (who: header and credential, each given once) → classify (the
+//! canonical path's endpoint of the API surface: [`crate::api::classify`])
+//! → route (the tenant's pool for it, or why not) → admit (quotas: rate,
+//! requests in flight, declared body size).
 //!
 //! Every refusal is counted under the tenant when it is configured, else
 //! under `unknown`, and answered with [`ErrorReply::rejection`].
 
 use super::retry;
 use super::RequestCtx;
-use crate::api::{classify, Access, Listener};
+use crate::api::{classify, Access, Listener, Unserved};
 use crate::metrics::UNKNOWN_TENANT;
 use crate::quota::Exceeded;
 use crate::rejection::Rejection;
 use crate::reply::{ErrorReply, Refused};
 use crate::routing::{identify, RoutingTable, TenantRoute};
 use crate::upstream::Pool;
+use http::HeaderName;
 use pingora::http::RequestHeader;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Resolves `request` on `listener` against `table` into `ctx` (its tenant,
-/// pool, quota slots and body limit), or gives the answer to refuse it with.
+/// pool, quota slots, body limit and the path to forward), or gives the
+/// answer to refuse it with.
 pub fn resolve(
     table: &RoutingTable,
     listener: Listener,
@@ -29,12 +32,17 @@ pub fn resolve(
 ) -> Result<(), ErrorReply> {
     let path = request.uri.path();
     let header = table.tenant_header();
-    let named = request.headers.get(header).map(|v| v.to_str().unwrap_or("\u{fffd}")).unwrap_or("");
-    let authorization = request.headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
-    let identified = identify(table, named, authorization);
+    let (named, repeated) = single(request, header);
+    let (authorization, repeated_authorization) = single(request, &http::header::AUTHORIZATION);
+    let named = named.map(|v| v.to_str().unwrap_or("\u{fffd}")).unwrap_or("");
+    let identified = match (repeated, repeated_authorization) {
+        (true, _) => Err(Rejection::AmbiguousIdentity),
+        (_, true) => Err(Rejection::AmbiguousIdentity),
+        _ => identify(table, named, authorization.map(|v| v.as_bytes())),
+    };
     let tenant = *identified.as_ref().unwrap_or(&named);
     ctx.tenant = table.tenant(tenant).map(|route| route.id.clone());
-    let mut about = Refused { header: header.as_str(), tenant, path, signal: None, wait: None };
+    let mut about = Refused { header: header.as_str(), tenant, path, ..Refused::default() };
     let refuse = |rejection: Rejection, about: &Refused| {
         let label = table.tenant(tenant).map_or(UNKNOWN_TENANT, |route| &route.id);
         tracing::debug!(tenant = label, reason = rejection.as_str(), "request refused");
@@ -44,18 +52,47 @@ pub fn resolve(
         ErrorReply::rejection(rejection, about)
     };
 
-    let tenant = identified.map_err(|rejection| refuse(rejection, &about))?;
-    let classified = classify(listener, path).ok_or_else(|| refuse(Rejection::Unroutable, &about))?;
+    let tenant = identified.map_err(|rejection| {
+        let detail = if repeated { header.as_str() } else { "Authorization" };
+        refuse(rejection, &Refused { detail, ..about })
+    })?;
+    let classified = classify(listener, &request.method, path).map_err(|unserved| match unserved {
+        Unserved::BadPath(problem) => refuse(Rejection::BadPath, &Refused { detail: &problem.to_string(), ..about }),
+        Unserved::NotServed => refuse(Rejection::Unroutable, &about),
+        Unserved::Method(endpoint) => {
+            refuse(Rejection::MethodNotAllowed, &Refused { detail: &endpoint.method_names(), ..about })
+        }
+    })?;
     about.signal = Some(classified.signal);
-    let (route, pool) = table.route(tenant, classified.signal, classified.access).map_err(|r| refuse(r, &about))?;
+    let (route, pool) = table.route(tenant, classified.endpoint).map_err(|rejection| {
+        let detail = classified.endpoint.op.map_or("", |op| op.as_str());
+        refuse(rejection, &Refused { detail, ..about })
+    })?;
     admit(route, pool, request, ctx).map_err(|(rejection, wait)| refuse(rejection, &Refused { wait, ..about }))?;
 
     // A pool's and its tenant's series exist (at 0) from their first
     // request on, so `increase()` sees even the first error or refusal.
     let _ = (pool.metrics(), route.rejections());
     ctx.pool = Some(pool.clone());
-    ctx.read = retry::is_read(&request.method, classified.listed && classified.access == Access::Query);
+    ctx.read = retry::is_read(classified.access);
+    ctx.replay_ingest = classified.access == Access::Ingest && pool.retry_ingest;
+    // Forward exactly the path that was classified: the canonical one, and
+    // never an absolute-form target.
+    let forwarded = classified.path.encoded();
+    if forwarded != path || request.uri.authority().is_some() {
+        let target = match request.uri.query() {
+            Some(query) => format!("{forwarded}?{query}"),
+            None => forwarded.into_owned(),
+        };
+        ctx.upstream_uri = http::Uri::try_from(target).ok();
+    }
     Ok(())
+}
+
+/// The first value of header `name`, and whether the request repeats it.
+fn single<'r>(request: &'r RequestHeader, name: &HeaderName) -> (Option<&'r http::HeaderValue>, bool) {
+    let mut values = request.headers.get_all(name).iter();
+    (values.next(), values.next().is_some())
 }
 
 /// Takes an in-flight slot under the tenant's and the signal's quotas and

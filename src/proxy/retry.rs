@@ -7,11 +7,15 @@
 //! request may go again. Something was sent — a read is replayed when Pingora
 //! still holds its whole body; a write only when the attempt met a reused
 //! keep-alive connection that the upstream had closed before reading
-//! anything (Pingora's `ReusedOnly`). A 502/503/504 answer to a read is
-//! replayed too. In every case an attempt must be left, the deployment's
+//! anything (Pingora's `ReusedOnly`), or — for ingest requests of a
+//! deployment with `retry_ingest = true` — after any failure once it went
+//! out, while Pingora still holds the whole body (the price: a write the
+//! failed endpoint had stored is stored twice; README, "Retries"). A
+//! 502/503/504 answer to a read is replayed too. In every case an attempt must be left, the deployment's
 //! timeout must not have run out since the request started, and a healthy
 //! untried endpoint must remain.
 
+use crate::api::Access;
 use std::time::Duration;
 
 /// How an attempt ended.
@@ -37,6 +41,9 @@ pub struct Attempt {
     pub outcome: Outcome,
     /// Whether the request only reads (and so may be replayed).
     pub read: bool,
+    /// Whether the request is ingest to a deployment that replays ingest
+    /// after a failure (`retry_ingest`).
+    pub replay_ingest: bool,
     /// Whether the request can go again as it was: Pingora's retry buffer
     /// holds the whole body and nothing of an answer was sent to the client.
     pub replayable: bool,
@@ -55,6 +62,8 @@ pub struct Attempt {
 pub enum Why {
     NothingSent,
     ReadReplayed,
+    /// Ingest replayed by the deployment's `retry_ingest`.
+    IngestReplayed,
     StaleConnection,
     /// An answer that is not a failure of the endpoint passes through.
     Answered,
@@ -77,11 +86,12 @@ pub struct Decision {
     pub why: Why,
 }
 
-/// Whether the request is a read: GET and HEAD, and a POST to a known query
-/// path (Grafana posts its queries). `listed_query`: the path is a query
-/// path of the table.
-pub fn is_read(method: &http::Method, listed_query: bool) -> bool {
-    matches!(*method, http::Method::GET | http::Method::HEAD) || listed_query
+/// Whether a request to an endpoint of class `access` is a read, and so may
+/// be replayed: queries by any method they take (Grafana posts its
+/// queries) and UI pages. Never a write, and never an admin operation, which
+/// VictoriaMetrics runs on GET as on POST.
+pub fn is_read(access: Access) -> bool {
+    matches!(access, Access::Query | Access::Ui)
 }
 
 /// The retry decision for one failed or answered attempt.
@@ -95,6 +105,7 @@ pub fn decide(attempt: &Attempt) -> Decision {
         }
         Outcome::Failed { .. } | Outcome::Answered(502..=504) if attempt.read => Why::ReadReplayed,
         Outcome::Failed { stale_connection: true, .. } => Why::StaleConnection,
+        Outcome::Failed { .. } if attempt.replay_ingest => Why::IngestReplayed,
         Outcome::Failed { .. } | Outcome::Answered(502..=504) => return stop(Why::WriteSent),
         Outcome::Answered(_) => return stop(Why::Answered),
     };
@@ -122,6 +133,7 @@ mod tests {
         Attempt {
             outcome,
             read,
+            replay_ingest: false,
             replayable: true,
             attempts: 1,
             max_attempts: 3,
@@ -137,12 +149,16 @@ mod tests {
         let last = |a: Attempt| Attempt { attempts: 3, ..a };
         let late = |a: Attempt| Attempt { elapsed: Duration::from_secs(30), ..a };
         let alone = |a: Attempt| Attempt { endpoint_left: false, ..a };
+        let ingest = |a: Attempt| Attempt { replay_ingest: true, ..a };
         let cases = [
             // what happened, then the decision
             (attempt(Outcome::ConnectFailed, false), true, Why::NothingSent),
             (not_replayable(attempt(Outcome::ConnectFailed, false)), true, Why::NothingSent),
             (attempt(FAILED, true), true, Why::ReadReplayed),
             (attempt(FAILED, false), false, Why::WriteSent),
+            (ingest(attempt(FAILED, false)), true, Why::IngestReplayed),
+            (not_replayable(ingest(attempt(FAILED, false))), false, Why::NotReplayable),
+            (ingest(attempt(Outcome::Answered(503), false)), false, Why::WriteSent),
             (attempt(STALE, false), true, Why::StaleConnection),
             (not_replayable(attempt(STALE, false)), false, Why::NotReplayable),
             (not_replayable(attempt(FAILED, true)), false, Why::NotReplayable),
@@ -162,11 +178,10 @@ mod tests {
     }
 
     #[test]
-    fn reads_are_get_head_and_listed_query_posts() {
-        assert!(is_read(&http::Method::GET, false));
-        assert!(is_read(&http::Method::HEAD, false));
-        assert!(is_read(&http::Method::POST, true));
-        assert!(!is_read(&http::Method::POST, false));
-        assert!(!is_read(&http::Method::DELETE, false));
+    fn reads_are_queries_and_pages() {
+        assert!(is_read(Access::Query));
+        assert!(is_read(Access::Ui));
+        assert!(!is_read(Access::Ingest));
+        assert!(!is_read(Access::Admin), "an admin GET may snapshot or delete");
     }
 }

@@ -6,7 +6,7 @@
 //! request context, so a request finishes on the table it started with even
 //! when a reload swaps a new one in.
 
-use crate::api::{Access, Signal};
+use crate::api::{Access, Endpoint, Signal};
 use crate::config::{Config, TenantStatus};
 use crate::metrics::{Metrics, Rejections, TenantSeries, UNKNOWN_TENANT};
 use crate::quota::{Limits, QuotaRegistry};
@@ -42,6 +42,8 @@ pub struct TenantRoute {
     pub id: Arc<str>,
     pub suspended: bool,
     pub read_only: bool,
+    /// Admin operations granted, as [`crate::api::AdminOp::bit`]s.
+    admin_ops: u16,
     /// Indexed by [`Signal::index`]; `Some` only for signals the tenant may use.
     pools: [Option<Arc<Pool>>; 3],
     /// Whether the tenant has credentials (and so refuses the header alone).
@@ -63,6 +65,7 @@ impl TenantRoute {
             id,
             suspended: tenant.status == TenantStatus::Suspended,
             read_only: tenant.features.read_only,
+            admin_ops: tenant.features.admin_api.iter().fold(0, |ops, op| ops | op.bit()),
             pools,
             has_credentials: tenant.auth.is_some(),
             limits: shared.quotas.limits(&tenant.id, &tenant.quotas),
@@ -201,15 +204,21 @@ impl RoutingTable {
             .flat_map(|pool| pool.endpoints().iter().map(|e| &e.health))
     }
 
-    /// The tenant and the pool serving its `signal`, or why there is none.
-    pub fn route(&self, tenant: &str, signal: Signal, access: Access) -> Result<(&TenantRoute, &Arc<Pool>), Rejection> {
+    /// The tenant and the pool serving `endpoint` for it, or why there is
+    /// none: a read-only tenant neither writes nor calls an admin endpoint,
+    /// and an admin endpoint needs its operation granted.
+    pub fn route(&self, tenant: &str, endpoint: &Endpoint) -> Result<(&TenantRoute, &Arc<Pool>), Rejection> {
         let route = self.tenants.get(tenant).ok_or(Rejection::UnknownTenant)?;
         if route.suspended {
             return Err(Rejection::Suspended);
         }
-        let pool = route.pools[signal.index()].as_ref().ok_or(Rejection::SignalNotEnabled)?;
-        if route.read_only && access == Access::Ingest {
-            return Err(Rejection::ReadOnly);
+        let pool = route.pools[endpoint.signal.index()].as_ref().ok_or(Rejection::SignalNotEnabled)?;
+        match endpoint.access {
+            Access::Ingest | Access::Admin if route.read_only => return Err(Rejection::ReadOnly),
+            Access::Admin if endpoint.op.is_none_or(|op| route.admin_ops & op.bit() == 0) => {
+                return Err(Rejection::AdminNotGranted)
+            }
+            _ => {}
         }
         Ok((&**route, pool))
     }
@@ -268,7 +277,17 @@ endpoints = ["http://127.0.0.1:18004"]
 features = { read_only = true }
 [tenants.reader.traces]
 endpoints = ["http://127.0.0.1:18005"]
+
+[tenants.operator]
+features = { admin_api = ["snapshot", "flags"] }
+[tenants.operator.metrics]
+endpoints = ["http://127.0.0.1:18007"]
 "#;
+
+    /// An endpoint of the surface of this signal and class.
+    fn ep(signal: Signal, access: Access) -> &'static Endpoint {
+        crate::api::SURFACE.iter().find(|e| e.signal == signal && e.access == access).unwrap()
+    }
 
     fn table() -> RoutingTable {
         RoutingTable::build(&parse("t.toml", CONFIG).expect("valid config"), &Shared::for_tests())
@@ -277,19 +296,19 @@ endpoints = ["http://127.0.0.1:18005"]
     #[test]
     fn routes_each_tenant_signal_to_its_own_pool() {
         let table = table();
-        let (_, pool) = table.route("acme", Signal::Metrics, Access::Query).unwrap();
+        let (_, pool) = table.route("acme", ep(Signal::Metrics, Access::Query)).unwrap();
         assert_eq!((&*pool.tenant, pool.signal), ("acme", Signal::Metrics));
         let urls: Vec<&str> = pool.endpoints().iter().map(|e| &*e.url).collect();
         assert_eq!(urls, ["http://127.0.0.1:18001", "http://127.0.0.1:18002"]);
-        let (_, reader) = table.route("reader", Signal::Traces, Access::Query).unwrap();
+        let (_, reader) = table.route("reader", ep(Signal::Traces, Access::Query)).unwrap();
         assert_eq!(&*reader.endpoint(0).url, "http://127.0.0.1:18005");
-        assert_eq!(table.tenant_count(), 3);
+        assert_eq!(table.tenant_count(), 4);
     }
 
     #[test]
     fn refusals() {
         let table = table();
-        let refusal = |t, s, a| table.route(t, s, a).err();
+        let refusal = |t, s, a| table.route(t, ep(s, a)).err();
         assert_eq!(refusal("nobody", Signal::Metrics, Access::Query), Some(Rejection::UnknownTenant));
         assert_eq!(refusal("ACME", Signal::Metrics, Access::Query), Some(Rejection::UnknownTenant));
         assert_eq!(refusal("frozen", Signal::Metrics, Access::Query), Some(Rejection::Suspended));
@@ -297,6 +316,21 @@ endpoints = ["http://127.0.0.1:18005"]
         assert_eq!(refusal("acme", Signal::Logs, Access::Query), Some(Rejection::SignalNotEnabled));
         assert_eq!(refusal("acme", Signal::Traces, Access::Query), Some(Rejection::SignalNotEnabled));
         assert_eq!(refusal("reader", Signal::Traces, Access::Ingest), Some(Rejection::ReadOnly));
+        assert_eq!(refusal("reader", Signal::Traces, Access::Admin), Some(Rejection::ReadOnly));
+        assert_eq!(refusal("acme", Signal::Metrics, Access::Admin), Some(Rejection::AdminNotGranted));
+    }
+
+    #[test]
+    fn an_admin_endpoint_needs_its_operation_granted() {
+        let table = table();
+        let admin = |path: &str| crate::api::lookup(path, Some(Signal::Metrics), false).unwrap();
+        assert!(table.route("operator", admin("/snapshot/create")).is_ok());
+        assert!(table.route("operator", admin("/flags")).is_ok());
+        assert_eq!(
+            table.route("operator", admin("/api/v1/admin/tsdb/delete_series")).err(),
+            Some(Rejection::AdminNotGranted)
+        );
+        assert_eq!(table.route("operator", admin("/metrics")).err(), Some(Rejection::AdminNotGranted));
     }
 
     #[test]
@@ -308,7 +342,7 @@ endpoints = ["http://127.0.0.1:18005"]
         let after = parse("t.toml", &edited).unwrap();
         let new = RoutingTable::rebuild(&after, &shared, Some((&before, &old)));
         let pool = |table: &RoutingTable, tenant: &str, signal: Signal| {
-            table.route(tenant, signal, Access::Query).unwrap().1.clone()
+            table.route(tenant, ep(signal, Access::Query)).unwrap().1.clone()
         };
         assert!(
             Arc::ptr_eq(&pool(&old, "acme", Signal::Metrics), &pool(&new, "acme", Signal::Metrics)),
@@ -334,7 +368,7 @@ endpoints = ["http://127.0.0.1:18005"]
         let _t3 = RoutingTable::rebuild(&without, &shared, Some((&changed, &t2)));
         t2.retire("reader");
         // A request that started on the first table finishes only now.
-        let (_, old_pool) = t1.route("reader", Signal::Traces, Access::Query).unwrap();
+        let (_, old_pool) = t1.route("reader", ep(Signal::Traces, Access::Query)).unwrap();
         assert!(old_pool.metrics().is_none(), "a retired tenant's pool made series");
         let text = String::from_utf8(metrics.render()).unwrap();
         assert!(!text.contains("reader"), "{text}");
@@ -345,7 +379,7 @@ endpoints = ["http://127.0.0.1:18005"]
         let store = RouteStore::new(table());
         let before = Arc::clone(&store.load());
         store.swap(RoutingTable::build(&parse("t.toml", "").unwrap(), &Shared::for_tests()));
-        assert_eq!(before.tenant_count(), 3);
+        assert_eq!(before.tenant_count(), 4);
         assert_eq!(store.load().tenant_count(), 0);
     }
 }

@@ -180,7 +180,7 @@ impl EndpointHealth {
         }
         self.set_healthy(&mut state, false);
         state.successes = 0;
-        let until = now + self.settings.ejection_cooldown;
+        let until = later(now, self.settings.ejection_cooldown);
         state.ejected_until = Some(until);
         state.last_error = Some(format!("ejected after {failures} consecutive failures of live traffic: {reason}"));
         // Probe at the cooldown's end, unless a probe is running (it
@@ -217,7 +217,7 @@ impl EndpointHealth {
     /// probe interval from now or at an ejection's end if that comes first.
     pub(crate) fn probe_finished(&self, now: Instant) {
         let mut state = self.lock();
-        let next = self.due(&state, now + self.settings.interval);
+        let next = self.due(&state, later(now, self.settings.interval));
         self.schedule_at(&mut state, next);
     }
 
@@ -287,6 +287,11 @@ impl EndpointHealth {
             tracing::warn!(endpoint = &*self.url, healthy, reason, "endpoint health changed");
         }
     }
+}
+
+/// `now` plus a configured duration (bounded by validation), never a panic.
+fn later(now: Instant, by: Duration) -> Instant {
+    now.checked_add(by).unwrap_or(now)
 }
 
 impl Drop for EndpointHealth {

@@ -82,6 +82,8 @@ pub struct Pool {
     next: AtomicUsize,
     /// Most attempts one request makes on this pool.
     pub max_attempts: u32,
+    /// Whether ingest requests are replayed after a failure once sent.
+    pub retry_ingest: bool,
     /// The deployment's progress timeout; also bounds retrying.
     pub timeout: Duration,
     /// The probe interval: how soon a 503 client may try again.
@@ -113,6 +115,7 @@ impl Pool {
             timeout,
             connect_timeout,
             max_attempts,
+            retry_ingest,
             namespace: _,
             health_check,
             quotas: deployment_quotas,
@@ -146,6 +149,7 @@ impl Pool {
             endpoints: all,
             next: AtomicUsize::new(0),
             max_attempts: *max_attempts,
+            retry_ingest: *retry_ingest,
             timeout: *timeout,
             retry_after: health_check.interval,
             series: series.map(|tenant| PoolSeries::new(tenant.clone(), signal)),
@@ -241,6 +245,7 @@ mod tests {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(2),
             max_attempts: 3,
+            retry_ingest: false,
             namespace: None,
             health_check: HealthCheck::default(),
             quotas: None,

@@ -4,6 +4,7 @@
 
 pub mod router;
 pub mod upstream;
+pub mod victoria;
 pub mod wait;
 
 pub use router::{free_addr, RouterProcess};

@@ -4,7 +4,8 @@
 //! Every answer carries `x-upstream: <name>` so a test can tell which endpoint
 //! served it. Query parameters steer it: `delay_ms=N` waits before answering,
 //! `download_bytes=N` streams an N-byte body back, `reset=1` drops the
-//! connection without an answer, `status=N` answers with that status. Request bodies are read
+//! connection without an answer (as does every request after
+//! `set_reset_all(true)`), `status=N` answers with that status. Request bodies are read
 //! frame by frame and only counted and hashed, never held whole. The router's
 //! health probes (by their User-Agent) are counted apart, not recorded.
 
@@ -48,6 +49,9 @@ struct Shared {
     probe_status: AtomicU16,
     /// The accept loop plus every open connection: 0 once all are gone.
     alive: AtomicUsize,
+    /// Drop every request's connection after reading it (no answer), as an
+    /// endpoint dying mid-request does.
+    reset_all: std::sync::atomic::AtomicBool,
 }
 
 pub struct Upstream {
@@ -113,6 +117,12 @@ impl Upstream {
     /// How many health probes the router sent here.
     pub fn probes(&self) -> u64 {
         self.shared.probes.load(Ordering::SeqCst)
+    }
+
+    /// Whether every request from now on is read, recorded and then answered
+    /// by dropping the connection (health probes are still answered).
+    pub fn set_reset_all(&self, reset: bool) {
+        self.shared.reset_all.store(reset, Ordering::SeqCst);
     }
 
     /// The status the health endpoint answers from now on.
@@ -191,7 +201,7 @@ async fn handle(
     if let Some(ms) = param("delay_ms") {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
-    if param("reset").is_some() {
+    if param("reset").is_some() || shared.reset_all.load(Ordering::SeqCst) {
         return Err(std::io::Error::other("dropping the connection as asked"));
     }
     let body: BoxBody = match param("download_bytes") {
