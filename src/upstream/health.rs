@@ -1,7 +1,5 @@
 //! Endpoint health: one state per endpoint address, judged by active probes
-//! and by live traffic.
-//!
-//! Health belongs to the endpoint, not to a table: every pool that lists the
+//! and by live traffic. Health belongs to the endpoint, not to a table: every pool that lists the
 //! same endpoint (with the same probe settings) shares one [`EndpointHealth`],
 //! so a shared endpoint is probed once and a reload that keeps an endpoint
 //! keeps its state. The request path reads one atomic ([`EndpointHealth::is_healthy`]);
