@@ -13,6 +13,7 @@ pub mod access_log;
 pub mod admin;
 pub mod api;
 pub mod config;
+pub mod connection;
 pub mod metrics;
 pub mod proxy;
 pub mod quota;

@@ -37,10 +37,12 @@ pub enum Rejection {
     AdminNotGranted,
     /// Several tenant headers, or several `Authorization` headers.
     AmbiguousIdentity,
+    /// More request headers, or more header bytes, than the listener takes.
+    HeadersTooLarge,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 16] = [
+    pub const ALL: [Rejection; 17] = [
         Rejection::NoTenant,
         Rejection::UnknownTenant,
         Rejection::Suspended,
@@ -57,6 +59,7 @@ impl Rejection {
         Rejection::MethodNotAllowed,
         Rejection::AdminNotGranted,
         Rejection::AmbiguousIdentity,
+        Rejection::HeadersTooLarge,
     ];
 
     /// The `reason` label value.
@@ -78,6 +81,7 @@ impl Rejection {
             Rejection::MethodNotAllowed => "method_not_allowed",
             Rejection::AdminNotGranted => "admin_not_granted",
             Rejection::AmbiguousIdentity => "ambiguous_identity",
+            Rejection::HeadersTooLarge => "headers_too_large",
         }
     }
 

@@ -35,6 +35,7 @@ pub enum ErrorKind {
     ClientTimeout,
     Conflict,
     PayloadTooLarge,
+    HeadersTooLarge,
     TooManyRequests,
     Internal,
     BadGateway,
@@ -54,6 +55,7 @@ impl ErrorKind {
             ErrorKind::ClientTimeout => 408,
             ErrorKind::Conflict => 409,
             ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::HeadersTooLarge => 431,
             ErrorKind::TooManyRequests => 429,
             ErrorKind::Internal => 500,
             ErrorKind::BadGateway => 502,
@@ -73,6 +75,7 @@ impl ErrorKind {
             ErrorKind::ClientTimeout | ErrorKind::UpstreamTimeout => "timeout",
             ErrorKind::Conflict => "conflict",
             ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::HeadersTooLarge => "headers_too_large",
             ErrorKind::TooManyRequests => "too_many_requests",
             ErrorKind::Internal => "internal",
             ErrorKind::BadGateway => "bad_gateway",
@@ -90,6 +93,7 @@ impl ErrorKind {
             408 => ErrorKind::ClientTimeout,
             409 => ErrorKind::Conflict,
             413 => ErrorKind::PayloadTooLarge,
+            431 => ErrorKind::HeadersTooLarge,
             429 => ErrorKind::TooManyRequests,
             502 => ErrorKind::BadGateway,
             503 => ErrorKind::Unavailable,
@@ -207,6 +211,9 @@ impl ErrorReply {
                 Forbidden,
                 format!("admin operation {} is not granted to tenant {tenant:?} (features.admin_api)", about.detail),
             ),
+            Rejection::HeadersTooLarge => {
+                Self::new(HeadersTooLarge, format!("the request head is over this listener's {}", about.detail))
+            }
             Rejection::AmbiguousIdentity => Self::new(
                 BadData,
                 format!("several {} headers: a request names one tenant with one credential", about.detail),
@@ -293,7 +300,7 @@ mod tests {
     fn rejections_map_to_product_statuses() {
         let status =
             |r: Rejection| ErrorReply::rejection(r, &Refused { header: "X-Tenant-ID", ..Refused::default() }).status;
-        let expected = [401, 403, 403, 403, 403, 404, 503, 401, 403, 429, 429, 413, 400, 405, 403, 400];
+        let expected = [401, 403, 403, 403, 403, 404, 503, 401, 403, 429, 429, 413, 400, 405, 403, 400, 431];
         for (rejection, status_code) in Rejection::ALL.into_iter().zip(expected) {
             assert_eq!(status(rejection), status_code, "{rejection:?}");
         }

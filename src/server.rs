@@ -5,12 +5,14 @@
 use crate::admin::AdminApp;
 use crate::api::Listener;
 use crate::config::Config;
+use crate::connection::Guarded;
 use crate::metrics::Metrics;
 use crate::proxy::Router;
 use crate::reload::Reloader;
 use crate::routing::RouteStore;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
+use pingora::services::listening::Service;
 use std::sync::Arc;
 
 /// Runtimes get this long to wind down after the grace period.
@@ -40,25 +42,21 @@ pub fn build(
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    if !settings.listen.is_empty() {
-        let router = Router::new(Listener::Unified, routes.clone(), config.observability.clone());
-        let mut service = pingora::proxy::http_proxy_service_with_name(&server.configuration, router, "unified");
-        for addr in &settings.listen {
+    // One proxy service per listener, each behind its own client limits.
+    let listeners = std::iter::once((Listener::Unified, "unified".to_string(), settings.listen.clone()))
+        .filter(|(_, _, addrs)| !addrs.is_empty())
+        .chain(settings.signal_listeners.iter().map(|(s, a)| (Listener::DropIn(*s), format!("drop-in {s}"), vec![*a])));
+    for (listener, name, addrs) in listeners {
+        let router = Router::new(listener, routes.clone(), config.observability.clone(), settings.clients);
+        let proxy = pingora::proxy::http_proxy(&server.configuration, router);
+        let mut service = Service::new(name, Guarded::new(proxy, settings.clients));
+        for addr in addrs {
             service.add_tcp(&addr.to_string());
         }
         server.add_service(service);
     }
-    for (signal, addr) in &settings.signal_listeners {
-        let router = Router::new(Listener::DropIn(*signal), routes.clone(), config.observability.clone());
-        let name = format!("drop-in {signal}");
-        let mut service = pingora::proxy::http_proxy_service_with_name(&server.configuration, router, &name);
-        service.add_tcp(&addr.to_string());
-        server.add_service(service);
-    }
-    let mut admin = pingora::services::listening::Service::new(
-        "admin".to_string(),
-        AdminApp::new(routes, metrics, reloader, config.admin.token.clone()),
-    );
+    let mut admin =
+        Service::new("admin".to_string(), AdminApp::new(routes, metrics, reloader, config.admin.token.clone()));
     admin.add_tcp(&config.admin.listen.to_string());
     admin.threads = Some(1);
     server.add_service(admin);

@@ -9,7 +9,7 @@
 //! blocking thread through the one reload path ([`Reloader`]).
 
 mod health;
-mod tenants;
+pub mod tenants;
 
 use crate::config::Secret;
 use crate::metrics::Metrics;

@@ -45,6 +45,40 @@ pub struct Server {
     pub upgrade_sock: PathBuf,
     /// Pingora's tokio work stealing between worker threads.
     pub work_stealing: bool,
+    /// What one client may hold of the proxy listeners.
+    pub clients: ClientLimits,
+}
+
+/// What one client may hold of a proxy listener: connections, and time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Longest a request head may take to arrive, from its first byte.
+    pub request_header_timeout: Duration,
+    /// Longest wait for a request on an open connection (keep-alive, or a new one).
+    pub idle_timeout: Duration,
+    /// Longest wait for the next bytes of a request body.
+    pub body_timeout: Duration,
+    /// Open connections per listener.
+    pub max_connections: usize,
+    /// Open connections per client address, per listener.
+    pub max_connections_per_client: usize,
+    /// Headers of one request, and their bytes (names, values and the target).
+    pub max_request_headers: usize,
+    pub max_request_header_bytes: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            request_header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_connections_per_client: 1_000,
+            max_request_headers: 100,
+            max_request_header_bytes: 64 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

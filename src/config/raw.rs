@@ -55,6 +55,13 @@ pub struct RawServer {
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
     pub work_stealing: Option<bool>,
+    pub request_header_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub body_timeout: Option<String>,
+    pub max_connections: Option<i64>,
+    pub max_connections_per_client: Option<i64>,
+    pub max_request_headers: Option<i64>,
+    pub max_request_header_bytes: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

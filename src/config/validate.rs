@@ -7,7 +7,7 @@
 //! stops at the first problem: it returns the model, or every problem found,
 //! each with its key path.
 
-use super::check::{duration, listen_addr, Problems, NONE_TO_AN_HOUR};
+use super::check::{duration, listen_addr, positive, Problems, NONE_TO_AN_HOUR, UP_TO_AN_HOUR};
 use super::deployment::{self, health_check_settings, DeploymentContext};
 use super::error::{KeyPath, Problem};
 use super::inputs::Inputs;
@@ -57,7 +57,22 @@ pub fn validate(raw: RawConfig, inputs: &Inputs) -> Result<Config, Vec<Problem>>
 }
 
 fn server_settings(raw: RawServer, path: &KeyPath, problems: &mut Problems) -> Server {
-    let RawServer { listen, threads, signal_listeners, grace_period, pid_file, upgrade_sock, work_stealing } = raw;
+    let RawServer {
+        listen,
+        threads,
+        signal_listeners,
+        grace_period,
+        pid_file,
+        upgrade_sock,
+        work_stealing,
+        request_header_timeout,
+        idle_timeout,
+        body_timeout,
+        max_connections,
+        max_connections_per_client,
+        max_request_headers,
+        max_request_header_bytes,
+    } = raw;
     let listen_raw = listen.unwrap_or_else(|| vec!["0.0.0.0:8080".to_string()]);
     let listen: Vec<SocketAddr> = listen_raw
         .iter()
@@ -93,6 +108,50 @@ fn server_settings(raw: RawServer, path: &KeyPath, problems: &mut Problems) -> S
         pid_file: pid_file.unwrap_or_else(|| "/tmp/mirador-router.pid".into()).into(),
         upgrade_sock: upgrade_sock.unwrap_or_else(|| "/tmp/mirador-router-upgrade.sock".into()).into(),
         work_stealing: work_stealing.unwrap_or(false),
+        clients: {
+            let defaults = ClientLimits::default();
+            let timeout = |raw: Option<String>, default, key: &str, problems: &mut Problems| {
+                duration(raw.as_deref(), default, UP_TO_AN_HOUR, &path.key(key), problems)
+            };
+            let count = |raw: Option<i64>, default: usize, max: u64, key: &str, problems: &mut Problems| {
+                positive(raw, max, &path.key(key), problems).map_or(default, |n| n as usize)
+            };
+            let max_connections =
+                count(max_connections, defaults.max_connections, 1_000_000, "max_connections", problems);
+            ClientLimits {
+                request_header_timeout: timeout(
+                    request_header_timeout,
+                    defaults.request_header_timeout,
+                    "request_header_timeout",
+                    problems,
+                ),
+                idle_timeout: timeout(idle_timeout, defaults.idle_timeout, "idle_timeout", problems),
+                body_timeout: timeout(body_timeout, defaults.body_timeout, "body_timeout", problems),
+                max_connections,
+                max_connections_per_client: count(
+                    max_connections_per_client,
+                    defaults.max_connections_per_client.min(max_connections),
+                    max_connections as u64,
+                    "max_connections_per_client",
+                    problems,
+                ),
+                // Pingora reads at most 256 headers and 1 MiB of head itself.
+                max_request_headers: count(
+                    max_request_headers,
+                    defaults.max_request_headers,
+                    256,
+                    "max_request_headers",
+                    problems,
+                ),
+                max_request_header_bytes: count(
+                    max_request_header_bytes,
+                    defaults.max_request_header_bytes,
+                    1 << 20,
+                    "max_request_header_bytes",
+                    problems,
+                ),
+            }
+        },
     }
 }
 

@@ -6,6 +6,7 @@
 //! `X-Forwarded-For` gets the client appended, `X-Forwarded-Proto` and
 //! `X-Request-ID` are set. Downstream: the answer carries the request id.
 
+use crate::config::ClientLimits;
 use crate::upstream::Pool;
 use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -50,6 +51,20 @@ pub fn rewrite_upstream(
     upstream.insert_header(WIRE_X_FORWARDED_PROTO, HeaderValue::from_static("http"))?;
     if let Some(id) = request_id {
         upstream.insert_header(WIRE_X_REQUEST_ID, id.clone())?;
+    }
+    Ok(())
+}
+
+/// Whether the request head is within the listener's header count and
+/// size (names, values and the target); else which limit it is over.
+pub fn within_limits(request: &RequestHeader, limits: &ClientLimits) -> Result<(), &'static str> {
+    if request.headers.len() > limits.max_request_headers {
+        return Err("max_request_headers");
+    }
+    let target = request.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    let bytes = request.headers.iter().fold(target, |sum, (name, value)| sum + name.as_str().len() + value.len());
+    if bytes > limits.max_request_header_bytes {
+        return Err("max_request_header_bytes");
     }
     Ok(())
 }

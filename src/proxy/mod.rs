@@ -21,9 +21,10 @@ pub use resolve::resolve;
 pub use retry::{decide, Attempt, Decision, Outcome, Why};
 
 use crate::api::Listener;
-use crate::config::Observability;
+use crate::config::{ClientLimits, Observability};
 use crate::metrics::UpstreamErrorKind;
-use crate::reply::{ErrorReply, BODY_TOO_LARGE, NO_HEALTHY_ENDPOINT};
+use crate::rejection::Rejection;
+use crate::reply::{ErrorReply, Refused, BODY_TOO_LARGE, NO_HEALTHY_ENDPOINT};
 use crate::routing::RouteStore;
 use crate::upstream::Pick;
 use async_trait::async_trait;
@@ -39,11 +40,17 @@ pub struct Router {
     listener: Listener,
     routes: Arc<RouteStore>,
     observability: Observability,
+    clients: ClientLimits,
 }
 
 impl Router {
-    pub fn new(listener: Listener, routes: Arc<RouteStore>, observability: Observability) -> Self {
-        Router { listener, routes, observability }
+    pub fn new(
+        listener: Listener,
+        routes: Arc<RouteStore>,
+        observability: Observability,
+        clients: ClientLimits,
+    ) -> Self {
+        Router { listener, routes, observability, clients }
     }
 }
 
@@ -67,13 +74,23 @@ impl ProxyHttp for Router {
     /// request; Victoria* compresses its own answers.
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
-    /// Called once the request head is read. Resolves the route; a refusal
-    /// is answered here (returning `true` ends the request) and never
-    /// reaches an upstream.
+    /// Called once the request head is read. Bounds the head and the wait for
+    /// body bytes, then resolves the route; a refusal is answered here
+    /// (returning `true` ends the request) and never reaches an upstream.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = Some(headers::request_id(session.req_header()));
+        session.set_read_timeout(Some(self.clients.body_timeout));
         let table = self.routes.load();
-        match resolve(&table, self.listener, session.req_header(), ctx) {
+        let resolved = match headers::within_limits(session.req_header(), &self.clients) {
+            Ok(()) => resolve(&table, self.listener, session.req_header(), ctx),
+            Err(detail) => {
+                if let Some(rejections) = table.rejections("") {
+                    rejections.get(Rejection::HeadersTooLarge).inc();
+                }
+                Err(ErrorReply::rejection(Rejection::HeadersTooLarge, &Refused { detail, ..Refused::default() }))
+            }
+        };
+        match resolved {
             Ok(()) => Ok(false),
             Err(reply) => {
                 tracing::debug!(status = reply.status, error = %reply.message, "request refused");

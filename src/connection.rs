@@ -1,0 +1,280 @@
+//! What one client may hold of the router: connections (per listener and per
+//! client address), and time — for the head of each request and idle
+//! between requests.
+//!
+//! Pingora 0.9 bounds neither: it times each single read of a request head
+//! (60 s), never the whole head, and after a keep-alive request the next one
+//! is awaited without any timeout; it has no connection cap (README,
+//! "Limits"). [`Guarded`] wraps the proxy's connection handler: a connection
+//! over a cap is answered 503 and closed before any HTTP is read, and every
+//! other one is read through [`Timed`], which fails a read once the head of
+//! a request has taken longer than `request_header_timeout`, or the wait for
+//! a request longer than `idle_timeout`.
+
+use crate::config::ClientLimits;
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID, UniqueIDType,
+};
+use pingora::server::ShutdownWatch;
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// The answer to a connection over a cap.
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+Connection: close\r\nRetry-After: 1\r\nContent-Length: 95\r\n\r\n\
+{\"status\":\"error\",\"errorType\":\"unavailable\",\"error\":\"too many connections from this client\"}";
+
+/// Open connections: of the listener, and per client address.
+#[derive(Default)]
+struct Counts {
+    total: AtomicUsize,
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One admitted connection; dropping it gives its place back.
+struct Slot {
+    counts: Arc<Counts>,
+    client: Option<IpAddr>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.counts.total.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = self.client {
+            let mut per_client = self.counts.per_client.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = per_client.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    per_client.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// A connection handler with the listener's client limits in front.
+pub struct Guarded<A> {
+    inner: Arc<A>,
+    limits: ClientLimits,
+    counts: Arc<Counts>,
+}
+
+impl<A> Guarded<A> {
+    pub fn new(inner: A, limits: ClientLimits) -> Self {
+        Guarded { inner: Arc::new(inner), limits, counts: Arc::default() }
+    }
+
+    /// A place for a connection from `client`, or `None` over a cap.
+    fn admit(&self, client: Option<IpAddr>) -> Option<Slot> {
+        if self.counts.total.fetch_add(1, Ordering::AcqRel) >= self.limits.max_connections {
+            self.counts.total.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        let Some(ip) = client else { return Some(Slot { counts: self.counts.clone(), client: None }) };
+        let mut per_client = self.counts.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        let n = per_client.entry(ip).or_insert(0);
+        if *n >= self.limits.max_connections_per_client {
+            self.counts.total.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        *n += 1;
+        Some(Slot { counts: self.counts.clone(), client: Some(ip) })
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+    async fn process_new(self: &Arc<Self>, mut io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let client = io.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let Some(slot) = self.admit(client) else {
+            tracing::debug!(client = ?client, "connection refused: over the connection limit");
+            let _ = io.write_all(REFUSAL).await;
+            Shutdown::shutdown(&mut *io).await;
+            return None;
+        };
+        let timed: Stream = Box::new(Timed::new(io, self.limits.request_header_timeout, self.limits.idle_timeout));
+        let kept = self.inner.process_new(timed, shutdown).await;
+        drop(slot);
+        kept
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
+}
+
+/// Where a connection is in its request/response cycle, as its bytes tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for a request: bounded by the idle timeout.
+    Idle,
+    /// A request head is arriving: bounded by the header timeout from its first byte.
+    Head,
+    /// The head is complete; the body and the answer are Pingora's to time.
+    Exchange { answered: bool },
+}
+
+/// A connection whose request heads and idle waits have deadlines.
+#[derive(Debug)]
+pub struct Timed {
+    inner: Stream,
+    phase: Phase,
+    deadline: Pin<Box<Sleep>>,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    /// The last bytes of the head so far, to find its end across reads.
+    tail: [u8; 3],
+}
+
+impl Timed {
+    fn new(inner: Stream, header_timeout: Duration, idle_timeout: Duration) -> Self {
+        let deadline = Box::pin(tokio::time::sleep(idle_timeout));
+        Timed { inner, phase: Phase::Idle, deadline, header_timeout, idle_timeout, tail: [0; 3] }
+    }
+
+    fn restart(&mut self, after: Duration) {
+        let at = Instant::now().checked_add(after).unwrap_or_else(Instant::now);
+        self.deadline.as_mut().reset(at);
+    }
+
+    /// Follows the bytes read: a first byte starts a head, `\r\n\r\n` ends it.
+    fn observe(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() || matches!(self.phase, Phase::Exchange { .. }) {
+            return;
+        }
+        if self.phase == Phase::Idle {
+            self.phase = Phase::Head;
+            self.tail = [0; 3];
+            let header_timeout = self.header_timeout;
+            self.restart(header_timeout);
+        }
+        let tail = self.tail;
+        let across = (1..=3)
+            .any(|k| bytes.len() >= 4 - k && tail[3 - k..] == b"\r\n\r\n"[..k] && bytes[..4 - k] == b"\r\n\r\n"[k..]);
+        if across || bytes.windows(4).any(|w| w == b"\r\n\r\n") {
+            self.phase = Phase::Exchange { answered: false };
+            return;
+        }
+        // Keep the last three bytes seen, for an end split across reads.
+        for &byte in &bytes[bytes.len().saturating_sub(3)..] {
+            self.tail = [self.tail[1], self.tail[2], byte];
+        }
+    }
+}
+
+impl AsyncRead for Timed {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        // A read after an answer went out waits for the next request.
+        if self.phase == (Phase::Exchange { answered: true }) {
+            self.phase = Phase::Idle;
+            let idle = self.idle_timeout;
+            self.restart(idle);
+        }
+        if matches!(self.phase, Phase::Idle | Phase::Head) && self.deadline.as_mut().poll(cx).is_ready() {
+            let what = if self.phase == Phase::Idle { "idle_timeout" } else { "request_header_timeout" };
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, format!("{what} reached"))));
+        }
+        let before = buf.filled().len();
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result {
+            this.observe(&buf.filled()[before..]);
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Timed {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if let Phase::Exchange { answered } = &mut self.phase {
+            *answered = true;
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if let Phase::Exchange { answered } = &mut self.phase {
+            *answered = true;
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for Timed {
+    async fn shutdown(&mut self) {
+        Shutdown::shutdown(&mut *self.inner).await
+    }
+}
+
+impl UniqueID for Timed {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for Timed {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<pingora::protocols::ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for Timed {
+    fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+}
+
+impl GetProxyDigest for Timed {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for Timed {
+    fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl Peek for Timed {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
