@@ -126,11 +126,20 @@ enum Phase {
 }
 
 /// A connection whose request heads and idle waits have deadlines.
+///
+/// The deadline moves with every request; the timer does not: it is armed
+/// no later than the deadline, and when it fires early it is re-armed at the
+/// deadline of the time. A busy connection costs a timer operation per
+/// timeout period, not two per request.
 #[derive(Debug)]
 pub struct Timed {
     inner: Stream,
     phase: Phase,
-    deadline: Pin<Box<Sleep>>,
+    /// When the current head or idle wait must end.
+    deadline: Instant,
+    /// The timer, and when it is armed to fire (never after `deadline`).
+    timer: Pin<Box<Sleep>>,
+    armed: Instant,
     header_timeout: Duration,
     idle_timeout: Duration,
     /// The last bytes of the head so far, to find its end across reads.
@@ -139,13 +148,42 @@ pub struct Timed {
 
 impl Timed {
     fn new(inner: Stream, header_timeout: Duration, idle_timeout: Duration) -> Self {
-        let deadline = Box::pin(tokio::time::sleep(idle_timeout));
-        Timed { inner, phase: Phase::Idle, deadline, header_timeout, idle_timeout, tail: [0; 3] }
+        let deadline = Instant::now().checked_add(idle_timeout).unwrap_or_else(Instant::now);
+        let timer = Box::pin(tokio::time::sleep_until(deadline));
+        Timed {
+            inner,
+            phase: Phase::Idle,
+            deadline,
+            timer,
+            armed: deadline,
+            header_timeout,
+            idle_timeout,
+            tail: [0; 3],
+        }
     }
 
     fn restart(&mut self, after: Duration) {
-        let at = Instant::now().checked_add(after).unwrap_or_else(Instant::now);
-        self.deadline.as_mut().reset(at);
+        self.deadline = Instant::now().checked_add(after).unwrap_or_else(Instant::now);
+        if self.deadline < self.armed {
+            self.rearm();
+        }
+    }
+
+    fn rearm(&mut self) {
+        self.armed = self.deadline;
+        self.timer.as_mut().reset(self.deadline);
+    }
+
+    /// Whether the current deadline has passed; registers the wake-up at it
+    /// otherwise.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= self.deadline {
+                return true;
+            }
+            self.rearm();
+        }
+        false
     }
 
     /// Follows the bytes read: a first byte starts a head, `\r\n\r\n` ends it.
@@ -158,6 +196,10 @@ impl Timed {
             self.tail = [0; 3];
             let header_timeout = self.header_timeout;
             self.restart(header_timeout);
+        }
+        if bytes.ends_with(b"\r\n\r\n") {
+            self.phase = Phase::Exchange { answered: false };
+            return;
         }
         let tail = self.tail;
         let across = (1..=3)
@@ -176,17 +218,17 @@ impl Timed {
 impl AsyncRead for Timed {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         // A read after an answer went out waits for the next request.
-        if self.phase == (Phase::Exchange { answered: true }) {
-            self.phase = Phase::Idle;
-            let idle = self.idle_timeout;
-            self.restart(idle);
+        let this = self.get_mut();
+        if this.phase == (Phase::Exchange { answered: true }) {
+            this.phase = Phase::Idle;
+            let idle = this.idle_timeout;
+            this.restart(idle);
         }
-        if matches!(self.phase, Phase::Idle | Phase::Head) && self.deadline.as_mut().poll(cx).is_ready() {
-            let what = if self.phase == Phase::Idle { "idle_timeout" } else { "request_header_timeout" };
+        if matches!(this.phase, Phase::Idle | Phase::Head) && this.expired(cx) {
+            let what = if this.phase == Phase::Idle { "idle_timeout" } else { "request_header_timeout" };
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, format!("{what} reached"))));
         }
         let before = buf.filled().len();
-        let this = self.get_mut();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
             this.observe(&buf.filled()[before..]);
