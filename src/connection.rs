@@ -215,6 +215,18 @@ impl Timed {
     }
 }
 
+impl Timed {
+    /// An answer's head going out: the next read waits for another request.
+    /// A `1xx` (100 Continue) is no answer: the body is yet to come.
+    fn saw_written(&mut self, bytes: &[u8]) {
+        if let Phase::Exchange { answered } = &mut self.phase {
+            if bytes.starts_with(b"HTTP/1.") && bytes.get(9).is_some_and(|status| *status != b'1') {
+                *answered = true;
+            }
+        }
+    }
+}
+
 impl AsyncRead for Timed {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         // A read after an answer went out waits for the next request.
@@ -239,9 +251,7 @@ impl AsyncRead for Timed {
 
 impl AsyncWrite for Timed {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        if let Phase::Exchange { answered } = &mut self.phase {
-            *answered = true;
-        }
+        self.saw_written(buf);
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -258,8 +268,8 @@ impl AsyncWrite for Timed {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if let Phase::Exchange { answered } = &mut self.phase {
-            *answered = true;
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            self.saw_written(first);
         }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }

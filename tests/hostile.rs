@@ -179,3 +179,32 @@ async fn connections_over_the_per_client_cap_and_oversized_heads_are_refused_cle
     assert_eq!(big.status(), 431);
     assert!(up.seen().iter().all(|s| !s.headers.contains_key("x-big") && !s.headers.contains_key("x-extra-0")));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_body_after_100_continue_is_not_taken_for_a_slow_head() {
+    let up = Upstream::start("up").await;
+    let router = RouterProcess::builder()
+        .config_at(with_server("request_header_timeout = \"1s\"\nidle_timeout = \"5s\""))
+        .tenants(format!("[tenants.acme.metrics]\nendpoints = [\"{}\"]\n", up.url()))
+        .start();
+    let mut stream = TcpStream::connect(router.unified).await.unwrap();
+    stream
+        .write_all(
+            b"POST /api/v1/import HTTP/1.1\r\nHost: x\r\nX-Tenant-ID: acme\r\nConnection: close\r\nExpect: 100-continue\r\nContent-Length: 33\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    // Whether or not a 100 Continue comes back, the body then trickles in
+    // over three times the head's bound.
+    let mut interim = [0u8; 64];
+    let _ = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut interim)).await;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        stream.write_all(b"m{a=\"b\"} 1\n").await.unwrap();
+    }
+    let (answer, _) = until_closed(&mut stream, Duration::from_secs(10)).await.expect("answered");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains("HTTP/1.1 200"), "{answer}\n{}", router.log());
+    assert_eq!(up.seen().len(), 1);
+    assert_eq!(up.seen()[0].body_len, 33);
+}
