@@ -70,12 +70,6 @@ pub fn resolve(
     })?;
     admit(route, pool, request, ctx).map_err(|(rejection, wait)| refuse(rejection, &Refused { wait, ..about }))?;
 
-    // A pool's and its tenant's series exist (at 0) from their first
-    // request on, so `increase()` sees even the first error or refusal.
-    let _ = (pool.metrics(), route.rejections());
-    ctx.pool = Some(pool.clone());
-    ctx.read = retry::is_read(classified.access);
-    ctx.replay_ingest = classified.access == Access::Ingest && pool.retry_ingest;
     // Forward exactly the path that was classified: the canonical one, and
     // never an absolute-form target.
     let forwarded = classified.path.encoded();
@@ -84,8 +78,19 @@ pub fn resolve(
             Some(query) => format!("{forwarded}?{query}"),
             None => forwarded.into_owned(),
         };
-        ctx.upstream_uri = http::Uri::try_from(target).ok();
+        // The canonical path is percent-encoded and the query came as a
+        // valid URI: this parses. Were it not to, nothing is forwarded.
+        let uri = http::Uri::try_from(target).map_err(|_| {
+            refuse(Rejection::BadPath, &Refused { detail: "the canonical path is not a valid target", ..about })
+        })?;
+        ctx.upstream_uri = Some(uri);
     }
+    // A pool's and its tenant's series exist (at 0) from their first
+    // request on, so `increase()` sees even the first error or refusal.
+    let _ = (pool.metrics(), route.rejections());
+    ctx.pool = Some(pool.clone());
+    ctx.read = retry::is_read(classified.access);
+    ctx.replay_ingest = classified.access == Access::Ingest && pool.retry_ingest;
     Ok(())
 }
 
