@@ -30,10 +30,17 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// The answer to a connection over a cap.
-const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
-Connection: close\r\nRetry-After: 1\r\nContent-Length: 95\r\n\r\n\
-{\"status\":\"error\",\"errorType\":\"unavailable\",\"error\":\"too many connections from this client\"}";
+/// The body of the answer to a connection over a cap.
+const REFUSAL: &str = r#"{"status":"error","errorType":"unavailable","error":"too many connections from this client"}"#;
+
+/// The whole answer to a connection over a cap.
+fn refusal() -> String {
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n\
+         Retry-After: 1\r\nContent-Length: {}\r\n\r\n{REFUSAL}",
+        REFUSAL.len()
+    )
+}
 
 /// Open connections: of the listener, and per client address.
 #[derive(Default)]
@@ -99,7 +106,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         let client = io.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let Some(slot) = self.admit(client) else {
             tracing::debug!(client = ?client, "connection refused: over the connection limit");
-            let _ = io.write_all(REFUSAL).await;
+            let _ = io.write_all(refusal().as_bytes()).await;
             Shutdown::shutdown(&mut *io).await;
             return None;
         };

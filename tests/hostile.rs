@@ -153,6 +153,10 @@ async fn connections_over_the_per_client_cap_and_oversized_heads_are_refused_cle
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("too many connections from this client"), "{answer}");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let length = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap();
+    assert_eq!(length.parse::<usize>().unwrap(), body.len(), "Content-Length is the body's");
+    let _: serde_json::Value = serde_json::from_str(body).unwrap();
     drop(held);
     // Places are given back when connections close.
     wait_until_async("a place for a new connection", Duration::from_secs(5), || async {
