@@ -271,3 +271,28 @@ max_body_bytes = 1099511627777
         ]
     );
 }
+
+#[test]
+fn client_limits_have_edge_defaults_and_bounds() {
+    let config = compile_alone("t.toml", "").unwrap();
+    assert_eq!(config.server.clients, ClientLimits::default());
+    assert_eq!(config.server.clients.request_header_timeout, Duration::from_secs(10));
+    let text = r#"[server]
+request_header_timeout = "0s"
+idle_timeout = "2h"
+max_connections = 10
+max_connections_per_client = 11
+max_request_headers = 257
+max_request_header_bytes = 0
+"#;
+    assert_eq!(
+        errors(text),
+        [
+            "bad.toml:2:1: server.request_header_timeout: must be longer than zero",
+            r#"bad.toml:3:1: server.idle_timeout: must be at most 1h, got "2h""#,
+            "bad.toml:5:1: server.max_connections_per_client: must be at most 10, got 11",
+            "bad.toml:6:1: server.max_request_headers: must be at most 256, got 257",
+            "bad.toml:7:1: server.max_request_header_bytes: must be greater than zero, got 0",
+        ]
+    );
+}
