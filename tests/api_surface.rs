@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::victoria::start_victoria_metrics;
+use common::victoria::{force_flush, start_victoria_metrics};
 use common::*;
 use mirador_router::api::{Access, Signal, SURFACE};
 use std::net::SocketAddr;
@@ -57,9 +57,7 @@ async fn direct_json(vm: SocketAddr, path_and_query: &str) -> serde_json::Value 
 
 /// The series names an instance holds, read from it directly.
 async fn series(vm: SocketAddr) -> Vec<String> {
-    let http = client();
-    let flushed = http.get(format!("http://{vm}/internal/force_flush")).send().await.unwrap();
-    assert_eq!(flushed.status(), 200);
+    force_flush(vm).await;
     let body = direct_json(vm, "/api/v1/label/__name__/values").await;
     let mut names: Vec<String> =
         body["data"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::victoria::{spawn, start_victoria_metrics, wait_healthy};
+use common::victoria::{force_flush, spawn, start_victoria_metrics, wait_healthy};
 use common::*;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -45,11 +45,6 @@ async fn import(base: &str, tenant: Option<&str>, text: &str) {
         request = request.header("X-Tenant-ID", tenant);
     }
     assert_eq!(request.send().await.unwrap().status(), 204, "import to {base}");
-}
-
-async fn force_flush(addr: SocketAddr) {
-    let r = client().get(format!("http://{addr}/internal/force_flush")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
 }
 
 /// Polls until `tenant` sees exactly `expected` through the router.

@@ -59,3 +59,9 @@ pub async fn start_victoria_metrics(dir: &std::path::Path, name: &str) -> (Proce
     wait_healthy(addr).await;
     (process, addr)
 }
+
+/// Makes what an instance has ingested searchable now.
+pub async fn force_flush(addr: SocketAddr) {
+    let r = client().get(format!("http://{addr}/internal/force_flush")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "force_flush on {addr}");
+}
