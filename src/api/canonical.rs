@@ -46,7 +46,7 @@ impl fmt::Display for PathError {
             PathError::ControlCharacter => "the path has a control character (NUL included)",
             PathError::DotSegment => "the path has a . or .. segment",
             PathError::NotUtf8 => "the path does not decode to UTF-8",
-            PathError::TooLong => "the path is longer than 4096 bytes",
+            PathError::TooLong => "the path is longer than 4096 bytes (percent-encoded)",
         })
     }
 }
@@ -110,6 +110,12 @@ pub fn canonicalize(path: &str) -> Result<Canonical<'_>, PathError> {
     let path: Cow<str> = if clean { Cow::Borrowed(path) } else { Cow::Owned(decode_and_collapse(bytes)?) };
     if path.split('/').any(|segment| segment == "." || segment == "..") {
         return Err(PathError::DotSegment);
+    }
+    // The bound is on the path as it goes upstream, so that what is
+    // forwarded reads back as what was classified (found by fuzzing: a raw
+    // path under the bound whose encoding was over it).
+    if path.len() * 3 > MAX_PATH && path.bytes().map(|b| if path_safe(b) { 1 } else { 3 }).sum::<usize>() > MAX_PATH {
+        return Err(PathError::TooLong);
     }
     let alias_len = ["/prometheus/", "/graphite/"]
         .into_iter()
@@ -212,6 +218,10 @@ mod tests {
             assert_eq!(canonical(path), Err(error), "{path}");
         }
         assert_eq!(canonical(&format!("/{}", "a".repeat(MAX_PATH))), Err(PathError::TooLong));
+        // Under the bound as it came, over it once encoded for upstream.
+        assert_eq!(canonical(&format!("/{}", "\"".repeat(MAX_PATH / 2))), Err(PathError::TooLong));
+        let fits = canonicalize("/\"\"").unwrap();
+        assert_eq!(canonicalize(&fits.encoded()).unwrap().encoded(), fits.encoded());
     }
 
     #[test]
