@@ -39,10 +39,14 @@ pub enum Rejection {
     AmbiguousIdentity,
     /// More request headers, or more header bytes, than the listener takes.
     HeadersTooLarge,
+    /// The path names a Victoria tenant itself (`/insert/<id>/`, `multitenant`).
+    TenantInPath,
+    /// An endpoint with no tenant-scoped form on the tenant's shared cluster.
+    NotOnSharedCluster,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 17] = [
+    pub const ALL: [Rejection; 19] = [
         Rejection::NoTenant,
         Rejection::UnknownTenant,
         Rejection::Suspended,
@@ -60,6 +64,8 @@ impl Rejection {
         Rejection::AdminNotGranted,
         Rejection::AmbiguousIdentity,
         Rejection::HeadersTooLarge,
+        Rejection::TenantInPath,
+        Rejection::NotOnSharedCluster,
     ];
 
     /// The `reason` label value.
@@ -82,6 +88,8 @@ impl Rejection {
             Rejection::AdminNotGranted => "admin_not_granted",
             Rejection::AmbiguousIdentity => "ambiguous_identity",
             Rejection::HeadersTooLarge => "headers_too_large",
+            Rejection::TenantInPath => "tenant_in_path",
+            Rejection::NotOnSharedCluster => "not_on_shared_cluster",
         }
     }
 

@@ -218,6 +218,17 @@ impl ErrorReply {
                 BadData,
                 format!("several {} headers: a request names one tenant with one credential", about.detail),
             ),
+            Rejection::TenantInPath => Self::new(
+                Forbidden,
+                format!("path {:?} names a Victoria tenant: only the router names the tenant", echo(about.path)),
+            ),
+            Rejection::NotOnSharedCluster => Self::new(
+                Forbidden,
+                format!(
+                    "path {:?} has no form scoped to tenant {tenant:?} on its shared cluster: it is not served there",
+                    echo(about.path)
+                ),
+            ),
         }
     }
 
@@ -300,7 +311,7 @@ mod tests {
     fn rejections_map_to_product_statuses() {
         let status =
             |r: Rejection| ErrorReply::rejection(r, &Refused { header: "X-Tenant-ID", ..Refused::default() }).status;
-        let expected = [401, 403, 403, 403, 403, 404, 503, 401, 403, 429, 429, 413, 400, 405, 403, 400, 431];
+        let expected = [401, 403, 403, 403, 403, 404, 503, 401, 403, 429, 429, 413, 400, 405, 403, 400, 431, 403, 403];
         for (rejection, status_code) in Rejection::ALL.into_iter().zip(expected) {
             assert_eq!(status(rejection), status_code, "{rejection:?}");
         }

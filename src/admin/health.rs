@@ -1,9 +1,10 @@
-//! `GET /api/v1/tenants/{id}/health`: per signal, per endpoint health.
+//! `GET /api/v1/tenants/{id}/health`: per signal (per service of a shared
+//! VictoriaMetrics cluster: `insert`, `select`), per endpoint health.
 
 use super::{error, Answer};
 use crate::reply::ErrorKind;
 use crate::routing::RoutingTable;
-use crate::upstream::Role;
+use crate::upstream::{Pool, Role};
 use http::StatusCode;
 use serde_json::{json, Value};
 
@@ -11,29 +12,39 @@ pub(super) fn tenant_health(table: &RoutingTable, id: &str) -> Answer {
     let Some(tenant) = table.tenant(id) else {
         return error(ErrorKind::NotFound, format!("unknown tenant {id:?}"));
     };
-    let signals: serde_json::Map<String, Value> = tenant
-        .pools()
-        .map(|pool| {
-            let endpoints: Vec<Value> = pool
-                .endpoints()
-                .iter()
-                .map(|endpoint| {
-                    let health = endpoint.health.snapshot();
-                    json!({
-                        "endpoint": &*endpoint.url,
-                        "role": match endpoint.role { Role::Primary => "primary", Role::Backup => "backup" },
-                        "healthy": health.healthy,
-                        "since": humantime::format_rfc3339_millis(health.since).to_string(),
-                        "consecutive_failures": health.consecutive_failures,
-                        "last_error": health.last_error,
-                        "last_probe_ms": health.last_probe.map(|d| d.as_secs_f64() * 1000.0),
-                        "probed": health.probed,
-                        "ejected": health.ejected,
-                    })
-                })
-                .collect();
-            (pool.signal.to_string(), json!({ "endpoints": endpoints }))
-        })
-        .collect();
+    let mut signals = serde_json::Map::new();
+    for (pool, service) in tenant.services() {
+        let endpoints = endpoints(pool);
+        let shown = signals.entry(pool.signal.to_string()).or_insert_with(|| json!({}));
+        if let Some(id) = pool.cluster {
+            shown["account_id"] = id.account.into();
+            shown["project_id"] = id.project.into();
+        }
+        match service {
+            // A VictoriaMetrics cluster: vminsert and vmselect each their own pool.
+            Some(service) => shown[service.as_str()] = json!({ "endpoints": endpoints }),
+            None => shown["endpoints"] = endpoints.into(),
+        }
+    }
     Answer::Json(StatusCode::OK, json!({ "tenant": id, "signals": signals }))
+}
+
+fn endpoints(pool: &Pool) -> Vec<Value> {
+    pool.endpoints()
+        .iter()
+        .map(|endpoint| {
+            let health = endpoint.health.snapshot();
+            json!({
+                "endpoint": &*endpoint.url,
+                "role": match endpoint.role { Role::Primary => "primary", Role::Backup => "backup" },
+                "healthy": health.healthy,
+                "since": humantime::format_rfc3339_millis(health.since).to_string(),
+                "consecutive_failures": health.consecutive_failures,
+                "last_error": health.last_error,
+                "last_probe_ms": health.last_probe.map(|d| d.as_secs_f64() * 1000.0),
+                "probed": health.probed,
+                "ejected": health.ejected,
+            })
+        })
+        .collect()
 }

@@ -77,19 +77,31 @@ impl Canonical<'_> {
     /// The path as it goes upstream: percent-encoded where a byte cannot
     /// stand in a path as it is. Borrowed when nothing needs encoding.
     pub fn encoded(&self) -> Cow<'_, str> {
-        if self.path.bytes().all(path_safe) {
-            return Cow::Borrowed(&self.path);
-        }
-        let mut out = String::with_capacity(self.path.len() + 8);
-        for byte in self.path.bytes() {
-            if path_safe(byte) {
-                out.push(byte as char);
-            } else {
-                out.push_str(&format!("%{byte:02X}"));
-            }
-        }
-        Cow::Owned(out)
+        encode(&self.path)
     }
+
+    /// [`Canonical::route_path`] as it goes upstream, percent-encoded: the
+    /// suffix of a shared cluster's path.
+    pub fn encoded_route_path(&self) -> Cow<'_, str> {
+        encode(self.route_path())
+    }
+}
+
+/// `path` percent-encoded where a byte cannot stand in a path as it is;
+/// borrowed when nothing needs encoding.
+fn encode(path: &str) -> Cow<'_, str> {
+    if path.bytes().all(path_safe) {
+        return Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len() + 8);
+    for byte in path.bytes() {
+        if path_safe(byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Bytes that stand in a path as they are (RFC 3986 pchar and `/`).

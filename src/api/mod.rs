@@ -7,10 +7,12 @@
 //! none of them.
 
 mod canonical;
+mod cluster;
 mod surface;
 
 pub use canonical::{canonicalize, Canonical, PathError, MAX_PATH};
-pub use surface::{lookup, prepare, Endpoint, Methods, SURFACE};
+pub use cluster::{admin_op_runs, cluster_form, names_a_tenant, ClusterForm, Service, VictoriaTenant, CLUSTER_FORMS};
+pub use surface::{lookup, Endpoint, Methods, SURFACE};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -133,6 +135,13 @@ impl AdminOp {
     }
 }
 
+/// Builds the lookup indexes now (else at the first lookup): the server
+/// calls it before it serves.
+pub fn prepare() {
+    surface::prepare();
+    cluster::prepare();
+}
+
 /// Which listener a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
@@ -162,6 +171,9 @@ pub enum Unserved {
     NotServed,
     /// The endpoint does not take this method: 405.
     Method(&'static Endpoint),
+    /// The path names a Victoria tenant itself (`/insert/<id>/...`,
+    /// `multitenant`): 403, only the router names the tenant.
+    TenantInPath,
 }
 
 /// What a request arriving on `listener` is: the canonical form of `path`
@@ -170,6 +182,9 @@ pub enum Unserved {
 /// the proxy acts on.
 pub fn classify<'a>(listener: Listener, method: &http::Method, path: &'a str) -> Result<Classified<'a>, Unserved> {
     let path = canonicalize(path).map_err(Unserved::BadPath)?;
+    if names_a_tenant(path.route_path()) {
+        return Err(Unserved::TenantInPath);
+    }
     let signal = match listener {
         Listener::Unified => None,
         Listener::DropIn(signal) => Some(signal),

@@ -9,7 +9,9 @@ use super::inputs::Inputs;
 use super::model::*;
 use super::raw::*;
 use super::secrets;
-use std::collections::HashSet;
+use crate::api::{Signal, VictoriaTenant};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use url::Url;
@@ -32,6 +34,7 @@ pub(super) struct DeploymentContext<'a> {
 
 pub(super) fn deployment(
     raw: RawDeployment,
+    signal: Signal,
     path: &KeyPath,
     context: &DeploymentContext,
     problems: &mut Problems,
@@ -48,31 +51,55 @@ pub(super) fn deployment(
         quotas,
         upstream_auth,
         tls,
+        account_id,
+        project_id,
+        insert_endpoints,
+        insert_backup_endpoints,
+        select_endpoints,
+        select_backup_endpoints,
+        share_tenant_id_with,
     } = raw;
-    if endpoints.is_empty() {
-        problems.add(&path.key("endpoints"), "the deployment lists no endpoints");
-    }
-    if endpoints.len() + backup_endpoints.len() > MAX_ENDPOINTS_PER_DEPLOYMENT {
-        problems.add(path, format!("more than {MAX_ENDPOINTS_PER_DEPLOYMENT} endpoints in one deployment"));
-    }
-    let mut seen = HashSet::new();
-    let mut endpoint_list = |urls: Vec<String>, key: &str, problems: &mut Problems| -> Vec<Endpoint> {
-        let mut out = Vec::new();
-        for (i, url) in urls.iter().enumerate() {
-            let at = path.key(key).index(i);
-            let Some(endpoint) = endpoint(url, &at, context.inputs, problems) else { continue };
-            if !seen.insert(endpoint.url.clone()) {
-                problems.add(&at, format!("duplicate endpoint {}", endpoint.url));
-            } else if context.own_listeners.iter().any(|l| loops_back(*l, endpoint.addr)) {
-                problems
-                    .add(&at, format!("endpoint {} is one of the router's own listeners (a proxy loop)", endpoint.url));
+    let mut lists = EndpointLists { path, context, seen: HashSet::new() };
+    let tenant = victoria_tenant(account_id, project_id, path, problems);
+    let split = [&insert_endpoints, &insert_backup_endpoints, &select_endpoints, &select_backup_endpoints];
+    let (endpoints, backup_endpoints, select) = match tenant {
+        // A VictoriaMetrics cluster: vminsert and vmselect, each its own pool.
+        Some(_) if signal == Signal::Metrics => {
+            for (key, list) in [("endpoints", &endpoints), ("backup_endpoints", &backup_endpoints)] {
+                if !list.is_empty() {
+                    problems.add(
+                        &path.key(key),
+                        "a shared metrics deployment names insert_endpoints (vminsert) and select_endpoints \
+                         (vmselect) instead",
+                    );
+                }
             }
-            out.push(endpoint);
+            let insert = lists.service("insert", insert_endpoints, insert_backup_endpoints, problems);
+            let select = lists.service("select", select_endpoints, select_backup_endpoints, problems);
+            (insert.endpoints, insert.backup_endpoints, Some(select))
         }
-        out
+        _ => {
+            for (key, list) in SPLIT_KEYS.iter().zip(split) {
+                if list.is_some() {
+                    let why = match tenant {
+                        Some(_) => format!("VictoriaLogs and VictoriaTraces are one service: a shared {signal} deployment lists endpoints"),
+                        None => "only a shared metrics deployment (with account_id) has vminsert and vmselect endpoints".into(),
+                    };
+                    problems.add(&path.key(key), why);
+                }
+            }
+            let service = lists.service("", Some(endpoints), Some(backup_endpoints), problems);
+            (service.endpoints, service.backup_endpoints, None)
+        }
     };
-    let endpoints = endpoint_list(endpoints, "endpoints", problems);
-    let backup_endpoints = endpoint_list(backup_endpoints, "backup_endpoints", problems);
+    if tenant.is_none() {
+        if project_id.is_some() {
+            problems.add(&path.key("project_id"), "a project_id needs an account_id (a shared cluster deployment)");
+        }
+        if share_tenant_id_with.is_some() {
+            problems.add(&path.key("share_tenant_id_with"), "needs an account_id (a shared cluster deployment)");
+        }
+    }
     Deployment {
         endpoints,
         backup_endpoints,
@@ -101,6 +128,76 @@ pub(super) fn deployment(
         upstream_auth: upstream_auth
             .and_then(|raw| secrets::upstream_auth(raw, &path.key("upstream_auth"), context.inputs, problems)),
         tls: tls.and_then(|raw| secrets::upstream_tls(raw, &path.key("tls"), context.inputs, problems)),
+        cluster: tenant.map(|tenant| SharedCluster { tenant, select, share_tenant_id_with }),
+    }
+}
+
+const SPLIT_KEYS: [&str; 4] = ["insert_endpoints", "insert_backup_endpoints", "select_endpoints", "select_backup_endpoints"];
+
+/// A Victoria tenant id: `account_id` (and `project_id`, default 0), each a u32.
+fn victoria_tenant(
+    account: Option<i64>,
+    project: Option<i64>,
+    path: &KeyPath,
+    problems: &mut Problems,
+) -> Option<VictoriaTenant> {
+    let id = |raw: i64, key: &str, problems: &mut Problems| match u32::try_from(raw) {
+        Ok(id) => id,
+        Err(_) => {
+            problems.add(&path.key(key), format!("must be between 0 and {}, got {raw}", u32::MAX));
+            0
+        }
+    };
+    let account = id(account?, "account_id", problems);
+    Some(VictoriaTenant { account, project: project.map_or(0, |raw| id(raw, "project_id", problems)) })
+}
+
+/// The endpoint lists of one deployment: every URL parsed and resolved,
+/// none twice (across services too), none the router's own listener.
+struct EndpointLists<'a> {
+    path: &'a KeyPath,
+    context: &'a DeploymentContext<'a>,
+    seen: HashSet<String>,
+}
+
+impl EndpointLists<'_> {
+    /// The primaries and backups of one service: `<prefix>_endpoints` and
+    /// `<prefix>_backup_endpoints` (`endpoints`, `backup_endpoints` for no prefix).
+    fn service(
+        &mut self,
+        prefix: &str,
+        primaries: Option<Vec<String>>,
+        backups: Option<Vec<String>>,
+        problems: &mut Problems,
+    ) -> Endpoints {
+        let key = |name: &str| if prefix.is_empty() { name.to_string() } else { format!("{prefix}_{name}") };
+        let (primaries, backups) = (primaries.unwrap_or_default(), backups.unwrap_or_default());
+        if primaries.is_empty() {
+            problems.add(&self.path.key(&key("endpoints")), "the deployment lists no endpoints");
+        }
+        if primaries.len() + backups.len() > MAX_ENDPOINTS_PER_DEPLOYMENT {
+            problems.add(self.path, format!("more than {MAX_ENDPOINTS_PER_DEPLOYMENT} endpoints in one pool"));
+        }
+        Endpoints {
+            endpoints: self.list(primaries, &key("endpoints"), problems),
+            backup_endpoints: self.list(backups, &key("backup_endpoints"), problems),
+        }
+    }
+
+    fn list(&mut self, urls: Vec<String>, key: &str, problems: &mut Problems) -> Vec<Endpoint> {
+        let mut out = Vec::new();
+        for (i, url) in urls.iter().enumerate() {
+            let at = self.path.key(key).index(i);
+            let Some(endpoint) = endpoint(url, &at, self.context.inputs, problems) else { continue };
+            if !self.seen.insert(endpoint.url.clone()) {
+                problems.add(&at, format!("duplicate endpoint {}", endpoint.url));
+            } else if self.context.own_listeners.iter().any(|l| loops_back(*l, endpoint.addr)) {
+                problems
+                    .add(&at, format!("endpoint {} is one of the router's own listeners (a proxy loop)", endpoint.url));
+            }
+            out.push(endpoint);
+        }
+        out
     }
 }
 
@@ -234,4 +331,63 @@ pub(super) fn quotas(raw: RawQuotas, path: &KeyPath, problems: &mut Problems) ->
         problems.add(&path.key("burst"), "a burst needs requests_per_second");
     }
     quotas
+}
+
+/// Shared clusters across tenants: two tenants reach the same (cluster,
+/// account, project) of a signal only when one names the other in
+/// `share_tenant_id_with` (a typo must not merge two customers' data); a
+/// `share_tenant_id_with` names a tenant that does share; and a dedicated
+/// deployment never points at an endpoint another tenant uses as a shared
+/// cluster (it would read and write the cluster's default tenant 0:0).
+pub(super) fn shared_clusters(tenants: &BTreeMap<String, Arc<Tenant>>, problems: &mut Problems) {
+    let at = |tenant: &str, signal: Signal, key: &str| KeyPath::root().key("tenants").key(tenant).key(signal.as_str()).key(key);
+    for signal in Signal::ALL {
+        let deployments = || tenants.values().filter_map(move |t| Some((t.id.as_str(), t.deployment(signal)?)));
+        let shared = || deployments().filter_map(|(id, d)| Some((id, d, d.cluster.as_ref()?)));
+        let mut holder: HashMap<(&str, VictoriaTenant), &str> = HashMap::new();
+        let mut shared_at: HashMap<&str, &str> = HashMap::new();
+        for (id, deployment, cluster) in shared() {
+            let mut reported = HashSet::new();
+            for endpoint in deployment.all_endpoints() {
+                shared_at.entry(&endpoint.url).or_insert(id);
+                let first = *holder.entry((&endpoint.url, cluster.tenant)).or_insert(id);
+                let agreed = |a: &str, b: &str| {
+                    tenants[a].deployment(signal).and_then(|d| d.cluster.as_ref()?.share_tenant_id_with.as_deref()) == Some(b)
+                };
+                if first != id && !agreed(id, first) && !agreed(first, id) && reported.insert(first) {
+                    problems.add(
+                        &at(id, signal, "account_id"),
+                        format!(
+                            "tenant {first:?} already uses {} on {}: set share_tenant_id_with = {first:?} if the two \
+                             are meant to share data, else give this tenant its own account_id",
+                            cluster.tenant, endpoint.url
+                        ),
+                    );
+                }
+            }
+            if let Some(other) = &cluster.share_tenant_id_with {
+                let shares = tenants.get(other).filter(|_| other != id).and_then(|t| t.deployment(signal)).is_some_and(|d| {
+                    d.cluster.as_ref().is_some_and(|c| c.tenant == cluster.tenant)
+                        && d.all_endpoints().any(|e| deployment.all_endpoints().any(|mine| mine.url == e.url))
+                });
+                if !shares {
+                    problems.add(
+                        &at(id, signal, "share_tenant_id_with"),
+                        format!("tenant {other:?} does not use {} on this cluster: there is nothing to share", cluster.tenant),
+                    );
+                }
+            }
+        }
+        for (id, deployment) in deployments().filter(|(_, d)| d.cluster.is_none()) {
+            if let Some((url, owner)) = deployment.all_endpoints().find_map(|e| Some((&e.url, *shared_at.get(e.url.as_str())?))) {
+                problems.add(
+                    &at(id, signal, "endpoints"),
+                    format!(
+                        "{url} is a shared cluster of tenant {owner:?}: a dedicated deployment there would read and \
+                         write the cluster's tenant 0:0; give this deployment its account_id"
+                    ),
+                );
+            }
+        }
+    }
 }

@@ -5,7 +5,7 @@
 //! enabled signal has a deployment, every endpoint resolved.
 
 use super::raw::{AccessLogFormat, TenantStatus};
-use crate::api::{AdminOp, Signal};
+use crate::api::{AdminOp, Signal, VictoriaTenant};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -192,6 +192,49 @@ pub struct Deployment {
     /// The `Authorization` header value sent upstream instead of the client's.
     pub upstream_auth: Option<Secret>,
     pub tls: Option<UpstreamTls>,
+    /// On a shared multi-tenant cluster: the tenant's ids there (and, for
+    /// metrics, vmselect: `endpoints` are then vminsert). `None`: dedicated.
+    pub cluster: Option<SharedCluster>,
+}
+
+/// A tenant's place in a shared multi-tenant Victoria* cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedCluster {
+    pub tenant: VictoriaTenant,
+    /// vmselect of a VictoriaMetrics cluster; `None` for VictoriaLogs and
+    /// VictoriaTraces, which take the ids as headers on every endpoint.
+    pub select: Option<Endpoints>,
+    /// The tenant this one knowingly shares its ids with.
+    pub share_tenant_id_with: Option<String>,
+}
+
+/// The endpoints of one service: primaries and backups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoints {
+    pub endpoints: Vec<Endpoint>,
+    pub backup_endpoints: Vec<Endpoint>,
+}
+
+impl Deployment {
+    /// Every endpoint of the deployment, vmselect's included.
+    pub fn all_endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        let select = self.cluster.iter().flat_map(|c| c.select.iter());
+        self.endpoints
+            .iter()
+            .chain(&self.backup_endpoints)
+            .chain(select.flat_map(|s| s.endpoints.iter().chain(&s.backup_endpoints)))
+    }
+
+    /// The deployment of a shared metrics cluster's vmselect: this one with
+    /// vmselect's endpoints.
+    pub fn select_service(&self) -> Option<Deployment> {
+        let select = self.cluster.as_ref()?.select.as_ref()?;
+        Some(Deployment {
+            endpoints: select.endpoints.clone(),
+            backup_endpoints: select.backup_endpoints.clone(),
+            ..self.clone()
+        })
+    }
 }
 
 /// TLS towards `https://` endpoints: CAs to trust (instead of the system's)

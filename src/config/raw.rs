@@ -171,6 +171,16 @@ pub struct RawDeployment {
     pub quotas: Option<RawQuotas>,
     pub upstream_auth: Option<RawUpstreamAuth>,
     pub tls: Option<RawUpstreamTls>,
+    /// A shared multi-tenant cluster: the tenant's Victoria ids there.
+    pub account_id: Option<i64>,
+    pub project_id: Option<i64>,
+    /// A shared VictoriaMetrics cluster's vminsert and vmselect, instead of `endpoints`.
+    pub insert_endpoints: Option<Vec<String>>,
+    pub insert_backup_endpoints: Option<Vec<String>>,
+    pub select_endpoints: Option<Vec<String>>,
+    pub select_backup_endpoints: Option<Vec<String>>,
+    /// The tenant this one knowingly shares its Victoria ids with.
+    pub share_tenant_id_with: Option<String>,
 }
 
 /// How the router verifies `https://` endpoints, and proves itself to them.

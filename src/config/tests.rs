@@ -146,7 +146,7 @@ signals = ["metrics", "traces"]
 fn an_unknown_key_is_an_error_at_its_line() {
     assert_eq!(
         errors("[tenants.acme.metrics]\nendpoints = [\"http://127.0.0.1:1\"]\ntimeuot = \"5s\"\n"),
-        ["bad.toml:3:1: tenants.acme.metrics.timeuot: unknown field `timeuot`, expected one of `endpoints`, `backup_endpoints`, `timeout`, `connect_timeout`, `max_attempts`, `retry_ingest`, `namespace`, `health_check`, `quotas`, `upstream_auth`, `tls`"]
+        ["bad.toml:3:1: tenants.acme.metrics.timeuot: unknown field `timeuot`, expected one of `endpoints`, `backup_endpoints`, `timeout`, `connect_timeout`, `max_attempts`, `retry_ingest`, `namespace`, `health_check`, `quotas`, `upstream_auth`, `tls`, `account_id`, `project_id`, `insert_endpoints`, `insert_backup_endpoints`, `select_endpoints`, `select_backup_endpoints`, `share_tenant_id_with`"]
     );
 }
 
@@ -295,4 +295,96 @@ max_request_header_bytes = 0
             "bad.toml:7:1: server.max_request_header_bytes: must be greater than zero, got 0",
         ]
     );
+}
+
+const SHARED: &str = r#"
+[tenants.small.metrics]
+account_id = 42
+insert_endpoints = ["http://127.0.0.1:8480", "http://127.0.0.2:8480"]
+select_endpoints = ["http://127.0.0.1:8481"]
+select_backup_endpoints = ["http://127.0.0.2:8481"]
+[tenants.small.logs]
+account_id = 42
+project_id = 7
+endpoints = ["http://127.0.0.1:9428"]
+"#;
+
+#[test]
+fn a_shared_cluster_deployment_carries_its_ids_and_its_services() {
+    let config = compile_alone("t.toml", SHARED).unwrap();
+    let small = &config.tenants["small"];
+    let metrics = small.deployment(Signal::Metrics).unwrap();
+    let cluster = metrics.cluster.as_ref().unwrap();
+    assert_eq!((cluster.tenant.account, cluster.tenant.project), (42, 0));
+    let urls = |endpoints: &[Endpoint]| endpoints.iter().map(|e| e.url.clone()).collect::<Vec<_>>();
+    assert_eq!(urls(&metrics.endpoints), ["http://127.0.0.1:8480", "http://127.0.0.2:8480"]);
+    let select = metrics.select_service().unwrap();
+    assert_eq!(urls(&select.endpoints), ["http://127.0.0.1:8481"]);
+    assert_eq!(urls(&select.backup_endpoints), ["http://127.0.0.2:8481"]);
+    assert_eq!(metrics.all_endpoints().count(), 4);
+    let logs = small.deployment(Signal::Logs).unwrap().cluster.as_ref().unwrap();
+    assert_eq!((logs.tenant.account, logs.tenant.project, logs.select.is_none()), (42, 7, true));
+}
+
+#[test]
+fn a_shared_cluster_deployment_is_refused_with_every_problem_named() {
+    let bad = r#"
+[tenants.a.metrics]
+account_id = 4294967296
+endpoints = ["http://127.0.0.1:8428"]
+select_endpoints = ["http://127.0.0.1:8481"]
+[tenants.b.metrics]
+project_id = 1
+insert_endpoints = ["http://127.0.0.1:8480"]
+endpoints = ["http://127.0.0.1:8428"]
+[tenants.c.logs]
+account_id = -1
+endpoints = ["http://127.0.0.1:9428"]
+select_endpoints = ["http://127.0.0.1:9429"]
+"#;
+    let found = errors(bad);
+    for expected in [
+        "tenants.a.metrics.account_id: must be between 0 and 4294967295, got 4294967296",
+        "tenants.a.metrics.endpoints: a shared metrics deployment names insert_endpoints",
+        "tenants.a.metrics.insert_endpoints: the deployment lists no endpoints",
+        "tenants.b.metrics.project_id: a project_id needs an account_id",
+        "tenants.b.metrics.insert_endpoints: only a shared metrics deployment (with account_id) has vminsert",
+        "tenants.c.logs.account_id: must be between 0 and 4294967295, got -1",
+        "tenants.c.logs.select_endpoints: VictoriaLogs and VictoriaTraces are one service",
+    ] {
+        assert!(found.iter().any(|e| e.contains(expected)), "{expected:?} not in {found:#?}");
+    }
+}
+
+#[test]
+fn two_tenants_share_a_cluster_tenant_only_when_one_says_so() {
+    let twin = SHARED.replace("small", "twin");
+    let both = format!("{SHARED}{twin}");
+    let found = errors(&both);
+    assert!(
+        found.iter().any(|e| e.contains("tenants.twin.metrics.account_id: tenant \"small\" already uses 42:0")),
+        "{found:#?}"
+    );
+    assert!(found.iter().any(|e| e.contains("tenants.twin.logs.account_id: tenant \"small\" already uses 42:7")));
+    // Said explicitly, for each signal: valid.
+    let agreed = both.replace("[tenants.twin.metrics]\n", "[tenants.twin.metrics]\nshare_tenant_id_with = \"small\"\n");
+    let agreed = agreed.replace("[tenants.twin.logs]\n", "[tenants.twin.logs]\nshare_tenant_id_with = \"small\"\n");
+    assert!(compile_alone("t.toml", &agreed).is_ok(), "{:?}", errors(&agreed));
+    // Another account on the same cluster: valid.
+    let other = format!("{SHARED}{}", twin.replace("account_id = 42", "account_id = 43"));
+    assert!(compile_alone("t.toml", &other).is_ok(), "{:?}", errors(&other));
+    // A typo in share_tenant_id_with, or a tenant that does not share: refused.
+    let typo = other.replace("[tenants.twin.logs]\n", "[tenants.twin.logs]\nshare_tenant_id_with = \"smal\"\n");
+    assert!(errors(&typo).iter().any(|e| e.contains("tenants.twin.logs.share_tenant_id_with: tenant \"smal\"")));
+    // A dedicated deployment on a shared cluster's endpoint: refused.
+    let dedicated = format!("{SHARED}[tenants.d.logs]\nendpoints = [\"http://127.0.0.1:9428\"]\n");
+    assert!(errors(&dedicated).iter().any(|e| e.contains("tenants.d.logs.endpoints: http://127.0.0.1:9428 is a shared cluster of tenant \"small\"")));
+}
+
+#[test]
+fn an_admin_grant_must_run_on_a_deployment_of_the_tenant() {
+    let granted = |ops: &str| format!("{SHARED}[tenants.small.features]\nadmin_api = [{ops}]\n");
+    assert!(compile_alone("t.toml", &granted("\"delete_series\"")).is_ok());
+    let found = errors(&granted("\"snapshot\""));
+    assert!(found.iter().any(|e| e.contains("tenants.small.features.admin_api: operation snapshot runs on none")), "{found:#?}");
 }

@@ -14,7 +14,7 @@ use super::inputs::Inputs;
 use super::model::*;
 use super::raw::*;
 use super::secrets;
-use crate::api::Signal;
+use crate::api::{admin_op_runs, Signal};
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -44,6 +44,7 @@ pub fn validate(raw: RawConfig, inputs: &Inputs) -> Result<Config, Vec<Problem>>
     }
 
     secrets::credentials_unique(&model_tenants, &mut problems);
+    deployment::shared_clusters(&model_tenants, &mut problems);
     if !problems.0.is_empty() {
         return Err(problems.0);
     }
@@ -222,7 +223,9 @@ fn tenant(id: String, raw: RawTenant, path: &KeyPath, context: &DeploymentContex
         }
     }
     let deployments = [(Signal::Metrics, metrics), (Signal::Logs, logs), (Signal::Traces, traces)]
-        .map(|(signal, raw)| raw.map(|raw| deployment::deployment(raw, &path.key(signal.as_str()), context, problems)));
+        .map(|(signal, raw)| {
+            raw.map(|raw| deployment::deployment(raw, signal, &path.key(signal.as_str()), context, problems))
+        });
     let quotas = deployment::quotas(quotas, &path.key("quotas"), problems);
     let auth = auth.map(|raw| secrets::auth(raw, &path.key("auth"), context.inputs, problems));
     let RawFeatures { signals, read_only, admin_api } = features;
@@ -251,6 +254,24 @@ fn tenant(id: String, raw: RawTenant, path: &KeyPath, context: &DeploymentContex
             &path.key("features").key("admin_api"),
             "a read-only tenant cannot be granted admin operations: drop read_only or admin_api",
         );
+    }
+    // A grant must run somewhere: on a shared cluster only series deletion
+    // is scoped to the tenant.
+    for op in &admin_api {
+        let runs = Signal::ALL.into_iter().any(|s| {
+            enabled[s.index()]
+                && deployments[s.index()].as_ref().is_some_and(|d| admin_op_runs(*op, s, d.cluster.is_some()))
+        });
+        if !runs {
+            problems.add(
+                &path.key("features").key("admin_api"),
+                format!(
+                    "operation {} runs on none of the tenant's deployments (on a shared cluster only \
+                     delete_series of metrics is scoped to the tenant)",
+                    op.as_str()
+                ),
+            );
+        }
     }
     Tenant {
         name: name.unwrap_or_else(|| id.clone()),

@@ -1,8 +1,10 @@
 //! What the router changes in the headers it forwards.
 //!
-//! Upstream: `Host` is the endpoint's authority; Victoria's tenant headers
-//! (`AccountID`, `ProjectID`) and the client's `Authorization` never travel
-//! on (a deployment's own upstream credential replaces it);
+//! Upstream: `Host` is the endpoint's authority; the client's Victoria
+//! tenant headers (`AccountID`, `ProjectID`) and `Authorization` never
+//! travel on (the router sets the ids of a shared VictoriaLogs or
+//! VictoriaTraces itself; a deployment's own upstream credential replaces
+//! the client's);
 //! `X-Forwarded-For` gets the client appended, `X-Forwarded-Proto` and
 //! `X-Request-ID` are set. Downstream: the answer carries the request id.
 
@@ -20,6 +22,8 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const WIRE_X_REQUEST_ID: &str = "X-Request-ID";
 const WIRE_X_FORWARDED_FOR: &str = "X-Forwarded-For";
 const WIRE_X_FORWARDED_PROTO: &str = "X-Forwarded-Proto";
+const WIRE_ACCOUNT_ID: &str = "AccountID";
+const WIRE_PROJECT_ID: &str = "ProjectID";
 /// Victoria's tenant headers: only the router may set them.
 static ACCOUNT_ID: HeaderName = HeaderName::from_static("accountid");
 static PROJECT_ID: HeaderName = HeaderName::from_static("projectid");
@@ -39,6 +43,10 @@ pub fn rewrite_upstream(
     }
     upstream.remove_header(&ACCOUNT_ID);
     upstream.remove_header(&PROJECT_ID);
+    if let Some((account, project)) = pool.and_then(|(pool, _)| pool.tenant_headers.as_ref()) {
+        upstream.insert_header(WIRE_ACCOUNT_ID, account.clone())?;
+        upstream.insert_header(WIRE_PROJECT_ID, project.clone())?;
+    }
     // The client's credential proves it to the router; it never travels on.
     upstream.remove_header(&http::header::AUTHORIZATION);
     if let Some(credential) = pool.and_then(|(pool, _)| pool.upstream_auth.clone()) {

@@ -9,7 +9,7 @@
 
 use super::retry;
 use super::RequestCtx;
-use crate::api::{classify, Access, Listener, Unserved};
+use crate::api::{classify, cluster_form, Access, Listener, Unserved};
 use crate::metrics::UNKNOWN_TENANT;
 use crate::quota::Exceeded;
 use crate::rejection::Rejection;
@@ -18,6 +18,7 @@ use crate::routing::{identify, RoutingTable, TenantRoute};
 use crate::upstream::Pool;
 use http::HeaderName;
 use pingora::http::RequestHeader;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +60,7 @@ pub fn resolve(
     let classified = classify(listener, &request.method, path).map_err(|unserved| match unserved {
         Unserved::BadPath(problem) => refuse(Rejection::BadPath, &Refused { detail: &problem.to_string(), ..about }),
         Unserved::NotServed => refuse(Rejection::Unroutable, &about),
+        Unserved::TenantInPath => refuse(Rejection::TenantInPath, &about),
         Unserved::Method(endpoint) => {
             refuse(Rejection::MethodNotAllowed, &Refused { detail: &endpoint.method_names(), ..about })
         }
@@ -70,9 +72,13 @@ pub fn resolve(
     })?;
     admit(route, pool, request, ctx).map_err(|(rejection, wait)| refuse(rejection, &Refused { wait, ..about }))?;
 
-    // Forward exactly the path that was classified: the canonical one, and
-    // never an absolute-form target.
-    let forwarded = classified.path.encoded();
+    // Forward exactly the path that was classified: the canonical one (on a
+    // shared VictoriaMetrics cluster, its cluster form), and never an
+    // absolute-form target.
+    let forwarded = match pool.cluster.zip(cluster_form(classified.endpoint)) {
+        Some((id, form)) => Cow::Owned(form.path(&classified.path.encoded_route_path(), id)),
+        None => classified.path.encoded(),
+    };
     if forwarded != path || request.uri.authority().is_some() {
         let target = match request.uri.query() {
             Some(query) => format!("{forwarded}?{query}"),

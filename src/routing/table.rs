@@ -6,7 +6,7 @@
 //! request context, so a request finishes on the table it started with even
 //! when a reload swaps a new one in.
 
-use crate::api::{Access, Endpoint, Signal};
+use crate::api::{cluster_form, Access, Endpoint, Service, Signal};
 use crate::config::{Config, TenantStatus};
 use crate::metrics::{Metrics, Rejections, TenantSeries, UNKNOWN_TENANT};
 use crate::quota::{Limits, QuotaRegistry};
@@ -44,8 +44,11 @@ pub struct TenantRoute {
     pub read_only: bool,
     /// Admin operations granted, as [`crate::api::AdminOp::bit`]s.
     admin_ops: u16,
-    /// Indexed by [`Signal::index`]; `Some` only for signals the tenant may use.
+    /// Indexed by [`Signal::index`]; `Some` only for signals the tenant may
+    /// use. For metrics on a shared cluster: vminsert.
     pools: [Option<Arc<Pool>>; 3],
+    /// vmselect, for metrics on a shared cluster.
+    select: Option<Arc<Pool>>,
     /// Whether the tenant has credentials (and so refuses the header alone).
     pub has_credentials: bool,
     /// Quota state of the tenant as a whole.
@@ -61,12 +64,21 @@ impl TenantRoute {
             let deployment = tenant.deployment(signal).filter(|_| tenant.features.allows(signal))?;
             Some(Arc::new(Pool::new(id.clone(), signal, deployment, &shared.health, &shared.quotas, series.as_ref())))
         });
+        let select = tenant
+            .deployment(Signal::Metrics)
+            .filter(|_| tenant.features.allows(Signal::Metrics))
+            .and_then(|deployment| deployment.select_service())
+            .map(|select| {
+                let (health, quotas) = (&shared.health, &shared.quotas);
+                Arc::new(Pool::new(id.clone(), Signal::Metrics, &select, health, quotas, series.as_ref()))
+            });
         TenantRoute {
             id,
             suspended: tenant.status == TenantStatus::Suspended,
             read_only: tenant.features.read_only,
             admin_ops: tenant.features.admin_api.iter().fold(0, |ops, op| ops | op.bit()),
             pools,
+            select,
             has_credentials: tenant.auth.is_some(),
             limits: shared.quotas.limits(&tenant.id, &tenant.quotas),
             series,
@@ -78,9 +90,19 @@ impl TenantRoute {
         self.series.as_ref()?.rejections()
     }
 
-    /// The pools of the signals the tenant may use.
+    /// The pools of the signals the tenant may use (vmselect's included).
     pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
-        self.pools.iter().flatten()
+        self.pools.iter().flatten().chain(&self.select)
+    }
+
+    /// Each pool with the cluster service it is (`None`: the signal's one
+    /// deployment, dedicated or a shared VictoriaLogs/VictoriaTraces).
+    pub fn services(&self) -> impl Iterator<Item = (&Arc<Pool>, Option<Service>)> {
+        let split = self.select.is_some();
+        let main = self.pools.iter().flatten().map(move |pool| {
+            (pool, (split && pool.signal == Signal::Metrics).then_some(Service::Insert))
+        });
+        main.chain(self.select.iter().map(|pool| (pool, Some(Service::Select))))
     }
 }
 
@@ -220,7 +242,18 @@ impl RoutingTable {
             }
             _ => {}
         }
-        Ok((&**route, pool))
+        if pool.cluster.is_none() {
+            return Ok((&**route, pool));
+        }
+        // A shared cluster: only what is scoped to the tenant there. A
+        // VictoriaMetrics cluster serves each endpoint on vminsert or vmselect.
+        let select = route.select.as_ref().filter(|_| endpoint.signal == Signal::Metrics);
+        match (select, cluster_form(endpoint)) {
+            (Some(select), Some(form)) if !form.service.on_insert() => Ok((&**route, select)),
+            (Some(_), Some(_)) => Ok((&**route, pool)),
+            (None, _) if endpoint.access != Access::Admin => Ok((&**route, pool)),
+            _ => Err(Rejection::NotOnSharedCluster),
+        }
     }
 }
 
@@ -372,6 +405,47 @@ endpoints = ["http://127.0.0.1:18007"]
         assert!(old_pool.metrics().is_none(), "a retired tenant's pool made series");
         let text = String::from_utf8(metrics.render()).unwrap();
         assert!(!text.contains("reader"), "{text}");
+    }
+
+    #[test]
+    fn a_shared_cluster_serves_each_endpoint_on_its_service_or_refuses_it() {
+        let config = parse(
+            "t.toml",
+            r#"
+[tenants.small.metrics]
+account_id = 42
+insert_endpoints = ["http://127.0.0.1:18480"]
+select_endpoints = ["http://127.0.0.1:18481"]
+[tenants.small.logs]
+account_id = 42
+endpoints = ["http://127.0.0.1:19428"]
+[tenants.small.features]
+admin_api = ["delete_series"]
+"#,
+        )
+        .unwrap();
+        let table = RoutingTable::build(&config, &Shared::for_tests());
+        let at = |path: &str, signal| {
+            let endpoint = crate::api::lookup(path, Some(signal), false).unwrap();
+            table.route("small", endpoint).map(|(_, pool)| (&*pool.endpoint(0).url).to_string())
+        };
+        assert_eq!(at("/api/v1/write", Signal::Metrics).unwrap(), "http://127.0.0.1:18480");
+        assert_eq!(at("/influx/query", Signal::Metrics).unwrap(), "http://127.0.0.1:18480");
+        assert_eq!(at("/api/v1/query", Signal::Metrics).unwrap(), "http://127.0.0.1:18481");
+        assert_eq!(at("/vmui/", Signal::Metrics).unwrap(), "http://127.0.0.1:18481");
+        assert_eq!(at("/api/v1/admin/tsdb/delete_series", Signal::Metrics).unwrap(), "http://127.0.0.1:18481");
+        assert_eq!(at("/api/v1/push", Signal::Metrics), Err(Rejection::NotOnSharedCluster));
+        assert_eq!(at("/insert/jsonline", Signal::Logs).unwrap(), "http://127.0.0.1:19428");
+        // Cluster-wide operations are nobody's to call, granted or not.
+        assert_eq!(at("/delete/run_task", Signal::Logs), Err(Rejection::NotOnSharedCluster));
+        assert_eq!(at("/snapshot/create", Signal::Metrics), Err(Rejection::AdminNotGranted));
+        let small = table.tenant("small").unwrap();
+        let services: Vec<_> = small.services().map(|(pool, service)| (pool.signal, service)).collect();
+        assert_eq!(
+            services,
+            [(Signal::Metrics, Some(Service::Insert)), (Signal::Logs, None), (Signal::Metrics, Some(Service::Select))]
+        );
+        assert!(small.pools().all(|pool| pool.cluster.is_some()));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use super::health::EndpointHealth;
 use super::registry::HealthRegistry;
 use super::tls::TlsMaterial;
-use crate::api::Signal;
+use crate::api::{Signal, VictoriaTenant};
 use crate::config::{Deployment, Endpoint, Secret};
 use crate::metrics::{PoolMetrics, PoolSeries, TenantSeries};
 use crate::quota::{Limits, QuotaRegistry};
@@ -93,6 +93,11 @@ pub struct Pool {
     pub limits: Option<Arc<Limits>>,
     /// Sent upstream as `Authorization` (the client's is never forwarded).
     pub upstream_auth: Option<HeaderValue>,
+    /// The tenant's ids on a shared cluster; `None` for a dedicated deployment.
+    pub cluster: Option<VictoriaTenant>,
+    /// `AccountID` and `ProjectID` sent to a shared VictoriaLogs or
+    /// VictoriaTraces (a VictoriaMetrics cluster takes the ids in the path).
+    pub tenant_headers: Option<(HeaderValue, HeaderValue)>,
     connect_timeout: Duration,
     tls: TlsMaterial,
 }
@@ -121,6 +126,7 @@ impl Pool {
             quotas: deployment_quotas,
             upstream_auth,
             tls,
+            cluster,
         } = deployment;
         let tls_material = TlsMaterial::new(tls.as_ref());
         let make = |endpoint: &Endpoint, role: Role| {
@@ -160,6 +166,11 @@ impl Pool {
                 Some(value)
             }),
             tenant,
+            cluster: cluster.as_ref().map(|cluster| cluster.tenant),
+            tenant_headers: cluster.as_ref().filter(|_| signal != Signal::Metrics).map(|cluster| {
+                let number = |id: u32| HeaderValue::from_str(&id.to_string()).expect("digits are a header value");
+                (number(cluster.tenant.account), number(cluster.tenant.project))
+            }),
             connect_timeout: *connect_timeout,
             tls: tls_material,
         }
@@ -251,6 +262,7 @@ mod tests {
             quotas: None,
             upstream_auth: None,
             tls: None,
+            cluster: None,
         }
     }
 
