@@ -2,6 +2,7 @@
 //! router binary, and a fleet of one upstream per tenant × signal.
 #![allow(dead_code, unused_imports)]
 
+pub mod cluster;
 pub mod router;
 pub mod upstream;
 pub mod victoria;

@@ -52,7 +52,13 @@ struct Shared {
     /// Drop every request's connection after reading it (no answer), as an
     /// endpoint dying mid-request does.
     reset_all: std::sync::atomic::AtomicBool,
+    /// What the endpoint refuses, as the real service would (a strict stand-in).
+    refuses: Option<Refuses>,
 }
+
+/// A strict stand-in's rule: the status and message for a path (with its
+/// query) the real service refuses, or `None` when it serves it.
+pub type Refuses = fn(&str) -> Option<(u16, String)>;
 
 pub struct Upstream {
     pub name: String,
@@ -67,10 +73,21 @@ impl Upstream {
         Self::serve(name, listener)
     }
 
+    /// A strict stand-in: records every request, and answers what `refuses`
+    /// names with its status and message, as the real service would.
+    pub async fn start_strict(name: &str, refuses: Refuses) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        Self::serve_with(name, listener, Some(refuses))
+    }
+
     /// Serves on an already bound listener (to take over a known port).
     pub fn serve(name: &str, listener: TcpListener) -> Upstream {
+        Self::serve_with(name, listener, None)
+    }
+
+    fn serve_with(name: &str, listener: TcpListener, refuses: Option<Refuses>) -> Upstream {
         let addr = listener.local_addr().unwrap();
-        let shared = Arc::new(Shared { probe_status: AtomicU16::new(200), ..Shared::default() });
+        let shared = Arc::new(Shared { probe_status: AtomicU16::new(200), refuses, ..Shared::default() });
         let (stop, stopped) = watch::channel(false);
         let upstream = Upstream { name: name.to_string(), addr, shared: shared.clone(), stop };
         let name: Arc<str> = name.into();
@@ -203,6 +220,11 @@ async fn handle(
     }
     if param("reset").is_some() || shared.reset_all.load(Ordering::SeqCst) {
         return Err(std::io::Error::other("dropping the connection as asked"));
+    }
+    let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    if let Some((status, message)) = shared.refuses.and_then(|refuses| refuses(target)) {
+        let body = BodyExt::boxed(Full::new(Bytes::from(message)));
+        return Ok(Response::builder().status(status).header("x-upstream", &*name).body(body).unwrap());
     }
     let body: BoxBody = match param("download_bytes") {
         Some(total) => {
