@@ -291,3 +291,148 @@ fn the_stand_ins_parse_the_tenant_as_the_cluster_does() {
     assert_eq!(cluster::refuses("/select/1/prometheus/api/v1/write", &["select"]).unwrap().0, 404);
     assert!(cluster::refuses("/select/1/prometheus/api/v1/label/job/values", &["select"]).is_none());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_vmagent_and_vmalert_style_queries_reach_the_cluster_paths_their_docs_show() {
+    let stands = Stands::start().await;
+    let router = RouterProcess::start(&stands.tenants());
+    let dir = tempfile::tempdir().unwrap();
+    // vmagent, configured exactly as against a single-node VictoriaMetrics.
+    let agent_addr = free_addr();
+    let _vmagent = common::victoria::spawn(
+        "vmagent",
+        &[
+            format!("-httpListenAddr={agent_addr}"),
+            format!("-remoteWrite.url={}/api/v1/write", router.base("unified")),
+            "-remoteWrite.headers=X-Tenant-ID:b".into(),
+            format!("-remoteWrite.tmpDataPath={}", dir.path().join("vmagent").display()),
+            "-remoteWrite.flushInterval=100ms".into(),
+            "-loggerLevel=ERROR".into(),
+        ],
+    );
+    common::victoria::wait_healthy(agent_addr).await;
+    let pushed = client()
+        .post(format!("http://{agent_addr}/api/v1/import/prometheus"))
+        .body("mirador_shared{source=\"vmagent\"} 1\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pushed.status(), 204);
+    // vmagent's own cluster docs: -remoteWrite.url=http://<vminsert>:8480/insert/<accountID>/prometheus/api/v1/write.
+    let written = wait_until("vmagent's remote write to reach vminsert", std::time::Duration::from_secs(30), || {
+        stands.vminsert.seen().into_iter().find(|seen| seen.method == "POST" && seen.body_len > 0)
+    })
+    .await;
+    let parsed = cluster::parse(&written.path_and_query).unwrap();
+    assert_eq!((parsed.tenant.as_str(), parsed.suffix.as_str()), ("2:5", "/prometheus/api/v1/write"), "{written:?}");
+    assert!(written.path_and_query.starts_with("/insert/2:5/prometheus/api/v1/write"), "{written:?}");
+    assert!(stands.vmselect.seen().is_empty() && stands.d_metrics.seen().is_empty());
+
+    // vmalert queries with a form POST to /api/v1/query.
+    let form = "query=sum(up)&time=1700000000&step=15s";
+    let answer = client()
+        .post(format!("{}/api/v1/query", router.base("unified")))
+        .header("X-Tenant-ID", "a")
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let seen = stands.vmselect.seen().pop().unwrap();
+    assert_eq!((seen.method.as_str(), seen.path_and_query.as_str()), ("POST", "/select/1:0/prometheus/api/v1/query"));
+    assert_eq!(seen.body_len, form.len() as u64);
+}
+
+/// Polls the tenant health API until tenant `m`'s metrics pool is `url`.
+async fn wait_serving(router: &RouterProcess, what: &str, url: String) {
+    Wait::new(format!("tenant m to be served by {what}"), std::time::Duration::from_secs(20))
+        .every(std::time::Duration::from_millis(20))
+        .until_async(|| async {
+            let (_, health) = router.admin_get("/api/v1/tenants/m/health").await;
+            let metrics = &health["signals"]["metrics"];
+            let first = metrics["select"]["endpoints"][0]["endpoint"].as_str().or(metrics["endpoints"][0]["endpoint"].as_str());
+            (first == Some(url.as_str())).then_some(())
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_moved_between_shared_and_dedicated_under_load_loses_nothing_and_never_goes_back() {
+    let vminsert = cluster::vminsert("vminsert").await;
+    let vmselect = cluster::vmselect("vmselect").await;
+    let dedicated = Upstream::start("m-dedicated").await;
+    let shared = format!(
+        "[tenants.m.metrics]\naccount_id = 9\ninsert_endpoints = [\"{}\"]\nselect_endpoints = [\"{}\"]\n",
+        vminsert.url(),
+        vmselect.url()
+    );
+    let own = format!("[tenants.m.metrics]\nendpoints = [\"{}\"]\n", dedicated.url());
+    let router = RouterProcess::start(&shared);
+    let base = router.base("unified");
+
+    let next = std::sync::Arc::new(AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loaders: Vec<_> = (0..4)
+        .map(|_| {
+            let (base, next, stop) = (base.clone(), next.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut failed = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let id = next.fetch_add(1, Ordering::SeqCst);
+                    let response = client()
+                        .get(format!("{base}/api/v1/query?query=up"))
+                        .header("X-Tenant-ID", "m")
+                        .header("X-Request-ID", format!("m-{id}"))
+                        .header("AccountID", "1")
+                        .send()
+                        .await;
+                    match response {
+                        Ok(r) if r.status() == 200 => {}
+                        other => failed.push((id, format!("{other:?}"))),
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    let settle = || tokio::time::sleep(std::time::Duration::from_millis(300));
+    settle().await;
+    // Shared → dedicated, then back, each by SIGHUP under load.
+    router.write_tenants(&own);
+    router.signal("HUP");
+    wait_serving(&router, "its dedicated deployment", dedicated.url()).await;
+    let on_dedicated = next.load(Ordering::SeqCst);
+    settle().await;
+    let leaving_dedicated = next.load(Ordering::SeqCst);
+    router.write_tenants(&shared);
+    router.signal("HUP");
+    wait_serving(&router, "the shared cluster", vmselect.url()).await;
+    let on_shared = next.load(Ordering::SeqCst);
+    settle().await;
+    stop.store(true, Ordering::SeqCst);
+    for loader in loaders {
+        let failed = loader.await.unwrap();
+        assert!(failed.is_empty(), "failed requests: {failed:?}");
+    }
+    let total = next.load(Ordering::SeqCst);
+    let ids = |up: &Upstream| -> Vec<usize> {
+        up.seen()
+            .iter()
+            .filter_map(|s| s.headers.get("x-request-id")?.to_str().ok()?.strip_prefix("m-")?.parse().ok())
+            .collect()
+    };
+    let (on_cluster, on_own) = (ids(&vmselect), ids(&dedicated));
+    assert_eq!(on_cluster.len() + on_own.len(), total, "every request was served once");
+    // After each swap was seen, no request went to the deployment left.
+    let late = |ids: &[usize], range: std::ops::Range<usize>| ids.iter().filter(|id| range.contains(id)).count();
+    assert_eq!(late(&on_cluster, on_dedicated..leaving_dedicated), 0, "a request reached the cluster after the move");
+    assert_eq!(late(&on_own, on_shared..total), 0, "a request reached the dedicated deployment after the move back");
+    assert!(late(&on_own, on_dedicated..leaving_dedicated) > 10 && late(&on_cluster, on_shared..total) > 10);
+    // Every cluster request carried m's id, never the client's.
+    for seen in vmselect.seen() {
+        assert!(seen.path_and_query.starts_with("/select/9:0/prometheus/api/v1/query?query=up"), "{seen:?}");
+        assert!(seen.headers.get("accountid").is_none());
+    }
+    assert!(vminsert.seen().is_empty());
+}
