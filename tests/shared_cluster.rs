@@ -147,7 +147,8 @@ async fn every_metrics_endpoint_reaches_its_cluster_service_with_the_tenants_own
     let router = RouterProcess::start(&stands.tenants());
     let base = router.base("unified");
     let mut checked = 0;
-    let endpoints: Vec<_> = SURFACE.iter().filter(|e| e.signal == Signal::Metrics && e.access != Access::Admin).collect();
+    let endpoints: Vec<_> =
+        SURFACE.iter().filter(|e| e.signal == Signal::Metrics && e.access != Access::Admin).collect();
     for endpoint in &endpoints {
         let path = endpoint.pattern.replace('*', "job");
         let method = if endpoint.allows(&http::Method::GET) { reqwest::Method::GET } else { reqwest::Method::POST };
@@ -351,7 +352,8 @@ async fn wait_serving(router: &RouterProcess, what: &str, url: String) {
         .until_async(|| async {
             let (_, health) = router.admin_get("/api/v1/tenants/m/health").await;
             let metrics = &health["signals"]["metrics"];
-            let first = metrics["select"]["endpoints"][0]["endpoint"].as_str().or(metrics["endpoints"][0]["endpoint"].as_str());
+            let first =
+                metrics["select"]["endpoints"][0]["endpoint"].as_str().or(metrics["endpoints"][0]["endpoint"].as_str());
             (first == Some(url.as_str())).then_some(())
         })
         .await;

@@ -11,8 +11,8 @@ use super::raw::*;
 use super::secrets;
 use crate::api::{Signal, VictoriaTenant};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
@@ -132,7 +132,8 @@ pub(super) fn deployment(
     }
 }
 
-const SPLIT_KEYS: [&str; 4] = ["insert_endpoints", "insert_backup_endpoints", "select_endpoints", "select_backup_endpoints"];
+const SPLIT_KEYS: [&str; 4] =
+    ["insert_endpoints", "insert_backup_endpoints", "select_endpoints", "select_backup_endpoints"];
 
 /// A Victoria tenant id: `account_id` (and `project_id`, default 0), each a u32.
 fn victoria_tenant(
@@ -340,7 +341,9 @@ pub(super) fn quotas(raw: RawQuotas, path: &KeyPath, problems: &mut Problems) ->
 /// deployment never points at an endpoint another tenant uses as a shared
 /// cluster (it would read and write the cluster's default tenant 0:0).
 pub(super) fn shared_clusters(tenants: &BTreeMap<String, Arc<Tenant>>, problems: &mut Problems) {
-    let at = |tenant: &str, signal: Signal, key: &str| KeyPath::root().key("tenants").key(tenant).key(signal.as_str()).key(key);
+    let at = |tenant: &str, signal: Signal, key: &str| {
+        KeyPath::root().key("tenants").key(tenant).key(signal.as_str()).key(key)
+    };
     for signal in Signal::ALL {
         let deployments = || tenants.values().filter_map(move |t| Some((t.id.as_str(), t.deployment(signal)?)));
         let shared = || deployments().filter_map(|(id, d)| Some((id, d, d.cluster.as_ref()?)));
@@ -352,7 +355,8 @@ pub(super) fn shared_clusters(tenants: &BTreeMap<String, Arc<Tenant>>, problems:
                 shared_at.entry(&endpoint.url).or_insert(id);
                 let first = *holder.entry((&endpoint.url, cluster.tenant)).or_insert(id);
                 let agreed = |a: &str, b: &str| {
-                    tenants[a].deployment(signal).and_then(|d| d.cluster.as_ref()?.share_tenant_id_with.as_deref()) == Some(b)
+                    tenants[a].deployment(signal).and_then(|d| d.cluster.as_ref()?.share_tenant_id_with.as_deref())
+                        == Some(b)
                 };
                 if first != id && !agreed(id, first) && !agreed(first, id) && reported.insert(first) {
                     problems.add(
@@ -366,20 +370,26 @@ pub(super) fn shared_clusters(tenants: &BTreeMap<String, Arc<Tenant>>, problems:
                 }
             }
             if let Some(other) = &cluster.share_tenant_id_with {
-                let shares = tenants.get(other).filter(|_| other != id).and_then(|t| t.deployment(signal)).is_some_and(|d| {
-                    d.cluster.as_ref().is_some_and(|c| c.tenant == cluster.tenant)
-                        && d.all_endpoints().any(|e| deployment.all_endpoints().any(|mine| mine.url == e.url))
-                });
+                let shares =
+                    tenants.get(other).filter(|_| other != id).and_then(|t| t.deployment(signal)).is_some_and(|d| {
+                        d.cluster.as_ref().is_some_and(|c| c.tenant == cluster.tenant)
+                            && d.all_endpoints().any(|e| deployment.all_endpoints().any(|mine| mine.url == e.url))
+                    });
                 if !shares {
                     problems.add(
                         &at(id, signal, "share_tenant_id_with"),
-                        format!("tenant {other:?} does not use {} on this cluster: there is nothing to share", cluster.tenant),
+                        format!(
+                            "tenant {other:?} does not use {} on this cluster: there is nothing to share",
+                            cluster.tenant
+                        ),
                     );
                 }
             }
         }
         for (id, deployment) in deployments().filter(|(_, d)| d.cluster.is_none()) {
-            if let Some((url, owner)) = deployment.all_endpoints().find_map(|e| Some((&e.url, *shared_at.get(e.url.as_str())?))) {
+            if let Some((url, owner)) =
+                deployment.all_endpoints().find_map(|e| Some((&e.url, *shared_at.get(e.url.as_str())?)))
+            {
                 problems.add(
                     &at(id, signal, "endpoints"),
                     format!(

@@ -378,7 +378,12 @@ fn two_tenants_share_a_cluster_tenant_only_when_one_says_so() {
     assert!(errors(&typo).iter().any(|e| e.contains("tenants.twin.logs.share_tenant_id_with: tenant \"smal\"")));
     // A dedicated deployment on a shared cluster's endpoint: refused.
     let dedicated = format!("{SHARED}[tenants.d.logs]\nendpoints = [\"http://127.0.0.1:9428\"]\n");
-    assert!(errors(&dedicated).iter().any(|e| e.contains("tenants.d.logs.endpoints: http://127.0.0.1:9428 is a shared cluster of tenant \"small\"")));
+    assert!(
+        errors(&dedicated)
+            .iter()
+            .any(|e| e
+                .contains("tenants.d.logs.endpoints: http://127.0.0.1:9428 is a shared cluster of tenant \"small\""))
+    );
 }
 
 #[test]
@@ -386,5 +391,8 @@ fn an_admin_grant_must_run_on_a_deployment_of_the_tenant() {
     let granted = |ops: &str| format!("{SHARED}[tenants.small.features]\nadmin_api = [{ops}]\n");
     assert!(compile_alone("t.toml", &granted("\"delete_series\"")).is_ok());
     let found = errors(&granted("\"snapshot\""));
-    assert!(found.iter().any(|e| e.contains("tenants.small.features.admin_api: operation snapshot runs on none")), "{found:#?}");
+    assert!(
+        found.iter().any(|e| e.contains("tenants.small.features.admin_api: operation snapshot runs on none")),
+        "{found:#?}"
+    );
 }

@@ -222,8 +222,8 @@ fn tenant(id: String, raw: RawTenant, path: &KeyPath, context: &DeploymentContex
             problems.add(&path.key("admin_email"), format!("{email:?} is not an email address"));
         }
     }
-    let deployments = [(Signal::Metrics, metrics), (Signal::Logs, logs), (Signal::Traces, traces)]
-        .map(|(signal, raw)| {
+    let deployments =
+        [(Signal::Metrics, metrics), (Signal::Logs, logs), (Signal::Traces, traces)].map(|(signal, raw)| {
             raw.map(|raw| deployment::deployment(raw, signal, &path.key(signal.as_str()), context, problems))
         });
     let quotas = deployment::quotas(quotas, &path.key("quotas"), problems);

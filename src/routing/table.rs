@@ -99,9 +99,11 @@ impl TenantRoute {
     /// deployment, dedicated or a shared VictoriaLogs/VictoriaTraces).
     pub fn services(&self) -> impl Iterator<Item = (&Arc<Pool>, Option<Service>)> {
         let split = self.select.is_some();
-        let main = self.pools.iter().flatten().map(move |pool| {
-            (pool, (split && pool.signal == Signal::Metrics).then_some(Service::Insert))
-        });
+        let main = self
+            .pools
+            .iter()
+            .flatten()
+            .map(move |pool| (pool, (split && pool.signal == Signal::Metrics).then_some(Service::Insert)));
         main.chain(self.select.iter().map(|pool| (pool, Some(Service::Select))))
     }
 }
@@ -427,7 +429,7 @@ admin_api = ["delete_series"]
         let table = RoutingTable::build(&config, &Shared::for_tests());
         let at = |path: &str, signal| {
             let endpoint = crate::api::lookup(path, Some(signal), false).unwrap();
-            table.route("small", endpoint).map(|(_, pool)| (&*pool.endpoint(0).url).to_string())
+            table.route("small", endpoint).map(|(_, pool)| pool.endpoint(0).url.to_string())
         };
         assert_eq!(at("/api/v1/write", Signal::Metrics).unwrap(), "http://127.0.0.1:18480");
         assert_eq!(at("/influx/query", Signal::Metrics).unwrap(), "http://127.0.0.1:18480");
