@@ -396,3 +396,24 @@ fn an_admin_grant_must_run_on_a_deployment_of_the_tenant() {
         "{found:#?}"
     );
 }
+
+#[test]
+fn the_shipped_shared_cluster_example_is_valid_once_uncommented() {
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/mirador-router.toml")).unwrap();
+    let example = &shipped[shipped.find("# [tenants.smallco.metrics]").expect("the example is shipped")..];
+    let text: String = example.lines().map(|line| format!("{}\n", line.trim_start_matches("# "))).collect();
+    let hosts = [
+        ("vminsert-1", 8480),
+        ("vminsert-2", 8480),
+        ("vmselect-1", 8481),
+        ("vmselect-2", 8481),
+        ("vlogs-shared", 9428),
+    ];
+    let inputs = hosts.iter().enumerate().fold(Inputs::default(), |inputs, (i, (host, port))| {
+        inputs.with_address(host, *port, ([10, 0, 0, i as u8 + 1], *port).into())
+    });
+    let config = compile("example.toml", &text, &inputs).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+    let metrics = config.tenants["smallco"].deployment(Signal::Metrics).unwrap();
+    assert_eq!(metrics.cluster.as_ref().unwrap().tenant.account, 42);
+    assert_eq!(metrics.select_service().unwrap().endpoints.len(), 2);
+}
