@@ -438,3 +438,36 @@ async fn a_tenant_moved_between_shared_and_dedicated_under_load_loses_nothing_an
     }
     assert!(vminsert.seen().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_tenant_round_trips_through_the_admin_api_and_routes_at_once() {
+    let vminsert = cluster::vminsert("vminsert").await;
+    let vmselect = cluster::vmselect("vmselect").await;
+    let router = RouterProcess::start("# kept: operators' note\n");
+    let body = serde_json::json!({
+        "id": "newco",
+        "metrics": {
+            "account_id": 77,
+            "project_id": 3,
+            "insert_endpoints": [vminsert.url()],
+            "select_endpoints": [vmselect.url()],
+        },
+    });
+    let (status, answer) = router.admin("POST", "/api/v1/tenants", Some(&body.to_string())).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["tenant"], body);
+    assert_eq!(router.admin_get("/api/v1/tenants/newco").await, (200, body.clone()));
+    let file = std::fs::read_to_string(&router.config_path).unwrap();
+    assert!(file.contains("# kept: operators' note") && file.contains("account_id = 77"), "{file}");
+    let (status, request_id) = send(&router.base("unified"), "newco", reqwest::Method::GET, "/api/v1/labels").await;
+    assert_eq!(status, 200);
+    let seen = vmselect.seen().pop().unwrap();
+    assert_eq!(seen.headers["x-request-id"], request_id.as_str());
+    assert_eq!(seen.path_and_query, "/select/77:3/prometheus/api/v1/labels");
+    // A second tenant on the same ids is refused at its key path, and nothing changes.
+    let twin = body.to_string().replace("newco", "twin");
+    let (status, answer) = router.admin("POST", "/api/v1/tenants", Some(&twin)).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.to_string().contains("tenants.twin.metrics.account_id"), "{answer}");
+    assert_eq!(std::fs::read_to_string(&router.config_path).unwrap(), file);
+}
