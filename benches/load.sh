@@ -31,6 +31,8 @@ chmod 755 "$WORK"
 trap 'kill $(jobs -p) 2>/dev/null || true; sleep 0.3; rm -rf "$WORK"' EXIT
 
 BACKEND=127.0.0.1:18600
+# The backend's second address: vmselect of the shared-cluster variant.
+BACKEND_SELECT=127.0.0.1:18601
 head -c 16384 /dev/zero | tr '\0' 'v' > "$WORK/big.json"
 chmod 644 "$WORK/big.json"
 cat > "$WORK/backend.conf" <<EOF
@@ -44,6 +46,11 @@ http {
   keepalive_requests 10000000;
   server {
     listen $BACKEND;
+    listen $BACKEND_SELECT;
+    # The same answers at a shared cluster's paths (mirador-shared).
+    location = /select/1:0/prometheus/api/v1/query { return 200 '{"status":"success","data":{"resultType":"vector","result":[]},"stats":{"seriesFetched":"0"}}'; }
+    location = /select/1:0/prometheus/api/v1/export { default_type application/json; alias $WORK/big.json; }
+    location = /insert/1:0/prometheus/api/v1/write { client_body_buffer_size 16k; return 204; }
     location = /api/v1/query { return 200 '{"status":"success","data":{"resultType":"vector","result":[]},"stats":{"seriesFetched":"0"}}'; }
     location = /api/v1/export { default_type application/json; alias $WORK/big.json; }
     location = /api/v1/write { client_body_buffer_size 16k; return 204; }
@@ -87,6 +94,14 @@ sed -e 's/18610/18660/; s/18611/18661/; s/18612/18662/; s/mirador\.pid/mirador-n
 printf '[observability]\nmetrics = false\n' >> "$WORK/mirador-nm.toml"
 RUST_LOG=warn taskset -c 0 target/release/mirador-router --config "$WORK/mirador-nm.toml" > "$WORK/mirador-nm.log" 2>&1 &
 MIRADOR_NM_PID=$!
+# And with the tenant on a shared cluster (vminsert and vmselect: the
+# backend's two addresses), for what the cluster rewrite costs.
+sed -e 's/18610/18680/; s/18611/18681/; s/18612/18682/; s/mirador\.pid/mirador-shared.pid/; s/mirador\.sock/mirador-shared.sock/' \
+    -e "s|^endpoints = \[\"http://$BACKEND\"\]$|account_id = 1\ninsert_endpoints = [\"http://$BACKEND\"]\nselect_endpoints = [\"http://$BACKEND_SELECT\"]|" \
+    "$WORK/mirador.toml" > "$WORK/mirador-shared.toml"
+grep -q '^account_id = 1$' "$WORK/mirador-shared.toml"
+RUST_LOG=warn taskset -c 0 target/release/mirador-router --config "$WORK/mirador-shared.toml" > "$WORK/mirador-shared.log" 2>&1 &
+MIRADOR_SHARED_PID=$!
 # A baseline build (say, of the commit before a change), for a before/after
 # A/B in the same run:
 #   BASELINE_BIN=/tmp/mirador-before PROXIES="mirador mirador-base floor" benches/load.sh 10 2
@@ -143,12 +158,12 @@ taskset -c 0 haproxy -f "$WORK/haproxy.cfg" > "$WORK/haproxy.log" 2>&1 &
 HAPROXY_PID=$!
 
 wait_up() { for _ in $(seq 200); do curl -s -o /dev/null -H 'X-Tenant-ID: bench' "http://$1/api/v1/query" && return; sleep 0.05; done; echo "no $1" >&2; exit 1; }
-for addr in "$BACKEND" 127.0.0.1:18610 127.0.0.1:18650 127.0.0.1:18660 127.0.0.1:18620 127.0.0.1:18630 127.0.0.1:18640; do wait_up "$addr"; done
+for addr in "$BACKEND" 127.0.0.1:18610 127.0.0.1:18650 127.0.0.1:18660 127.0.0.1:18680 127.0.0.1:18620 127.0.0.1:18630 127.0.0.1:18640; do wait_up "$addr"; done
 if [ "$MIRADOR_BASE_PID" != 0 ]; then wait_up 127.0.0.1:18670; fi
 NGINX_PROXY_PID=$(pgrep -P "$(cat "$WORK/proxy.pid")" | head -1)
 
-declare -A PORT=([mirador]=18610 [mirador-ws]=18650 [mirador-nometrics]=18660 [mirador-base]=18670 [floor]=18620 [nginx]=18630 [haproxy]=18640)
-declare -A PID=([mirador]=$MIRADOR_PID [mirador-ws]=$MIRADOR_WS_PID [mirador-nometrics]=$MIRADOR_NM_PID [mirador-base]=$MIRADOR_BASE_PID [floor]=$FLOOR_PID [nginx]=$NGINX_PROXY_PID [haproxy]=$HAPROXY_PID)
+declare -A PORT=([mirador]=18610 [mirador-ws]=18650 [mirador-nometrics]=18660 [mirador-base]=18670 [mirador-shared]=18680 [floor]=18620 [nginx]=18630 [haproxy]=18640)
+declare -A PID=([mirador]=$MIRADOR_PID [mirador-ws]=$MIRADOR_WS_PID [mirador-nometrics]=$MIRADOR_NM_PID [mirador-base]=$MIRADOR_BASE_PID [mirador-shared]=$MIRADOR_SHARED_PID [floor]=$FLOOR_PID [nginx]=$NGINX_PROXY_PID [haproxy]=$HAPROXY_PID)
 cat > "$WORK/post.lua" <<'EOF'
 wrk.method = "POST"
 wrk.body = string.rep("x", 4096)
@@ -183,7 +198,8 @@ run() { # proxy scenario round
 
 # PROXIES="mirador nginx" benches/load.sh runs a subset (nginx and floor are the
 # references). Variants for A/Bs: mirador-ws (Pingora's work stealing on),
-# mirador-nometrics (`[observability] metrics = false`):
+# mirador-nometrics (`[observability] metrics = false`), mirador-shared (the
+# tenant on a shared cluster: every path rewritten to its cluster form):
 #   PROXIES="mirador mirador-nometrics" benches/load.sh 10 4
 read -r -a ORDER <<< "${PROXIES:-mirador floor nginx haproxy}"
 for round in $(seq "$ROUNDS"); do
@@ -199,11 +215,11 @@ done
 rss() { [ "$1" != 0 ] && awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status" || echo -; }
 echo "machine: $(nproc) CPUs, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs); ${SECONDS_PER_RUN}s x ${ROUNDS} rounds per cell"
 echo
-awk -v hz="$TICKS" -v rss_mirador="$(rss "$MIRADOR_PID")" -v rss_ws="$(rss "$MIRADOR_WS_PID")" -v rss_nm="$(rss "$MIRADOR_NM_PID")" -v rss_base="$(rss "$MIRADOR_BASE_PID")" -v rss_floor="$(rss "$FLOOR_PID")" \
+awk -v hz="$TICKS" -v rss_mirador="$(rss "$MIRADOR_PID")" -v rss_ws="$(rss "$MIRADOR_WS_PID")" -v rss_nm="$(rss "$MIRADOR_NM_PID")" -v rss_base="$(rss "$MIRADOR_BASE_PID")" -v rss_shared="$(rss "$MIRADOR_SHARED_PID")" -v rss_floor="$(rss "$FLOOR_PID")" \
     -v rss_nginx="$(rss "$NGINX_PROXY_PID")" -v rss_haproxy="$(rss "$HAPROXY_PID")" -v proxies="${ORDER[*]}" '
   { req[$2" "$1] += $4; ticks[$2" "$1] += $5; rps[$2" "$1] = rps[$2" "$1] " " $6; p50[$2" "$1] = p50[$2" "$1] " " $7; p99[$2" "$1] = p99[$2" "$1] " " $8; if ($9 != "ok") err[$2" "$1] = err[$2" "$1] " " $9 }
   END {
-    rssof["mirador"] = rss_mirador; rssof["mirador-ws"] = rss_ws; rssof["mirador-nometrics"] = rss_nm; rssof["mirador-base"] = rss_base; rssof["floor"] = rss_floor; rssof["nginx"] = rss_nginx; rssof["haproxy"] = rss_haproxy
+    rssof["mirador"] = rss_mirador; rssof["mirador-ws"] = rss_ws; rssof["mirador-nometrics"] = rss_nm; rssof["mirador-base"] = rss_base; rssof["mirador-shared"] = rss_shared; rssof["floor"] = rss_floor; rssof["nginx"] = rss_nginx; rssof["haproxy"] = rss_haproxy
     split("small big post", scenarios, " "); n = split(proxies, list, " ")
     printf "%-8s %-17s %-24s %-20s %-20s %10s %9s %9s %8s\n", "scenario", "proxy", "req/s (rounds)", "p50 (rounds)", "p99 (rounds)", "cpu us/req", "x nginx", "x floor", "rss MiB"
     for (s = 1; s <= 3; s++) {
