@@ -1,12 +1,15 @@
 //! Micro-benchmarks of the request path's own work: classification, table
 //! lookup at 10 / 1k / 100k tenants (must be flat), endpoint selection,
 //! building a table from a 10k-tenant config off the request path, and the
-//! swap that publishes a table.
+//! swap that publishes a table, and what a shared tenant adds: its cluster
+//! form and rewritten path.
 //!
 //! Run: `cargo bench --bench routing`
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use mirador_router::api::{classify, lookup as surface_lookup, Endpoint, Listener, Signal};
+use mirador_router::api::{
+    classify, cluster_form, lookup as surface_lookup, Endpoint, Listener, Signal, VictoriaTenant,
+};
 use mirador_router::config::parse;
 use mirador_router::routing::{RouteStore, RoutingTable, Shared};
 use mirador_router::upstream::Tried;
@@ -82,5 +85,18 @@ fn select_and_swap(c: &mut Criterion) {
     c.bench_function("load_and_route", |b| b.iter(|| store.load().route(black_box("tenant-5"), query()).is_ok()));
 }
 
-criterion_group!(benches, classification, lookup, build, select_and_swap);
+/// What routing a shared tenant's request adds: the cluster form of the
+/// classified endpoint, and the path written for it.
+fn cluster_rewrite(c: &mut Criterion) {
+    let id = VictoriaTenant { account: 42, project: 0 };
+    c.bench_function("cluster_form_and_path", |b| {
+        b.iter(|| {
+            let classified = classify(Listener::Unified, &http::Method::POST, black_box("/api/v1/query")).unwrap();
+            let form = cluster_form(classified.endpoint).unwrap();
+            form.path(&classified.path.encoded_route_path(), black_box(id))
+        })
+    });
+}
+
+criterion_group!(benches, classification, lookup, build, select_and_swap, cluster_rewrite);
 criterion_main!(benches);
