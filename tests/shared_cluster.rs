@@ -243,7 +243,7 @@ async fn a_path_that_names_a_victoria_tenant_is_refused_and_reaches_nobody() {
         "/prometheus/insert/0/prometheus/api/v1/write",
         "/select/%32:5/prometheus/api/v1/query",
         "//select//2:5//prometheus/api/v1/query",
-        "/api/v1/query/multitenant",
+        "/select/MULTITENANT/prometheus/api/v1/query",
     ] {
         for tenant in ["a", "b", "c", "d"] {
             for method in [reqwest::Method::GET, reqwest::Method::POST] {

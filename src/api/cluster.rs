@@ -181,17 +181,17 @@ pub fn admin_op_runs(op: AdminOp, signal: Signal, shared: bool) -> bool {
 }
 
 /// Whether a canonical path already names a Victoria tenant: a
-/// `/insert/<id>/`, `/select/<id>/` or `/delete/<id>/` form (`<id>` digits
-/// and colons, as a cluster parses it), or any `multitenant` segment (the
-/// cross-tenant reads and writes of a cluster). Only the router names the
-/// tenant: such a path is refused, never forwarded.
+/// `/insert/<id>/`, `/select/<id>/` or `/delete/<id>/` form, `<id>` being
+/// digits and colons (as a cluster parses it) or `multitenant` (the
+/// cluster's cross-tenant reads and writes), in any case. Only the router
+/// names the tenant: such a path is refused, never forwarded. Elsewhere
+/// `multitenant` is a plain word (a label may be called so).
 pub fn names_a_tenant(path: &str) -> bool {
     let mut segments = path.split('/').filter(|s| !s.is_empty());
-    if path.split('/').any(|segment| segment.eq_ignore_ascii_case("multitenant")) {
-        return true;
-    }
     match (segments.next(), segments.next()) {
-        (Some("insert" | "select" | "delete"), Some(id)) => id.bytes().all(|b| b.is_ascii_digit() || b == b':'),
+        (Some("insert" | "select" | "delete"), Some(id)) => {
+            id.eq_ignore_ascii_case("multitenant") || id.bytes().all(|b| b.is_ascii_digit() || b == b':')
+        }
         _ => false,
     }
 }
@@ -264,7 +264,6 @@ mod tests {
             "/insert/multitenant/prometheus/api/v1/write",
             "/select/multitenant/prometheus/api/v1/query",
             "/select/MultiTenant/vmui/",
-            "/api/v1/multitenant",
             "/select/:/x",
         ] {
             assert!(names_a_tenant(named), "{named}");
@@ -275,6 +274,8 @@ mod tests {
             "/select/logsql/query",
             "/select/vmui/",
             "/delete/run_task",
+            "/api/v1/label/multitenant/values",
+            "/vmui/multitenant",
             "/api/v1/write",
             "/insert",
             "/",
