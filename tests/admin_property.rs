@@ -4,9 +4,11 @@
 //! config file and the routing agree with a model of what should be in
 //! force. A 2xx shows the tenant as now in force; a refusal (400 naming the
 //! field, 404, 409) changes nothing. The file holds exactly the model's
-//! tenants, each request through the unified listener reaches a stand-in of
-//! its tenant's deployment for that signal, and every other tenant and
-//! signal is refused; `GET /api/v1/tenants[/<id>]` shows the model.
+//! tenants; `GET /api/v1/tenants[/<id>]` shows them; a query and an ingest
+//! of each tenant and signal through the unified listener reach a stand-in
+//! of that deployment, or are refused as the tenant's table says (unknown,
+//! suspended, no such signal, read-only, over `max_body_bytes`); and a
+//! restarted router serves the same.
 
 mod common;
 
