@@ -113,7 +113,7 @@ impl<'a> Locator<'a> {
     }
 
     fn doc(&self) -> Option<&toml_edit::Document<String>> {
-        self.doc.get_or_init(|| toml_edit::Document::parse(self.text.to_string()).ok()).as_ref()
+        self.doc.get_or_init(|| spanned_document(self.text)).as_ref()
     }
 
     /// Places a validation problem at its key in the file.
@@ -160,6 +160,34 @@ impl<'a> Locator<'a> {
         let column = before[line_start..].chars().count() + 1;
         (line, column)
     }
+}
+
+/// Most number literals [`spanned_document`] blanks in one text.
+const MAX_BLANKED_NUMBERS: usize = 64;
+
+/// The text as a document with spans, for placing errors. `toml_edit`
+/// refuses the whole text for a number no `i64` or `f64` holds
+/// (`18446744073709551615`, `1e400`), which the deserializer reads and then
+/// refuses with an error that needs a key path — that error's, or another
+/// key's elsewhere in the file. So each such literal is blanked to `0` padded
+/// with spaces, which keeps every span where it was, and the text parsed again.
+fn spanned_document(text: &str) -> Option<toml_edit::Document<String>> {
+    let mut text = text.to_string();
+    for _ in 0..MAX_BLANKED_NUMBERS {
+        let error = match toml_edit::Document::parse(text.clone()) {
+            Ok(doc) => return Some(doc),
+            Err(error) => error,
+        };
+        let span = error.span()?;
+        let literal = text.get(span.clone())?;
+        let number = literal.starts_with(|c: char| c.is_ascii_digit() || c == '+' || c == '-')
+            && literal.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-._".contains(&b));
+        if !number || literal.trim_end() == "0" {
+            return None;
+        }
+        text.replace_range(span.clone(), &format!("0{}", " ".repeat(span.len() - 1)));
+    }
+    None
 }
 
 /// The span of the deepest part of `path` found in `table`: the key where a
@@ -232,5 +260,17 @@ mod tests {
         let path = KeyPath::root().key("tenants").key("acme").key("metrics").key("endpoints").index(1);
         let err = locator.place(Problem { path, message: "bad".into() });
         assert_eq!(err.to_string(), "t.toml:4:3: tenants.acme.metrics.endpoints[1]: bad");
+    }
+
+    #[test]
+    fn a_number_no_integer_holds_does_not_hide_the_key_paths() {
+        let text = "[server]\nmax_connections = 18446744073709551615\nidle_timeuot = \"5s\"\n\
+                    [health_check]\ninterval = { ms = 1e400 }\n";
+        let doc = spanned_document(text).expect("the rest of the text parses");
+        let at = |needle: &str| path_at(doc.as_table(), text.find(needle).unwrap()).to_string();
+        assert_eq!(at("18446744073709551615"), "server.max_connections");
+        assert_eq!(at("idle_timeuot"), "server.idle_timeuot");
+        assert_eq!(at("1e400"), "health_check.interval.ms");
+        assert!(spanned_document("[server]\nthreads = 1 2\n").is_none(), "a syntax error stays one");
     }
 }

@@ -163,6 +163,19 @@ fn a_wrong_type_or_enum_value_is_an_error_at_its_value() {
 }
 
 #[test]
+fn a_number_out_of_range_of_the_file_format_is_an_error_at_its_key() {
+    assert_eq!(
+        errors("[server]\nmax_connections = 18446744073709551615\n"),
+        ["bad.toml:2:19: server.max_connections: invalid value: integer `18446744073709551615`, expected i64"]
+    );
+    // Another key's error, with such a number elsewhere in the file.
+    assert_eq!(
+        errors("[server]\nidle_timeuot = \"5s\"\nmax_connections = 1e400\n")[0].split(", expected").next().unwrap(),
+        "bad.toml:2:1: server.idle_timeuot: unknown field `idle_timeuot`"
+    );
+}
+
+#[test]
 fn a_toml_syntax_error_names_its_line() {
     let errors = errors("[server]\nlisten = [\"0.0.0.0:8080\"\n");
     assert_eq!(errors.len(), 1);

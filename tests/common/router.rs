@@ -281,7 +281,9 @@ impl RouterProcess {
         })
     }
 
-    fn wait_listening(&self) {
+    /// Waits until every listener accepts connections (what `start` does
+    /// unless [`RouterBuilder::no_wait`]).
+    pub fn wait_listening(&self) {
         let mut addrs = vec![self.unified, self.admin];
         addrs.extend(self.drop_in.values());
         let mut next = 0;
