@@ -323,3 +323,43 @@ async fn log_shippers_and_the_otel_collector_reach_their_signal_with_the_body_as
         }
     }
 }
+
+/// The OpenTelemetry Python SDK (from PyPI, in the `.venv` that
+/// `scripts/test` makes) with its OTLP/HTTP exporters and the tenant header:
+/// its span, metric point and log record each reach the tenant's deployment
+/// of that signal, as protobuf.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_opentelemetry_sdk_exports_traces_metrics_and_logs_through_the_router() {
+    let python = std::env::var("MIRADOR_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv").into())
+        .join("bin/python");
+    assert!(python.exists(), "{} is missing: scripts/test makes the venv with the OpenTelemetry SDK", python.display());
+    let fleet = Fleet::start(&["alpha", "beta"]).await;
+    let router = RouterProcess::start(&fleet.toml());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/otel_sdk.py");
+    let base = router.base("unified");
+    let run = move || std::process::Command::new(&python).args([script, &base, "alpha"]).output();
+    let output = tokio::task::spawn_blocking(run).await.unwrap().expect("python runs");
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for (signal, path) in [
+        ("traces", "/insert/opentelemetry/v1/traces"),
+        ("metrics", "/opentelemetry/v1/metrics"),
+        ("logs", "/insert/opentelemetry/v1/logs"),
+    ] {
+        // (The metric reader exports again at exit: one request or more.)
+        let seen = fleet.get("alpha", signal).seen();
+        assert!(!seen.is_empty(), "nothing of {signal} arrived");
+        for seen in &seen {
+            assert_eq!((seen.method.as_str(), seen.path_and_query.as_str()), ("POST", path));
+            assert_eq!(seen.headers["content-type"], "application/x-protobuf");
+            assert!(seen.body_len > 20 && seen.body_complete, "{signal}: {seen:?}");
+        }
+        assert!(fleet.get("beta", signal).seen().is_empty());
+    }
+}
