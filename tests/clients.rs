@@ -139,7 +139,7 @@ async fn vmagent_writes_with_a_header_basic_auth_or_a_bearer_token() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn vmalert_evaluates_recording_rules_and_writes_back_with_basic_auth() {
+async fn vmalert_evaluates_recording_rules_with_basic_auth_and_writes_back_with_a_bearer_token() {
     let dir = tempfile::tempdir().unwrap();
     let (_vm, vm) = start_victoria_metrics(dir.path(), "vm").await;
     let router = RouterProcess::start(&tenant("alpha", vm));
@@ -163,8 +163,8 @@ async fn vmalert_evaluates_recording_rules_and_writes_back_with_basic_auth() {
             "-datasource.basicAuth.username=alpha-user".into(),
             "-datasource.basicAuth.password=alpha-pass".into(),
             format!("-remoteWrite.url={base}"),
-            "-remoteWrite.basicAuth.username=alpha-user".into(),
-            "-remoteWrite.basicAuth.password=alpha-pass".into(),
+            // Writes back proved by the tenant's bearer token: both credential flags work.
+            "-remoteWrite.bearerToken=alpha-token".into(),
             "-remoteWrite.flushInterval=100ms".into(),
             "-evaluationInterval=1s".into(),
             "-loggerLevel=ERROR".into(),

@@ -418,6 +418,7 @@ endpoints = ["http://127.0.0.1:18007"]
 account_id = 42
 insert_endpoints = ["http://127.0.0.1:18480"]
 select_endpoints = ["http://127.0.0.1:18481"]
+quotas = { max_concurrent_requests = 5 }
 [tenants.small.logs]
 account_id = 42
 endpoints = ["http://127.0.0.1:19428"]
@@ -448,6 +449,9 @@ admin_api = ["delete_series"]
             [(Signal::Metrics, Some(Service::Insert)), (Signal::Logs, None), (Signal::Metrics, Some(Service::Select))]
         );
         assert!(small.pools().all(|pool| pool.cluster.is_some()));
+        // The signal's quota is one, whichever service serves a request.
+        let metrics: Vec<_> = small.pools().filter(|pool| pool.signal == Signal::Metrics).collect();
+        assert!(Arc::ptr_eq(metrics[0].limits.as_ref().unwrap(), metrics[1].limits.as_ref().unwrap()));
     }
 
     #[test]
