@@ -40,7 +40,15 @@ impl Inputs {
     }
 
     fn gather_deployment(&mut self, deployment: &RawDeployment) {
-        for url in deployment.endpoints.iter().chain(&deployment.backup_endpoints) {
+        // Every endpoint list: a shared metrics cluster's vminsert and vmselect too.
+        let cluster = [
+            &deployment.insert_endpoints,
+            &deployment.insert_backup_endpoints,
+            &deployment.select_endpoints,
+            &deployment.select_backup_endpoints,
+        ];
+        let urls = deployment.endpoints.iter().chain(&deployment.backup_endpoints);
+        for url in urls.chain(cluster.into_iter().flatten().flatten()) {
             let Some((host, port)) = url::Url::parse(url).ok().as_ref().and_then(host_to_resolve) else { continue };
             if let Ok(Some(addr)) = (host.as_str(), port).to_socket_addrs().map(|mut found| found.next()) {
                 self.addresses.insert((host, port), addr);

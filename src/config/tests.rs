@@ -243,6 +243,16 @@ fn gathering_reads_what_the_text_names() {
 }
 
 #[test]
+fn gathering_resolves_the_host_names_of_a_shared_clusters_services() {
+    let text = "[tenants.s.metrics]\naccount_id = 1\ninsert_endpoints = [\"http://localhost:18480\"]\n\
+                select_endpoints = [\"http://localhost:18481\"]\nselect_backup_endpoints = [\"http://localhost:18482\"]\n";
+    let config = parse("t.toml", text).unwrap_or_else(|e| panic!("{e:?}"));
+    let metrics = config.tenants["s"].deployment(Signal::Metrics).unwrap();
+    let addrs: Vec<_> = metrics.all_endpoints().map(|e| (e.addr.ip().is_loopback(), e.addr.port())).collect();
+    assert_eq!(addrs, [(true, 18480), (true, 18481), (true, 18482)]);
+}
+
+#[test]
 fn a_file_that_is_not_utf8_is_refused_at_its_line_and_byte() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("latin1.toml");
