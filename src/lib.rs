@@ -14,6 +14,7 @@ pub mod admin;
 pub mod api;
 pub mod config;
 pub mod connection;
+pub mod edge;
 pub mod metrics;
 pub mod proxy;
 pub mod quota;

@@ -3,6 +3,7 @@
 use clap::Parser;
 use mirador_router::access_log::{self, AccessLogLayer};
 use mirador_router::config::{AccessLogFormat, Source};
+use mirador_router::edge::Edge;
 use mirador_router::metrics::Metrics;
 use mirador_router::reload::{self, Reloader};
 use mirador_router::routing::{self, RouteStore, Shared};
@@ -67,6 +68,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for warning in &config.warnings {
+        eprintln!("warning: {warning}");
+    }
     if cli.check {
         println!("{}: ok ({} tenants)", source.name(), config.tenants.len());
         return ExitCode::SUCCESS;
@@ -97,9 +101,10 @@ fn main() -> ExitCode {
     }
     tracing::info!(config = %source.name(), tenants = config.tenants.len(), endpoints = registry.len(), "config loaded");
     let watch_config = config.admin.watch_config;
-    let reloader =
-        Arc::new(Reloader::new(source, routes.clone(), shared, config.clone(), text).with_memory_trim(release_memory));
-    let server = mirador_router::server::build(&config, routes, metrics, reloader.clone(), cli.upgrade);
+    let edge = Arc::new(Edge::new(&config.server.tls, metrics.clone()));
+    let reloader = Reloader::new(source, routes.clone(), shared, config.clone(), text).with_memory_trim(release_memory);
+    let reloader = Arc::new(reloader.with_edge(edge.clone()));
+    let server = mirador_router::server::build(&config, routes, metrics, reloader.clone(), &edge, cli.upgrade);
     // The reloader holds the config from here on; main's copy would live as
     // long as the process.
     drop(config);

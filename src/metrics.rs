@@ -17,8 +17,8 @@ use crate::api::Signal;
 use crate::rejection::Rejection;
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -101,6 +101,8 @@ pub struct Metrics {
     rejections: IntCounterVec,
     reloads: IntCounterVec,
     pub last_reload_success: Gauge,
+    /// Each TLS listener's certificates' `notAfter`, by listener and subject.
+    tls_certificate_expiry: GaugeVec,
     /// Orders the creation of a tenant's series against its retirement.
     lifecycle: Mutex<()>,
 }
@@ -266,6 +268,15 @@ impl Metrics {
                 "Unix time of the last successful config load.",
             )
             .expect("valid metric"),
+            tls_certificate_expiry: {
+                let opts = Opts::new(
+                    "mirador_router_tls_certificate_expiry_timestamp_seconds",
+                    "Unix time at which a certificate a TLS listener serves expires.",
+                );
+                let vec = GaugeVec::new(opts, &["listener", "subject"]).expect("valid metric");
+                registry.register(Box::new(vec.clone())).expect("unique metric");
+                vec
+            },
             registry,
             lifecycle: Mutex::new(()),
         };
@@ -276,6 +287,11 @@ impl Metrics {
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         metrics.registry.register(Box::new(build_info)).expect("unique metric");
         Arc::new(metrics)
+    }
+
+    /// The certificate expiry gauges, set by the edge on start and reload.
+    pub fn tls_certificate_expiry(&self) -> &GaugeVec {
+        &self.tls_certificate_expiry
     }
 
     /// Adds a collector of gauges read at scrape time (the routing table's).

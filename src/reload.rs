@@ -9,6 +9,7 @@
 //! mutex serialises reloads and mutations, so no update is lost.
 
 use crate::config::{self, Config, ConfigError, Source};
+use crate::edge::Edge;
 use crate::metrics::Metrics;
 use crate::routing::{RouteStore, RoutingTable, Shared};
 use serde::Serialize;
@@ -92,12 +93,14 @@ pub struct Reloader {
     state: Mutex<State>,
     /// Run after each reload: hands the memory of the parse back to the OS.
     trim: Option<fn()>,
+    /// The TLS listeners' certificates, swapped on each reload.
+    edge: Option<Arc<Edge>>,
 }
 
 impl Reloader {
     pub fn new(source: Source, routes: Arc<RouteStore>, shared: Arc<Shared>, applied: Config, text: String) -> Self {
         let state = Mutex::new(State { applied, text, last: None });
-        Reloader { source, routes, shared, state, trim: None }
+        Reloader { source, routes, shared, state, trim: None, edge: None }
     }
 
     /// Runs `trim` after every reload and mutation, to return the parse's
@@ -105,6 +108,12 @@ impl Reloader {
     /// binary passes its allocator's collect, the library knows none.
     pub fn with_memory_trim(mut self, trim: fn()) -> Self {
         self.trim = Some(trim);
+        self
+    }
+
+    /// Swaps the TLS listeners' certificates on every reload and mutation.
+    pub fn with_edge(mut self, edge: Arc<Edge>) -> Self {
+        self.edge = Some(edge);
         self
     }
 
@@ -204,8 +213,24 @@ impl Reloader {
         for tenant in &report.removed {
             old.retire(tenant);
         }
+        for warning in &next.warnings {
+            tracing::warn!("{warning}");
+        }
+        // Certificates are re-read on every reload: new handshakes get the
+        // new ones, established connections keep theirs.
+        let mut fresh = std::mem::take(&mut next.server.tls);
+        if let Some(edge) = &self.edge {
+            for note in edge.apply(&fresh) {
+                tracing::warn!("{note}");
+            }
+        }
         // Settings that need new sockets stay as they run until a restart.
         next.server = state.applied.server.clone();
+        for running in &mut next.server.tls {
+            if let Some(i) = fresh.iter().position(|l| l.listen == running.listen) {
+                *running = fresh.swap_remove(i);
+            }
+        }
         next.admin = state.applied.admin.clone();
         next.observability = state.applied.observability.clone();
         state.applied = next;

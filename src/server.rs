@@ -6,6 +6,7 @@ use crate::admin::AdminApp;
 use crate::api::Listener;
 use crate::config::Config;
 use crate::connection::Guarded;
+use crate::edge::Edge;
 use crate::metrics::Metrics;
 use crate::proxy::Router;
 use crate::reload::Reloader;
@@ -25,6 +26,7 @@ pub fn build(
     routes: Arc<RouteStore>,
     metrics: Option<Arc<Metrics>>,
     reloader: Arc<Reloader>,
+    edge: &Edge,
     upgrade: bool,
 ) -> Server {
     let settings = &config.server;
@@ -53,6 +55,15 @@ pub fn build(
         for addr in addrs {
             service.add_tcp(&addr.to_string());
         }
+        server.add_service(service);
+    }
+    // TLS listeners: unified, each certificate set the edge's (swapped on reload).
+    for listener in &settings.tls {
+        let Some(tls) = edge.settings(listener) else { continue };
+        let router = Router::new(Listener::Unified, routes.clone(), config.observability.clone(), settings.clients);
+        let proxy = pingora::proxy::http_proxy(&server.configuration, router.over_tls());
+        let mut service = Service::new(format!("tls {}", listener.listen), Guarded::new(proxy, settings.clients));
+        service.add_tls_with_settings(&listener.listen.to_string(), None, tls);
         server.add_service(service);
     }
     let mut admin =

@@ -19,14 +19,22 @@ pub struct Inputs {
     env: HashMap<String, String>,
     /// (host, port) → the first address it resolved to.
     addresses: HashMap<(String, u16), SocketAddr>,
+    /// The time of the gathering, in seconds since the Unix epoch: what
+    /// certificate lifetimes are checked against (0 when not gathered).
+    now: i64,
 }
 
 impl Inputs {
     /// Reads every file, variable and host name `raw` refers to.
     pub fn gather(raw: &RawConfig) -> Inputs {
-        let mut inputs = Inputs::default();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        let mut inputs = Inputs { now: now.map_or(0, |since| since.as_secs() as i64), ..Inputs::default() };
         if let Some(file) = &raw.admin.token_file {
             inputs.read_file(file);
+        }
+        for certificate in raw.server.tls.iter().flatten().flat_map(|listener| &listener.certificates) {
+            inputs.read_file(&certificate.cert_file);
+            inputs.read_file(&certificate.key_file);
         }
         for tenant in raw.tenants.values() {
             if let Some(file) = tenant.auth.as_ref().and_then(|auth| auth.bearer_tokens_sha256_file.as_ref()) {
@@ -79,6 +87,16 @@ impl Inputs {
             let read = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"));
             self.files.insert(path.to_string(), read);
         }
+    }
+
+    /// The same inputs at time `now` (seconds since the Unix epoch).
+    pub fn with_now(mut self, now: i64) -> Self {
+        self.now = now;
+        self
+    }
+
+    pub(super) fn now(&self) -> i64 {
+        self.now
     }
 
     /// The same inputs with `path` holding `bytes`.

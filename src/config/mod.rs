@@ -9,6 +9,7 @@
 
 mod check;
 mod deployment;
+mod edge;
 mod error;
 mod inputs;
 mod model;

@@ -21,6 +21,9 @@ pub struct Config {
     /// Boxed in an `Arc`: a `Tenant` is over a kilobyte, and B-tree nodes
     /// filled in key order are half empty (README, Performance).
     pub tenants: BTreeMap<String, std::sync::Arc<Tenant>>,
+    /// What is valid but needs an operator's eye (a certificate about to
+    /// expire): printed by `--check`, logged at start and on reload.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +50,50 @@ pub struct Server {
     pub work_stealing: bool,
     /// What one client may hold of the proxy listeners.
     pub clients: ClientLimits,
+    /// TLS listeners (unified): the path decides the signal.
+    pub tls: Vec<TlsListener>,
+}
+
+/// A TLS listener: its certificates (the first the default, the others
+/// chosen by the SNI name against their DNS names), HTTP/2 by ALPN.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsListener {
+    pub listen: SocketAddr,
+    pub certificates: Vec<ServedCertificate>,
+    pub http2: bool,
+}
+
+/// A certificate a TLS listener serves: its chain and key, parsed and
+/// checked to match, and what operators see of it.
+#[derive(Clone)]
+pub struct ServedCertificate {
+    pub cert_file: String,
+    /// The leaf's subject, as shown in metrics and logs.
+    pub subject: String,
+    /// The leaf's DNS names (SANs; the CN when it has none), for SNI.
+    pub names: Vec<String>,
+    /// The leaf's `notAfter`, in seconds since the Unix epoch.
+    pub not_after: i64,
+    pub certified: std::sync::Arc<rustls::sign::CertifiedKey>,
+    /// SHA-256 over the chain and key: equal for equal material.
+    pub fingerprint: [u8; 32],
+}
+
+impl PartialEq for ServedCertificate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cert_file == other.cert_file && self.fingerprint == other.fingerprint
+    }
+}
+
+impl std::fmt::Debug for ServedCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServedCertificate")
+            .field("cert_file", &self.cert_file)
+            .field("subject", &self.subject)
+            .field("names", &self.names)
+            .field("not_after", &self.not_after)
+            .finish()
+    }
 }
 
 /// What one client may hold of a proxy listener: connections, and time.

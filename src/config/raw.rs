@@ -62,6 +62,26 @@ pub struct RawServer {
     pub max_connections_per_client: Option<i64>,
     pub max_request_headers: Option<i64>,
     pub max_request_header_bytes: Option<i64>,
+    /// TLS listeners (unified): `[[server.tls]]`.
+    pub tls: Option<Vec<RawTlsListener>>,
+}
+
+/// One TLS listener: its address and certificates (the first the default,
+/// the others chosen by SNI), HTTP/2 offered by ALPN.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTlsListener {
+    pub listen: Option<String>,
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+    pub http2: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert_file: String,
+    pub key_file: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

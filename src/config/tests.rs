@@ -440,3 +440,73 @@ fn the_shipped_shared_cluster_example_is_valid_once_uncommented() {
     assert_eq!(metrics.cluster.as_ref().unwrap().tenant.account, 42);
     assert_eq!(metrics.select_service().unwrap().endpoints.len(), 2);
 }
+
+/// A self-signed certificate for `names` valid until `not_after` (unix
+/// seconds): (cert PEM, key PEM).
+fn certificate(names: &[&str], not_after: i64) -> (String, String) {
+    let mut params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = time_of(not_after);
+    let key = rcgen::KeyPair::generate().unwrap();
+    (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+}
+
+fn time_of(unix: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(unix).unwrap()
+}
+
+const NOW: i64 = 1_800_000_000;
+const DAY: i64 = 86_400;
+
+fn tls_config(files: &[(&str, &(String, String))]) -> (String, Inputs) {
+    let mut text = String::from("[[server.tls]]\nlisten = \"127.0.0.1:8443\"\ncertificates = [\n");
+    let mut inputs = Inputs::default().with_now(NOW);
+    for (name, (cert, key)) in files {
+        text += &format!("  {{ cert_file = \"/tls/{name}.pem\", key_file = \"/tls/{name}.key\" }},\n");
+        inputs = inputs
+            .with_file(&format!("/tls/{name}.pem"), cert.as_bytes())
+            .with_file(&format!("/tls/{name}.key"), key.as_bytes());
+    }
+    (text + "]\n", inputs)
+}
+
+#[test]
+fn tls_listener_certificates_are_parsed_matched_and_bounded_in_time() {
+    let edge = certificate(&["edge.example", "*.edge.example"], NOW + 90 * DAY);
+    let other = certificate(&["other.example"], NOW + 90 * DAY);
+    let (text, inputs) = tls_config(&[("edge", &edge), ("other", &other)]);
+    let config = compile("t.toml", &text, &inputs).unwrap_or_else(|e| panic!("{e:?}"));
+    let listener = &config.server.tls[0];
+    assert_eq!((listener.listen.port(), listener.http2), (8443, true));
+    assert_eq!(listener.certificates[0].names, ["edge.example", "*.edge.example"]);
+    assert_eq!(listener.certificates[1].not_after, NOW + 90 * DAY);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+
+    // A key that is not the certificate's, an expired certificate, a file that is no PEM.
+    let mismatched = (edge.0.clone(), other.1.clone());
+    let expired = certificate(&["old.example"], NOW - DAY);
+    let garbage = ("not a certificate".to_string(), edge.1.clone());
+    let (text, inputs) = tls_config(&[("mismatched", &mismatched), ("expired", &expired), ("garbage", &garbage)]);
+    let found: Vec<String> = compile("t.toml", &text, &inputs).unwrap_err().iter().map(|e| e.to_string()).collect();
+    for expected in [
+        "server.tls[0].certificates[0].key_file: /tls/mismatched.key is not the key of /tls/mismatched.pem",
+        "server.tls[0].certificates[1].cert_file: /tls/expired.pem (CN=rcgen self signed cert) expired at",
+        "server.tls[0].certificates[2].cert_file: /tls/garbage.pem holds no PEM certificate",
+    ] {
+        assert!(found.iter().any(|e| e.contains(expected)), "{expected:?} not in {found:#?}");
+    }
+
+    // Under 14 days left: valid, with a warning naming the certificate.
+    let soon = certificate(&["soon.example"], NOW + 3 * DAY);
+    let (text, inputs) = tls_config(&[("soon", &soon)]);
+    let config = compile("t.toml", &text, &inputs).unwrap();
+    assert_eq!(config.warnings.len(), 1);
+    assert!(config.warnings[0].contains("server.tls[0].certificates[0]: /tls/soon.pem"), "{:?}", config.warnings);
+
+    // No certificate, or no address: refused.
+    let found = errors("[[server.tls]]\nlisten = \"127.0.0.1:8443\"\n[[server.tls]]\ncertificates = []\n");
+    assert!(found
+        .iter()
+        .any(|e| e.contains("server.tls[0].certificates: a TLS listener needs at least one certificate")));
+    assert!(found.iter().any(|e| e.contains("server.tls[1].listen: a TLS listener needs its address")), "{found:#?}");
+}

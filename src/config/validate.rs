@@ -9,6 +9,7 @@
 
 use super::check::{duration, listen_addr, positive, Problems, NONE_TO_AN_HOUR, UP_TO_AN_HOUR};
 use super::deployment::{self, health_check_settings, DeploymentContext};
+use super::edge;
 use super::error::{KeyPath, Problem};
 use super::inputs::Inputs;
 use super::model::*;
@@ -26,15 +27,21 @@ pub fn validate(raw: RawConfig, inputs: &Inputs) -> Result<Config, Vec<Problem>>
     let mut problems = Problems::default();
     let root = KeyPath::root();
 
-    let server = server_settings(server, &root.key("server"), &mut problems);
+    let mut warnings = Vec::new();
+    let server = server_settings(server, &root.key("server"), inputs, &mut problems, &mut warnings);
     let admin = admin_settings(admin, &root.key("admin"), inputs, &mut problems);
     listeners_distinct(&server, &admin, &mut problems);
     let tenancy = tenancy_settings(tenancy, &root.key("tenancy"), &mut problems);
     let health_check =
         health_check_settings(health_check, &HealthCheck::default(), &root.key("health_check"), &mut problems);
 
-    let own_listeners: Vec<SocketAddr> =
-        server.listen.iter().copied().chain(server.signal_listeners.iter().map(|(_, addr)| *addr)).collect();
+    let own_listeners: Vec<SocketAddr> = server
+        .listen
+        .iter()
+        .copied()
+        .chain(server.signal_listeners.iter().map(|(_, addr)| *addr))
+        .chain(server.tls.iter().map(|tls| tls.listen))
+        .collect();
     let mut model_tenants = BTreeMap::new();
     for (id, raw_tenant) in tenants {
         let path = root.key("tenants").key(&id);
@@ -54,10 +61,16 @@ pub fn validate(raw: RawConfig, inputs: &Inputs) -> Result<Config, Vec<Problem>>
         access_log: access_log.unwrap_or_default(),
         access_log_query: access_log_query.unwrap_or(false),
     };
-    Ok(Config { server, admin, tenancy, health_check, observability, tenants: model_tenants })
+    Ok(Config { server, admin, tenancy, health_check, observability, tenants: model_tenants, warnings })
 }
 
-fn server_settings(raw: RawServer, path: &KeyPath, problems: &mut Problems) -> Server {
+fn server_settings(
+    raw: RawServer,
+    path: &KeyPath,
+    inputs: &Inputs,
+    problems: &mut Problems,
+    warnings: &mut Vec<String>,
+) -> Server {
     let RawServer {
         listen,
         threads,
@@ -73,7 +86,9 @@ fn server_settings(raw: RawServer, path: &KeyPath, problems: &mut Problems) -> S
         max_connections_per_client,
         max_request_headers,
         max_request_header_bytes,
+        tls,
     } = raw;
+    let tls = edge::tls_listeners(tls.unwrap_or_default(), &path.key("tls"), inputs, inputs.now(), problems, warnings);
     let listen_raw = listen.unwrap_or_else(|| vec!["0.0.0.0:8080".to_string()]);
     let listen: Vec<SocketAddr> = listen_raw
         .iter()
@@ -89,7 +104,7 @@ fn server_settings(raw: RawServer, path: &KeyPath, problems: &mut Problems) -> S
                 Some((signal, listen_addr(&addr?, &key, problems)?))
             })
             .collect();
-    if listen_raw.is_empty() && signal_listeners.is_empty() {
+    if listen_raw.is_empty() && signal_listeners.is_empty() && tls.is_empty() {
         problems.add(&path.key("listen"), "no listener: list at least one address here or in server.signal_listeners");
     }
     let threads = match threads.unwrap_or(2) {
@@ -109,6 +124,7 @@ fn server_settings(raw: RawServer, path: &KeyPath, problems: &mut Problems) -> S
         pid_file: pid_file.unwrap_or_else(|| "/tmp/mirador-router.pid".into()).into(),
         upgrade_sock: upgrade_sock.unwrap_or_else(|| "/tmp/mirador-router-upgrade.sock".into()).into(),
         work_stealing: work_stealing.unwrap_or(false),
+        tls,
         clients: {
             let defaults = ClientLimits::default();
             let timeout = |raw: Option<String>, default, key: &str, problems: &mut Problems| {
@@ -193,6 +209,13 @@ fn listeners_distinct(server: &Server, admin: &Admin, problems: &mut Problems) {
                 .signal_listeners
                 .iter()
                 .map(|(s, a)| (KeyPath::root().key("server").key("signal_listeners").key(s.as_str()), *a)),
+        )
+        .chain(
+            server
+                .tls
+                .iter()
+                .enumerate()
+                .map(|(i, tls)| (KeyPath::root().key("server").key("tls").index(i).key("listen"), tls.listen)),
         )
         .chain([(KeyPath::root().key("admin").key("listen"), admin.listen)]);
     for (path, addr) in all {

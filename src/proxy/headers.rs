@@ -37,6 +37,7 @@ pub fn rewrite_upstream(
     pool: Option<(&Pool, usize)>,
     client: Option<IpAddr>,
     request_id: Option<&HeaderValue>,
+    scheme: &'static str,
 ) -> pingora::Result<()> {
     if let Some((pool, index)) = pool {
         upstream.insert_header(http::header::HOST, pool.endpoint(index).authority.clone())?;
@@ -56,7 +57,7 @@ pub fn rewrite_upstream(
         let earlier = upstream.headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
         upstream.insert_header(WIRE_X_FORWARDED_FOR, forwarded_for(earlier, ip))?;
     }
-    upstream.insert_header(WIRE_X_FORWARDED_PROTO, HeaderValue::from_static("http"))?;
+    upstream.insert_header(WIRE_X_FORWARDED_PROTO, HeaderValue::from_static(scheme))?;
     if let Some(id) = request_id {
         upstream.insert_header(WIRE_X_REQUEST_ID, id.clone())?;
     }
@@ -173,7 +174,7 @@ mod tests {
         for (name, value) in [("AccountID", "7"), ("projectid", "1"), ("Authorization", "Bearer t")] {
             request.append_header(name, value).unwrap();
         }
-        rewrite_upstream(&mut request, None, None, None).unwrap();
+        rewrite_upstream(&mut request, None, None, None, "http").unwrap();
         for name in ["accountid", "projectid", "authorization"] {
             assert!(request.headers.get(name).is_none(), "{name} forwarded");
         }

@@ -41,6 +41,8 @@ pub struct Router {
     routes: Arc<RouteStore>,
     observability: Observability,
     clients: ClientLimits,
+    /// `X-Forwarded-Proto`: `https` on a TLS listener.
+    scheme: &'static str,
 }
 
 impl Router {
@@ -50,7 +52,13 @@ impl Router {
         observability: Observability,
         clients: ClientLimits,
     ) -> Self {
-        Router { listener, routes, observability, clients }
+        Router { listener, routes, observability, clients, scheme: "http" }
+    }
+
+    /// The same router on a TLS listener.
+    pub fn over_tls(mut self) -> Self {
+        self.scheme = "https";
+        self
     }
 }
 
@@ -200,7 +208,7 @@ impl ProxyHttp for Router {
         }
         let pool = ctx.pool.as_deref().zip(ctx.endpoint);
         let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-        headers::rewrite_upstream(upstream, pool, client, ctx.request_id.as_ref())
+        headers::rewrite_upstream(upstream, pool, client, ctx.request_id.as_ref(), self.scheme)
     }
 
     /// Called when the endpoint's response head arrives. A 502/503/504 that

@@ -1,0 +1,156 @@
+//! TLS listeners: their certificate chains and keys, read through the
+//! gathered [`Inputs`], parsed, checked to match, and bounded in time — so
+//! that a listener `--check` accepts can hand every certificate out.
+
+use super::check::{listen_addr, Problems};
+use super::error::KeyPath;
+use super::inputs::Inputs;
+use super::model::{ServedCertificate, TlsListener};
+use super::raw::{RawCertificate, RawTlsListener};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::sync::Arc;
+
+/// Most certificates one listener serves.
+pub const MAX_CERTIFICATES: usize = 64;
+/// A certificate closer to its end than this is a warning.
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
+
+pub(super) fn tls_listeners(
+    raw: Vec<RawTlsListener>,
+    path: &KeyPath,
+    inputs: &Inputs,
+    now: i64,
+    problems: &mut Problems,
+    warnings: &mut Vec<String>,
+) -> Vec<TlsListener> {
+    raw.into_iter()
+        .enumerate()
+        .filter_map(|(i, RawTlsListener { listen, certificates, http2 })| {
+            let at = path.index(i);
+            let Some(listen) = listen else {
+                problems.add(&at.key("listen"), "a TLS listener needs its address, e.g. \"0.0.0.0:8443\"");
+                return None;
+            };
+            let listen = listen_addr(&listen, &at.key("listen"), problems);
+            if certificates.is_empty() {
+                problems.add(&at.key("certificates"), "a TLS listener needs at least one certificate");
+            }
+            if certificates.len() > MAX_CERTIFICATES {
+                problems.add(&at.key("certificates"), format!("more than {MAX_CERTIFICATES} certificates"));
+            }
+            let certificates: Vec<ServedCertificate> = certificates
+                .into_iter()
+                .enumerate()
+                .filter_map(|(j, raw)| {
+                    certificate(raw, &at.key("certificates").index(j), inputs, now, problems, warnings)
+                })
+                .collect();
+            Some(TlsListener { listen: listen?, certificates, http2: http2.unwrap_or(true) })
+        })
+        .collect()
+}
+
+fn certificate(
+    raw: RawCertificate,
+    path: &KeyPath,
+    inputs: &Inputs,
+    now: i64,
+    problems: &mut Problems,
+    warnings: &mut Vec<String>,
+) -> Option<ServedCertificate> {
+    let RawCertificate { cert_file, key_file } = raw;
+    let chain: Result<Vec<CertificateDer<'static>>, String> = inputs.bytes(&cert_file).and_then(|pem| {
+        CertificateDer::pem_slice_iter(pem).collect::<Result<_, _>>().map_err(|e| format!("{cert_file}: {e}"))
+    });
+    let chain = match chain {
+        Ok(chain) if chain.is_empty() => {
+            problems.add(&path.key("cert_file"), format!("{cert_file} holds no PEM certificate"));
+            return None;
+        }
+        Ok(chain) => chain,
+        Err(why) => {
+            problems.add(&path.key("cert_file"), why);
+            return None;
+        }
+    };
+    let key = inputs.bytes(&key_file).and_then(|pem| {
+        PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("cannot read a PEM private key from {key_file}: {e}"))
+    });
+    let key = match key {
+        Ok(key) => key,
+        Err(why) => {
+            problems.add(&path.key("key_file"), why);
+            return None;
+        }
+    };
+    let (subject, names, not_after) = match x509_parser::parse_x509_certificate(&chain[0]) {
+        Ok((_, leaf)) => {
+            let subject = leaf.subject().to_string();
+            let mut names: Vec<String> = leaf
+                .subject_alternative_name()
+                .ok()
+                .flatten()
+                .map(|san| {
+                    san.value
+                        .general_names
+                        .iter()
+                        .filter_map(|name| match name {
+                            x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_ascii_lowercase()),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if names.is_empty() {
+                let cn = leaf.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok());
+                names.extend(cn.map(str::to_ascii_lowercase));
+            }
+            (subject, names, leaf.validity().not_after.timestamp())
+        }
+        Err(e) => {
+            problems.add(&path.key("cert_file"), format!("{cert_file}: the first certificate does not parse ({e})"));
+            return None;
+        }
+    };
+    if not_after <= now {
+        problems.add(&path.key("cert_file"), format!("{cert_file} ({subject}) expired at {}", shown(not_after)));
+        return None;
+    }
+    if not_after - now < EXPIRY_WARNING_DAYS * 86_400 {
+        warnings.push(format!(
+            "{}: {cert_file} ({subject}) expires at {}, in under {EXPIRY_WARNING_DAYS} days",
+            path,
+            shown(not_after)
+        ));
+    }
+    let fingerprint = {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        for der in chain.iter().map(|c| c.as_ref()).chain(std::iter::once(key.secret_der())) {
+            hash.update((der.len() as u64).to_le_bytes());
+            hash.update(der);
+        }
+        hash.finalize().into()
+    };
+    let provider = rustls::crypto::ring::default_provider();
+    match rustls::sign::CertifiedKey::from_der(chain, key, &provider) {
+        Ok(certified) => Some(ServedCertificate {
+            cert_file,
+            subject,
+            names,
+            not_after,
+            certified: Arc::new(certified),
+            fingerprint,
+        }),
+        Err(e) => {
+            problems.add(&path.key("key_file"), format!("{key_file} is not the key of {cert_file}: {e}"));
+            None
+        }
+    }
+}
+
+fn shown(unix: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
