@@ -285,3 +285,73 @@ async fn certificates_rotate_on_reload_under_new_handshakes_and_a_broken_one_is_
     assert!(leaves[rotated_at..].iter().all(|leaf| *leaf == second.2), "the old certificate came back");
     eprintln!("{} handshakes, rotated after {rotated_at}", leaves.len());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vmagent_writes_over_https_and_the_series_is_read_back_over_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_vm, vm) = common::victoria::start_victoria_metrics(dir.path(), "vm").await;
+    let ca = ca();
+    let cert = leaf(&ca, &["edge.test"]);
+    let pair = write_pair(dir.path(), "edge", &cert.0, &cert.1);
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+    let tls = free_addr();
+    let router = RouterProcess::builder()
+        .config_at(move |dir, text| {
+            let path = dir.join("router.toml");
+            let table = format!(
+                "[[server.tls]]\nlisten = \"{tls}\"\ncertificates = [{{ cert_file = \"{}\", key_file = \"{}\" }}]\n",
+                pair.0.display(),
+                pair.1.display()
+            );
+            std::fs::write(&path, format!("{text}\n{table}")).unwrap();
+            path
+        })
+        .tenants(format!("[tenants.acme.metrics]\nendpoints = [\"http://{vm}\"]\n"))
+        .start();
+    wait_tls(tls).await;
+    // vmagent verifies the router's certificate with the test CA, as edge.test.
+    let agent = free_addr();
+    let _vmagent = common::victoria::spawn(
+        "vmagent",
+        &[
+            format!("-httpListenAddr={agent}"),
+            format!("-remoteWrite.url=https://{tls}/api/v1/write"),
+            format!("-remoteWrite.tlsCAFile={}", ca_file.display()),
+            "-remoteWrite.tlsServerName=edge.test".into(),
+            "-remoteWrite.headers=X-Tenant-ID:acme".into(),
+            format!("-remoteWrite.tmpDataPath={}", dir.path().join("vmagent").display()),
+            "-remoteWrite.flushInterval=100ms".into(),
+            "-loggerLevel=ERROR".into(),
+        ],
+    );
+    common::victoria::wait_healthy(agent).await;
+    let pushed = client()
+        .post(format!("http://{agent}/api/v1/import/prometheus"))
+        .body("mirador_https_e2e 42\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pushed.status(), 204);
+    // Read back through the TLS listener over HTTP/2.
+    let resolve = format!("edge.test:{}:127.0.0.1", tls.port());
+    let url = format!("https://edge.test:{}/api/v1/series?match[]=mirador_https_e2e", tls.port());
+    let answer = Wait::new("the series over HTTPS and HTTP/2", Duration::from_secs(60))
+        .every(Duration::from_millis(300))
+        .until_async(|| {
+            let (ca_file, resolve, url) = (ca_file.clone(), resolve.clone(), url.clone());
+            async move {
+                common::victoria::force_flush(vm).await;
+                let out = std::process::Command::new("curl")
+                    .args(["-sS", "--http2", "--cacert", ca_file.to_str().unwrap(), "--resolve", &resolve])
+                    .args(["-H", "X-Tenant-ID: acme", "-w", "\n%{http_version}", &url])
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout).to_string();
+                text.contains("mirador_https_e2e").then_some(text)
+            }
+        })
+        .await;
+    assert!(answer.ends_with("\n2"), "not HTTP/2: {answer}");
+    drop(router);
+}

@@ -424,6 +424,7 @@ fn an_admin_grant_must_run_on_a_deployment_of_the_tenant() {
 fn the_shipped_shared_cluster_example_is_valid_once_uncommented() {
     let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/mirador-router.toml")).unwrap();
     let example = &shipped[shipped.find("# [tenants.smallco.metrics]").expect("the example is shipped")..];
+    let example = &example[..example.find("\n\n").unwrap_or(example.len())];
     let text: String = example.lines().map(|line| format!("{}\n", line.trim_start_matches("# "))).collect();
     let hosts = [
         ("vminsert-1", 8480),
