@@ -355,3 +355,35 @@ async fn vmagent_writes_over_https_and_the_series_is_read_back_over_http2() {
     assert!(answer.ends_with("\n2"), "not HTTP/2: {answer}");
     drop(router);
 }
+
+#[test]
+fn check_accepts_a_certificate_about_to_expire_with_a_warning() {
+    let ca = ca();
+    let mut params = CertificateParams::new(vec!["soon.test".to_string()]).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    (params.not_before, params.not_after) = (now - time::Duration::days(30), now + time::Duration::days(3));
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = write_pair(dir.path(), "soon", &cert.pem(), &key.serialize_pem());
+    let config = dir.path().join("router.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[server.tls]]\nlisten = \"127.0.0.1:18443\"\ncertificates = [{{ cert_file = \"{}\", key_file = \"{}\" }}]\n",
+            cert_file.display(),
+            key_file.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mirador-router"))
+        .args(["--config", config.to_str().unwrap(), "--check"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: server.tls[0].certificates[0]:") && stderr.contains("in under 14 days"),
+        "{stderr}"
+    );
+}
