@@ -75,7 +75,7 @@ pub fn resolve(
     // Forward exactly the path that was classified: the canonical one (on a
     // shared VictoriaMetrics cluster, its cluster form), and never an
     // absolute-form target.
-    let forwarded = match pool.cluster.zip(cluster_form(classified.endpoint)) {
+    let forwarded = match pool.cluster.and_then(|id| Some((id, cluster_form(classified.endpoint)?))) {
         Some((id, form)) => Cow::Owned(form.path(&classified.path.encoded_route_path(), id)),
         None => classified.path.encoded(),
     };
