@@ -5,10 +5,9 @@
 use super::check::{listen_addr, Problems};
 use super::error::KeyPath;
 use super::inputs::Inputs;
-use super::model::{ServedCertificate, TlsListener};
+use super::model::{der_fingerprint, ServedCertificate, TlsListener};
 use super::raw::{RawCertificate, RawTlsListener};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use super::secrets;
 use std::sync::Arc;
 
 /// Most certificates one listener serves.
@@ -60,24 +59,14 @@ fn certificate(
     warnings: &mut Vec<String>,
 ) -> Option<ServedCertificate> {
     let RawCertificate { cert_file, key_file } = raw;
-    let chain: Result<Vec<CertificateDer<'static>>, String> = inputs.bytes(&cert_file).and_then(|pem| {
-        CertificateDer::pem_slice_iter(pem).collect::<Result<_, _>>().map_err(|e| format!("{cert_file}: {e}"))
-    });
-    let chain = match chain {
-        Ok(chain) if chain.is_empty() => {
-            problems.add(&path.key("cert_file"), format!("{cert_file} holds no PEM certificate"));
-            return None;
-        }
+    let chain = match secrets::pem_certificates(inputs, &cert_file) {
         Ok(chain) => chain,
         Err(why) => {
             problems.add(&path.key("cert_file"), why);
             return None;
         }
     };
-    let key = inputs.bytes(&key_file).and_then(|pem| {
-        PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("cannot read a PEM private key from {key_file}: {e}"))
-    });
-    let key = match key {
+    let key = match secrets::pem_key(inputs, &key_file) {
         Ok(key) => key,
         Err(why) => {
             problems.add(&path.key("key_file"), why);
@@ -124,15 +113,7 @@ fn certificate(
             shown(not_after)
         ));
     }
-    let fingerprint = {
-        use sha2::{Digest, Sha256};
-        let mut hash = Sha256::new();
-        for der in chain.iter().map(|c| c.as_ref()).chain(std::iter::once(key.secret_der())) {
-            hash.update((der.len() as u64).to_le_bytes());
-            hash.update(der);
-        }
-        hash.finalize().into()
-    };
+    let fingerprint = der_fingerprint(chain.iter().map(|c| c.as_ref()).chain(std::iter::once(key.secret_der())));
     let provider = rustls::crypto::ring::default_provider();
     match rustls::sign::CertifiedKey::from_der(chain, key, &provider) {
         Ok(certified) => Some(ServedCertificate {

@@ -297,15 +297,23 @@ impl UpstreamTls {
     /// SHA-256 over every certificate and key, each prefixed by its length:
     /// equal for equal material, so it can stand for the material in keys.
     pub fn fingerprint(&self) -> [u8; 32] {
-        use sha2::{Digest, Sha256};
-        let mut hash = Sha256::new();
         let client = self.client.iter().flat_map(|(chain, key)| chain.iter().chain(std::iter::once(key)));
-        for der in self.ca.iter().chain(std::iter::once(&Vec::new())).chain(client) {
-            hash.update((der.len() as u64).to_le_bytes());
-            hash.update(der);
-        }
-        hash.finalize().into()
+        // An empty item between the CAs and the client material.
+        let cas = self.ca.iter().map(Vec::as_slice).chain(std::iter::once(&[][..]));
+        der_fingerprint(cas.chain(client.map(Vec::as_slice)))
     }
+}
+
+/// SHA-256 over DER items, each prefixed by its length: equal for equal
+/// sequences of material, so it can stand for the material.
+pub(super) fn der_fingerprint<'a>(ders: impl IntoIterator<Item = &'a [u8]>) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for der in ders {
+        hash.update((der.len() as u64).to_le_bytes());
+        hash.update(der);
+    }
+    hash.finalize().into()
 }
 
 impl std::fmt::Debug for UpstreamTls {

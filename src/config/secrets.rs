@@ -9,6 +9,8 @@ use super::inputs::Inputs;
 use super::model::{Auth, Secret, Tenant, UpstreamTls};
 use super::raw::{RawAuth, RawBasicUser, RawUpstreamAuth, RawUpstreamTls};
 use base64::Engine;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::collections::{BTreeMap, HashMap};
 
 /// A hex SHA-256 digest: 64 hex digits.
@@ -147,21 +149,13 @@ pub(super) fn upstream_tls(
     inputs: &Inputs,
     problems: &mut Problems,
 ) -> Option<UpstreamTls> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let RawUpstreamTls { ca_file, client_cert_file, client_key_file } = raw;
     let certs = |file: &str, key: &str, problems: &mut Problems| -> Option<Vec<Vec<u8>>> {
-        let parsed: Result<Vec<Vec<u8>>, String> = inputs.bytes(file).and_then(|pem| {
-            CertificateDer::pem_slice_iter(pem)
-                .map(|c| c.map(|c| c.to_vec()).map_err(|e| format!("{file}: {e}")))
-                .collect()
-        });
-        match parsed {
-            Ok(certs) if certs.is_empty() => problems.add(&path.key(key), format!("{file} holds no PEM certificate")),
+        match pem_certificates(inputs, file) {
             Ok(certs) if certs.iter().any(|der| x509_parser::parse_x509_certificate(der).is_err()) => {
                 problems.add(&path.key(key), format!("{file} holds a certificate that does not parse"))
             }
-            Ok(certs) => return Some(certs),
+            Ok(certs) => return Some(certs.iter().map(|der| der.to_vec()).collect()),
             Err(why) => problems.add(&path.key(key), why),
         }
         None
@@ -174,11 +168,7 @@ pub(super) fn upstream_tls(
         (None, None) => None,
         (Some(cert_file), Some(key_file)) => {
             let chain = certs(&cert_file, "client_cert_file", problems)?;
-            let key = inputs.bytes(&key_file).and_then(|pem| {
-                PrivateKeyDer::from_pem_slice(pem)
-                    .map_err(|e| format!("cannot read a PEM private key from {key_file}: {e}"))
-            });
-            match key {
+            match pem_key(inputs, &key_file) {
                 Ok(key) => Some((chain, key.secret_der().to_vec())),
                 Err(why) => {
                     problems.add(&path.key("client_key_file"), why);
@@ -196,4 +186,23 @@ pub(super) fn upstream_tls(
         return None;
     }
     Some(UpstreamTls { ca, client })
+}
+
+/// The PEM certificates of `file`, in order; why not when it cannot be
+/// read, does not parse as PEM, or holds none.
+pub(super) fn pem_certificates(inputs: &Inputs, file: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let chain: Vec<CertificateDer<'static>> = inputs.bytes(file).and_then(|pem| {
+        CertificateDer::pem_slice_iter(pem).collect::<Result<_, _>>().map_err(|e| format!("{file}: {e}"))
+    })?;
+    if chain.is_empty() {
+        return Err(format!("{file} holds no PEM certificate"));
+    }
+    Ok(chain)
+}
+
+/// The PEM private key of `file`, or why there is none.
+pub(super) fn pem_key(inputs: &Inputs, file: &str) -> Result<PrivateKeyDer<'static>, String> {
+    inputs.bytes(file).and_then(|pem| {
+        PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("cannot read a PEM private key from {file}: {e}"))
+    })
 }
