@@ -119,7 +119,7 @@ impl Edge {
     }
 
     /// Sets each served certificate's expiry gauge (and drops the others').
-    pub fn record_expiry(&self, listeners: &[TlsListener]) {
+    fn record_expiry(&self, listeners: &[TlsListener]) {
         let Some(metrics) = &self.metrics else { return };
         let gauge = metrics.tls_certificate_expiry();
         gauge.reset();

@@ -347,6 +347,10 @@ pub(super) fn shared_clusters(tenants: &BTreeMap<String, Arc<Tenant>>, problems:
     for signal in Signal::ALL {
         let deployments = || tenants.values().filter_map(move |t| Some((t.id.as_str(), t.deployment(signal)?)));
         let shared = || deployments().filter_map(|(id, d)| Some((id, d, d.cluster.as_ref()?)));
+        // Whether tenant `a` says it shares its ids with `b`.
+        let agreed = |a: &str, b: &str| {
+            tenants[a].deployment(signal).and_then(|d| d.cluster.as_ref()?.share_tenant_id_with.as_deref()) == Some(b)
+        };
         let mut holder: HashMap<(&str, VictoriaTenant), &str> = HashMap::new();
         let mut shared_at: HashMap<&str, &str> = HashMap::new();
         for (id, deployment, cluster) in shared() {
@@ -354,10 +358,6 @@ pub(super) fn shared_clusters(tenants: &BTreeMap<String, Arc<Tenant>>, problems:
             for endpoint in deployment.all_endpoints() {
                 shared_at.entry(&endpoint.url).or_insert(id);
                 let first = *holder.entry((&endpoint.url, cluster.tenant)).or_insert(id);
-                let agreed = |a: &str, b: &str| {
-                    tenants[a].deployment(signal).and_then(|d| d.cluster.as_ref()?.share_tenant_id_with.as_deref())
-                        == Some(b)
-                };
                 if first != id && !agreed(id, first) && !agreed(first, id) && reported.insert(first) {
                     problems.add(
                         &at(id, signal, "account_id"),

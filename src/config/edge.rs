@@ -19,7 +19,6 @@ pub(super) fn tls_listeners(
     raw: Vec<RawTlsListener>,
     path: &KeyPath,
     inputs: &Inputs,
-    now: i64,
     problems: &mut Problems,
     warnings: &mut Vec<String>,
 ) -> Vec<TlsListener> {
@@ -41,9 +40,7 @@ pub(super) fn tls_listeners(
             let certificates: Vec<ServedCertificate> = certificates
                 .into_iter()
                 .enumerate()
-                .filter_map(|(j, raw)| {
-                    certificate(raw, &at.key("certificates").index(j), inputs, now, problems, warnings)
-                })
+                .filter_map(|(j, raw)| certificate(raw, &at.key("certificates").index(j), inputs, problems, warnings))
                 .collect();
             Some(TlsListener { listen: listen?, certificates, http2: http2.unwrap_or(true) })
         })
@@ -54,11 +51,11 @@ fn certificate(
     raw: RawCertificate,
     path: &KeyPath,
     inputs: &Inputs,
-    now: i64,
     problems: &mut Problems,
     warnings: &mut Vec<String>,
 ) -> Option<ServedCertificate> {
     let RawCertificate { cert_file, key_file } = raw;
+    let now = inputs.now();
     let chain = match secrets::pem_certificates(inputs, &cert_file) {
         Ok(chain) => chain,
         Err(why) => {

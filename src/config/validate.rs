@@ -88,7 +88,7 @@ fn server_settings(
         max_request_header_bytes,
         tls,
     } = raw;
-    let tls = edge::tls_listeners(tls.unwrap_or_default(), &path.key("tls"), inputs, inputs.now(), problems, warnings);
+    let tls = edge::tls_listeners(tls.unwrap_or_default(), &path.key("tls"), inputs, problems, warnings);
     let listen_raw = listen.unwrap_or_else(|| vec!["0.0.0.0:8080".to_string()]);
     let listen: Vec<SocketAddr> = listen_raw
         .iter()
