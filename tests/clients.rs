@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::victoria::{force_flush, spawn, start_victoria_metrics, wait_healthy};
+use common::victoria::{force_flush, spawn, start_victoria_metrics, start_vmagent};
 use common::*;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
@@ -106,24 +106,15 @@ async fn vmagent_writes_with_a_header_basic_auth_or_a_bearer_token() {
     let (_vm_b, vm_b) = start_victoria_metrics(dir.path(), "vm-b").await;
     let header_only = format!("[tenants.gamma.metrics]\nendpoints = [\"http://{vm_b}\"]\n");
     let router = RouterProcess::start(&format!("{}{}{header_only}", tenant("alpha", vm_a), tenant("beta", vm_b)));
-    let url = format!("-remoteWrite.url={}/api/v1/write", router.base("unified"));
+    let url = format!("{}/api/v1/write", router.base("unified"));
     let mut agents = Vec::new();
     for (name, credential) in [
         ("basic", vec!["-remoteWrite.basicAuth.username=alpha-user", "-remoteWrite.basicAuth.password=alpha-pass"]),
         ("bearer", vec!["-remoteWrite.bearerToken=beta-token"]),
         ("header", vec!["-remoteWrite.headers=X-Tenant-ID:gamma"]),
     ] {
-        let addr = free_addr();
-        let mut args = vec![
-            format!("-httpListenAddr={addr}"),
-            url.clone(),
-            format!("-remoteWrite.tmpDataPath={}", dir.path().join(name).display()),
-            "-remoteWrite.flushInterval=100ms".into(),
-            "-loggerLevel=ERROR".into(),
-        ];
-        args.extend(credential.into_iter().map(String::from));
-        agents.push(spawn("vmagent", &args));
-        wait_healthy(addr).await;
+        let (agent, addr) = start_vmagent(&dir.path().join(name), &url, &credential).await;
+        agents.push(agent);
         let r = client()
             .post(format!("http://{addr}/api/v1/import/prometheus"))
             .body(format!("mirador_vmagent_{name} 1\n"))
@@ -171,7 +162,7 @@ async fn vmalert_evaluates_recording_rules_with_basic_auth_and_writes_back_with_
         ],
     );
     wait_for(vm, "mirador:seed:sum", Duration::from_secs(60)).await;
-    // The recorded samples as stored (a query would look 30 s back: -search.latencyOffset).
+    // The recorded samples as stored.
     let text = client()
         .get(format!("http://{vm}/api/v1/export"))
         .query(&[("match[]", "mirador:seed:sum")])

@@ -311,21 +311,10 @@ async fn vmagent_writes_over_https_and_the_series_is_read_back_over_http2() {
         .start();
     wait_tls(tls).await;
     // vmagent verifies the router's certificate with the test CA, as edge.test.
-    let agent = free_addr();
-    let _vmagent = common::victoria::spawn(
-        "vmagent",
-        &[
-            format!("-httpListenAddr={agent}"),
-            format!("-remoteWrite.url=https://{tls}/api/v1/write"),
-            format!("-remoteWrite.tlsCAFile={}", ca_file.display()),
-            "-remoteWrite.tlsServerName=edge.test".into(),
-            "-remoteWrite.headers=X-Tenant-ID:acme".into(),
-            format!("-remoteWrite.tmpDataPath={}", dir.path().join("vmagent").display()),
-            "-remoteWrite.flushInterval=100ms".into(),
-            "-loggerLevel=ERROR".into(),
-        ],
-    );
-    common::victoria::wait_healthy(agent).await;
+    let url = format!("https://{tls}/api/v1/write");
+    let ca_flag = format!("-remoteWrite.tlsCAFile={}", ca_file.display());
+    let flags = [ca_flag.as_str(), "-remoteWrite.tlsServerName=edge.test", "-remoteWrite.headers=X-Tenant-ID:acme"];
+    let (_vmagent, agent) = common::victoria::start_vmagent(&dir.path().join("vmagent"), &url, &flags).await;
     let pushed = client()
         .post(format!("http://{agent}/api/v1/import/prometheus"))
         .body("mirador_https_e2e 42\n")

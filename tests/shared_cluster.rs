@@ -299,19 +299,10 @@ async fn a_real_vmagent_and_vmalert_style_queries_reach_the_cluster_paths_their_
     let router = RouterProcess::start(&stands.tenants());
     let dir = tempfile::tempdir().unwrap();
     // vmagent, configured exactly as against a single-node VictoriaMetrics.
-    let agent_addr = free_addr();
-    let _vmagent = common::victoria::spawn(
-        "vmagent",
-        &[
-            format!("-httpListenAddr={agent_addr}"),
-            format!("-remoteWrite.url={}/api/v1/write", router.base("unified")),
-            "-remoteWrite.headers=X-Tenant-ID:b".into(),
-            format!("-remoteWrite.tmpDataPath={}", dir.path().join("vmagent").display()),
-            "-remoteWrite.flushInterval=100ms".into(),
-            "-loggerLevel=ERROR".into(),
-        ],
-    );
-    common::victoria::wait_healthy(agent_addr).await;
+    let url = format!("{}/api/v1/write", router.base("unified"));
+    let buffer = dir.path().join("vmagent");
+    let (_vmagent, agent_addr) =
+        common::victoria::start_vmagent(&buffer, &url, &["-remoteWrite.headers=X-Tenant-ID:b"]).await;
     let pushed = client()
         .post(format!("http://{agent_addr}/api/v1/import/prometheus"))
         .body("mirador_shared{source=\"vmagent\"} 1\n")

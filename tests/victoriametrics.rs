@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::victoria::{force_flush, spawn, start_victoria_metrics, wait_healthy};
+use common::victoria::{force_flush, start_victoria_metrics, start_vmagent};
 use common::*;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -79,19 +79,9 @@ async fn writes_through_the_router_land_only_in_the_tenants_own_victoria_metrics
     import(&unified, Some("team-a"), "mirador_e2e_a{source=\"import\"} 11\n").await;
 
     // Tenant B's vmagent remote-writes through the drop-in metrics listener.
-    let agent_addr = free_addr();
-    let _vmagent = spawn(
-        "vmagent",
-        &[
-            format!("-httpListenAddr={agent_addr}"),
-            format!("-remoteWrite.url={}/api/v1/write", router.base("metrics")),
-            "-remoteWrite.headers=X-Tenant-ID:team-b".into(),
-            format!("-remoteWrite.tmpDataPath={}", dir.path().join("vmagent").display()),
-            "-remoteWrite.flushInterval=100ms".into(),
-            "-loggerLevel=ERROR".into(),
-        ],
-    );
-    wait_healthy(agent_addr).await;
+    let url = format!("{}/api/v1/write", router.base("metrics"));
+    let (_vmagent, agent_addr) =
+        start_vmagent(&dir.path().join("vmagent"), &url, &["-remoteWrite.headers=X-Tenant-ID:team-b"]).await;
     import(&format!("http://{agent_addr}"), None, "mirador_e2e_b{source=\"vmagent\"} 22\n").await;
 
     // Each tenant reads its own series back through the router, and only those.

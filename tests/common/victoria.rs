@@ -65,3 +65,22 @@ pub async fn force_flush(addr: SocketAddr) {
     let r = client().get(format!("http://{addr}/internal/force_flush")).send().await.unwrap();
     assert_eq!(r.status(), 200, "force_flush on {addr}");
 }
+
+/// A vmagent remote-writing to `url` with `extra` flags (the tenant's
+/// header or credential, TLS settings), buffering in `buffer`: the process
+/// and its address, once healthy. Data goes in by its
+/// `/api/v1/import/prometheus`.
+pub async fn start_vmagent(buffer: &std::path::Path, url: &str, extra: &[&str]) -> (Process, SocketAddr) {
+    let addr = free_addr();
+    let mut args = vec![
+        format!("-httpListenAddr={addr}"),
+        format!("-remoteWrite.url={url}"),
+        format!("-remoteWrite.tmpDataPath={}", buffer.display()),
+        "-remoteWrite.flushInterval=100ms".into(),
+        "-loggerLevel=ERROR".into(),
+    ];
+    args.extend(extra.iter().map(|flag| flag.to_string()));
+    let process = spawn("vmagent", &args);
+    wait_healthy(addr).await;
+    (process, addr)
+}
