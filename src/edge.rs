@@ -6,13 +6,26 @@
 //! `TlsSettings::set_cert_resolver`); each listener's is a [`Certificates`]
 //! holding its set behind an `ArcSwap`. The TLS versions are Pingora's: 1.2
 //! and 1.3 only.
+//!
+//! Client certificates: a listener with `client_ca_file` asks for one (or
+//! needs one) through a [`ClientAuth`] verifier, also swapped on reload;
+//! after the handshake, [`Names`] reads the verified leaf's names (SAN URIs,
+//! SAN DNS names, CN) into the connection's TLS digest, where the proxy
+//! finds them for every request of the connection.
 
-use crate::config::{ServedCertificate, TlsListener};
+use crate::config::{ClientCertificates, ServedCertificate, TlsListener};
 use crate::metrics::Metrics;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::TlsAccept;
+use pingora::protocols::tls::TlsRef;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use std::any::Any;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,9 +79,119 @@ impl ResolvesServerCert for Certificates {
     }
 }
 
+/// The client certificate verifier of one TLS listener: none asked for
+/// while the listener has no `client_ca_file`; swapped whole on reload.
+#[derive(Debug, Default)]
+pub struct ClientAuth {
+    current: ArcSwapOption<ClientCertificates>,
+}
+
+impl ClientAuth {
+    fn verifier(&self) -> Result<Arc<ClientCertificates>, rustls::Error> {
+        self.current.load_full().ok_or(rustls::Error::General("no client certificates are asked for".into()))
+    }
+}
+
+impl ClientCertVerifier for ClientAuth {
+    fn offer_client_auth(&self) -> bool {
+        self.current.load().is_some()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.current.load().as_ref().is_some_and(|clients| clients.required)
+    }
+
+    /// No hints: a client sends the certificate it has (RFC 8446, 4.2.4).
+    /// Hints would be borrowed from a verifier a reload may swap.
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.verifier()?.verifier.verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier()?.verifier.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier()?.verifier.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Most names read from one client certificate.
+pub const MAX_CLIENT_NAMES: usize = 32;
+
+/// The names of a connection's verified client certificate, in the form
+/// tenants list them (`client_cert_subjects`): SAN URIs as written, SAN DNS
+/// names and the CN in lower case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientNames(pub Vec<String>);
+
+impl ClientNames {
+    /// The names of a DER certificate (at most [`MAX_CLIENT_NAMES`]), or
+    /// `None` when it does not parse.
+    pub fn of(der: &[u8]) -> Option<ClientNames> {
+        use x509_parser::extensions::GeneralName;
+        let (_, leaf) = x509_parser::parse_x509_certificate(der).ok()?;
+        let mut names = Vec::new();
+        if let Ok(Some(san)) = leaf.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::URI(uri) => names.push(uri.to_string()),
+                    GeneralName::DNSName(dns) => names.push(dns.to_ascii_lowercase()),
+                    _ => {}
+                }
+            }
+        }
+        let cn = leaf.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok());
+        names.extend(cn.map(str::to_ascii_lowercase));
+        names.truncate(MAX_CLIENT_NAMES);
+        Some(ClientNames(names))
+    }
+}
+
+/// Puts the client certificate's names into the TLS digest after each
+/// handshake (only a verified certificate gets this far).
+struct Names;
+
+#[async_trait::async_trait]
+impl TlsAccept for Names {
+    async fn handshake_complete_callback(&self, tls: &TlsRef) -> Option<Arc<dyn Any + Send + Sync>> {
+        let names = ClientNames::of(tls.peer_certificate_der()?)?;
+        Some(Arc::new(names))
+    }
+}
+
+/// One TLS listener's swappable state.
+struct Running {
+    certificates: Arc<Certificates>,
+    clients: Arc<ClientAuth>,
+}
+
 /// Every TLS listener's certificates, by address.
 pub struct Edge {
-    listeners: HashMap<SocketAddr, Arc<Certificates>>,
+    listeners: HashMap<SocketAddr, Running>,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -80,7 +203,10 @@ impl Edge {
             .iter()
             .filter_map(|listener| {
                 let set = Set::new(&listener.certificates)?;
-                Some((listener.listen, Arc::new(Certificates { current: ArcSwap::from_pointee(set) })))
+                let certificates = Arc::new(Certificates { current: ArcSwap::from_pointee(set) });
+                let clients =
+                    Arc::new(ClientAuth { current: ArcSwapOption::from(listener.clients.clone().map(Arc::new)) });
+                Some((listener.listen, Running { certificates, clients }))
             })
             .collect();
         let edge = Edge { listeners, metrics };
@@ -88,12 +214,14 @@ impl Edge {
         edge
     }
 
-    /// Pingora's settings for `listener`: its resolver, HTTP/2 by ALPN when on.
+    /// Pingora's settings for `listener`: its resolver, its client
+    /// certificate verifier (which asks for none without a CA file), the
+    /// callback that reads a client certificate's names, HTTP/2 by ALPN when on.
     pub fn settings(&self, listener: &TlsListener) -> Option<TlsSettings> {
-        let resolver = self.listeners.get(&listener.listen)?.clone();
-        // The paths are unused: a resolver is set.
-        let mut settings = TlsSettings::intermediate("", "").ok()?;
-        settings.set_cert_resolver(resolver);
+        let running = self.listeners.get(&listener.listen)?;
+        let mut settings = TlsSettings::with_callbacks(Box::new(Names)).ok()?;
+        settings.set_cert_resolver(running.certificates.clone());
+        settings.set_client_cert_verifier(running.clients.clone());
         if listener.http2 {
             settings.enable_h2();
         }
@@ -107,7 +235,10 @@ impl Edge {
         let mut notes = Vec::new();
         for listener in listeners {
             match (self.listeners.get(&listener.listen), Set::new(&listener.certificates)) {
-                (Some(running), Some(set)) => running.current.store(Arc::new(set)),
+                (Some(running), Some(set)) => {
+                    running.certificates.current.store(Arc::new(set));
+                    running.clients.current.store(listener.clients.clone().map(Arc::new));
+                }
                 _ => notes.push(format!("TLS listener {} is new: it starts with a restart", listener.listen)),
             }
         }

@@ -101,6 +101,15 @@ fn main() -> ExitCode {
     }
     tracing::info!(config = %source.name(), tenants = config.tenants.len(), endpoints = registry.len(), "config loaded");
     let watch_config = config.admin.watch_config;
+    // The JWKS of [tenancy.jwt] (when set, now or after a reload), read again on its interval.
+    let (jwks_routes, jwks_metrics) = (routes.clone(), metrics.clone());
+    let spawned = std::thread::Builder::new()
+        .name("jwks-refresh".into())
+        .spawn(move || routing::refresh_forever(jwks_routes, jwks_metrics));
+    if let Err(e) = spawned {
+        eprintln!("cannot start the JWKS refresh thread: {e}");
+        return ExitCode::FAILURE;
+    }
     let edge = Arc::new(Edge::new(&config.server.tls, metrics.clone()));
     let reloader = Reloader::new(source, routes.clone(), shared, config.clone(), text).with_memory_trim(release_memory);
     let reloader = Arc::new(reloader.with_edge(edge.clone()));

@@ -103,6 +103,7 @@ pub struct Metrics {
     pub last_reload_success: Gauge,
     /// Each TLS listener's certificates' `notAfter`, by listener and subject.
     tls_certificate_expiry: GaugeVec,
+    jwks_refreshes: IntCounterVec,
     /// Orders the creation of a tenant's series against its retirement.
     lifecycle: Mutex<()>,
 }
@@ -277,6 +278,11 @@ impl Metrics {
                 registry.register(Box::new(vec.clone())).expect("unique metric");
                 vec
             },
+            jwks_refreshes: counter(
+                "mirador_router_jwks_refreshes_total",
+                "Reads of the JWKS of [tenancy.jwt] on its refresh interval, by result.",
+                &["result"],
+            ),
             registry,
             lifecycle: Mutex::new(()),
         };
@@ -326,6 +332,11 @@ impl Metrics {
     /// One handle per rejection reason for `tenant` (a configured id or [`UNKNOWN_TENANT`]).
     fn rejections(&self, tenant: &str) -> Rejections {
         Rejections(Rejection::ALL.map(|reason| self.rejections.with_label_values(&[tenant, reason.as_str()])))
+    }
+
+    /// The counter of JWKS refreshes that succeeded (or failed).
+    pub fn jwks_refreshes(&self, success: bool) -> IntCounter {
+        self.jwks_refreshes.with_label_values(&[if success { "success" } else { "failure" }])
     }
 
     pub fn reload(&self, success: bool) {

@@ -53,7 +53,7 @@ fn the_routing_decision_allocates_nothing() {
     let before = ALLOCATIONS.load(Ordering::SeqCst);
     let mut picked = 0;
     for (i, ctx) in contexts.iter_mut().enumerate() {
-        resolve(&table, Listener::Unified, &requests[i % 3], ctx).unwrap();
+        resolve(&table, Listener::Unified, &requests[i % 3], None, ctx).unwrap();
         let pool = ctx.pool.as_ref().unwrap();
         if let Pick::Endpoint(index) = pool.select(Tried::default()) {
             picked += index;

@@ -108,7 +108,7 @@ fn the_table_routes_a_request_to_its_own_tenant_and_signal_or_refuses_it() {
                 let signal = classified.as_ref().map(|c| c.signal);
                 // No generated tenant is granted an admin operation.
                 let admin = classified.as_ref().is_some_and(|c| c.access == Access::Admin);
-                match (resolve(&table, listener, &request, &mut ctx), signal) {
+                match (resolve(&table, listener, &request, None, &mut ctx), signal) {
                     (Ok(()), Some(signal)) => {
                         let pool = ctx.pool.as_ref().expect("a resolved request has a pool");
                         prop_assert_eq!(&*pool.tenant, tenant.as_str());

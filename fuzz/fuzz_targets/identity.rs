@@ -43,7 +43,7 @@ fuzz_target!(|input: (Vec<&[u8]>, Vec<&[u8]>, &str)| {
         request.append_header("Authorization", value).unwrap();
     }
     let mut ctx = RequestCtx::new();
-    if resolve(table(), Listener::Unified, &request, &mut ctx).is_ok() {
+    if resolve(table(), Listener::Unified, &request, None, &mut ctx).is_ok() {
         let pool = ctx.pool.as_ref().expect("a resolved request has a pool");
         assert!(tenants.len() <= 1 && authorizations.len() <= 1, "an ambiguous identity resolved");
         match authorizations.first() {

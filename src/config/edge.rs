@@ -5,8 +5,8 @@
 use super::check::{listen_addr, Problems};
 use super::error::KeyPath;
 use super::inputs::Inputs;
-use super::model::{der_fingerprint, ServedCertificate, TlsListener};
-use super::raw::{RawCertificate, RawTlsListener};
+use super::model::{der_fingerprint, ClientCertificates, ServedCertificate, TlsListener};
+use super::raw::{ClientCertMode, RawCertificate, RawTlsListener};
 use super::secrets;
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ pub(super) fn tls_listeners(
 ) -> Vec<TlsListener> {
     raw.into_iter()
         .enumerate()
-        .filter_map(|(i, RawTlsListener { listen, certificates, http2 })| {
+        .filter_map(|(i, RawTlsListener { listen, certificates, http2, client_ca_file, client_cert })| {
             let at = path.index(i);
             let Some(listen) = listen else {
                 problems.add(&at.key("listen"), "a TLS listener needs its address, e.g. \"0.0.0.0:8443\"");
@@ -42,7 +42,20 @@ pub(super) fn tls_listeners(
                 .enumerate()
                 .filter_map(|(j, raw)| certificate(raw, &at.key("certificates").index(j), inputs, problems, warnings))
                 .collect();
-            Some(TlsListener { listen: listen?, certificates, http2: http2.unwrap_or(true) })
+            let clients = match (client_ca_file, client_cert) {
+                (Some(ca_file), mode) => {
+                    client_certificates(ca_file, mode.unwrap_or_default(), &at.key("client_ca_file"), inputs, problems)
+                }
+                (None, Some(_)) => {
+                    problems.add(
+                        &at.key("client_cert"),
+                        "needs client_ca_file: the CAs client certificates are checked against",
+                    );
+                    None
+                }
+                (None, None) => None,
+            };
+            Some(TlsListener { listen: listen?, certificates, http2: http2.unwrap_or(true), clients })
         })
         .collect()
 }
@@ -123,6 +136,41 @@ fn certificate(
         }),
         Err(e) => {
             problems.add(&path.key("key_file"), format!("{key_file} is not the key of {cert_file}: {e}"));
+            None
+        }
+    }
+}
+
+/// The verifier of a listener's client certificates: the CAs of `ca_file`
+/// (rustls' WebPKI verifier, with the ring provider the listeners use).
+fn client_certificates(
+    ca_file: String,
+    mode: ClientCertMode,
+    path: &KeyPath,
+    inputs: &Inputs,
+    problems: &mut Problems,
+) -> Option<ClientCertificates> {
+    let cas = secrets::pem_certificates(inputs, &ca_file).map_err(|why| problems.add(path, why)).ok()?;
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, ca) in cas.iter().enumerate() {
+        if let Err(e) = roots.add(ca.clone()) {
+            problems.add(path, format!("{ca_file}: certificate {} is not a usable CA: {e}", i + 1));
+            return None;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    let required = mode == ClientCertMode::Required;
+    let builder = if required { builder } else { builder.allow_unauthenticated() };
+    match builder.build() {
+        Ok(verifier) => Some(ClientCertificates {
+            fingerprint: der_fingerprint(cas.iter().map(|c| c.as_ref())),
+            ca_file,
+            required,
+            verifier,
+        }),
+        Err(e) => {
+            problems.add(path, format!("{ca_file}: {e}"));
             None
         }
     }

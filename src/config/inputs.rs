@@ -32,9 +32,22 @@ impl Inputs {
         if let Some(file) = &raw.admin.token_file {
             inputs.read_file(file);
         }
-        for certificate in raw.server.tls.iter().flatten().flat_map(|listener| &listener.certificates) {
-            inputs.read_file(&certificate.cert_file);
-            inputs.read_file(&certificate.key_file);
+        for listener in raw.server.tls.iter().flatten() {
+            for certificate in &listener.certificates {
+                inputs.read_file(&certificate.cert_file);
+                inputs.read_file(&certificate.key_file);
+            }
+            if let Some(file) = &listener.client_ca_file {
+                inputs.read_file(file);
+            }
+        }
+        if let Some(jwt) = &raw.tenancy.jwt {
+            if let Some(file) = &jwt.jwks_file {
+                inputs.read_file(file);
+            }
+            if let Some(url) = &jwt.jwks_url {
+                inputs.files.insert(url.clone(), fetch(url));
+            }
         }
         for tenant in raw.tenants.values() {
             if let Some(file) = tenant.auth.as_ref().and_then(|auth| auth.bearer_tokens_sha256_file.as_ref()) {
@@ -137,6 +150,37 @@ impl Inputs {
 
     pub(super) fn address(&self, host: &str, port: u16) -> Option<SocketAddr> {
         self.addresses.get(&(host.to_string(), port)).copied()
+    }
+}
+
+/// Most bytes of a JWKS document.
+pub const MAX_JWKS_BYTES: u64 = 1024 * 1024;
+/// Longest a JWKS fetch may take.
+const JWKS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The body of a GET of `url` (a JWKS): a 200 within 10 s and 1 MiB, or why not.
+/// HTTPS is verified against the system's CAs.
+pub fn fetch(url: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let agent = ureq::AgentBuilder::new().timeout(JWKS_TIMEOUT).redirects(0).build();
+    let response = agent.get(url).call().map_err(|e| format!("GET {url}: {e}"))?;
+    let mut body = Vec::new();
+    response
+        .into_reader()
+        .take(MAX_JWKS_BYTES + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| format!("GET {url}: reading the body: {e}"))?;
+    if body.len() as u64 > MAX_JWKS_BYTES {
+        return Err(format!("GET {url}: the body is over {MAX_JWKS_BYTES} bytes"));
+    }
+    Ok(body)
+}
+
+/// The bytes of a JWKS source as read now: the file, or a GET of the URL.
+pub fn read_jwks(source: &super::model::JwksSource) -> Result<Vec<u8>, String> {
+    match source {
+        super::model::JwksSource::File(path) => std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}")),
+        super::model::JwksSource::Url(url) => fetch(url),
     }
 }
 

@@ -12,6 +12,7 @@ mod deployment;
 mod edge;
 mod error;
 mod inputs;
+mod jwt;
 mod model;
 mod raw;
 mod secrets;
@@ -19,7 +20,8 @@ mod validate;
 
 pub use deployment::MAX_ENDPOINTS_PER_DEPLOYMENT;
 pub use error::{ConfigError, KeyPath, Problem};
-pub use inputs::Inputs;
+pub use inputs::{read_jwks, Inputs};
+pub use jwt::key_set;
 pub use model::*;
 pub use raw::{AccessLogFormat, TenantStatus};
 pub use validate::check_tenant_id;

@@ -61,6 +61,32 @@ pub struct TlsListener {
     pub listen: SocketAddr,
     pub certificates: Vec<ServedCertificate>,
     pub http2: bool,
+    /// Client certificates the listener asks for, when it has a `client_ca_file`.
+    pub clients: Option<ClientCertificates>,
+}
+
+/// How a TLS listener verifies client certificates: the CAs of
+/// `client_ca_file`, and whether a client must present one.
+#[derive(Clone)]
+pub struct ClientCertificates {
+    pub ca_file: String,
+    pub required: bool,
+    /// Checks a presented chain against the CAs (rustls' WebPKI verifier).
+    pub verifier: std::sync::Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    /// SHA-256 over the CA certificates: equal for equal material.
+    pub fingerprint: [u8; 32],
+}
+
+impl PartialEq for ClientCertificates {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.ca_file, self.required, self.fingerprint) == (&other.ca_file, other.required, other.fingerprint)
+    }
+}
+
+impl std::fmt::Debug for ClientCertificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCertificates").field("ca_file", &self.ca_file).field("required", &self.required).finish()
+    }
 }
 
 /// A certificate a TLS listener serves: its chain and key, parsed and
@@ -153,6 +179,85 @@ pub struct Tenancy {
     pub header: http::HeaderName,
     /// Every tenant must prove itself with a credential, not the header alone.
     pub require_credentials: bool,
+    /// JWT bearer tokens naming their tenant by a claim.
+    pub jwt: Option<Jwt>,
+}
+
+/// How JWT bearer tokens are verified and read (`[tenancy.jwt]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Jwt {
+    pub issuer: String,
+    pub audience: String,
+    /// Asymmetric only: never `none`, never HS*.
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    /// The claim naming the tenant, as a path into nested objects.
+    pub tenant_claim: Vec<String>,
+    /// The claim that, when `true`, makes a token read-only.
+    pub read_only_claim: Option<Vec<String>>,
+    /// Tolerated clock skew for `exp` and `nbf`.
+    pub leeway: Duration,
+    pub source: JwksSource,
+    /// How often the key set is read again (the last good set is kept).
+    pub refresh: Duration,
+    /// The key set as read at load; empty when a URL could not be fetched
+    /// (then the last good set is kept, and refreshing goes on).
+    pub keys: std::sync::Arc<KeySet>,
+}
+
+/// Where a JWKS comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    File(String),
+    Url(String),
+}
+
+impl JwksSource {
+    pub fn as_str(&self) -> &str {
+        match self {
+            JwksSource::File(path) | JwksSource::Url(path) => path,
+        }
+    }
+}
+
+/// The verification keys of a JWKS, by `kid`, each with the algorithms it may verify.
+#[derive(Clone, Default)]
+pub struct KeySet {
+    pub keys: Vec<VerificationKey>,
+    /// SHA-256 of the JWKS text the set was read from.
+    pub fingerprint: [u8; 32],
+}
+
+#[derive(Clone)]
+pub struct VerificationKey {
+    pub kid: Option<String>,
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub key: jsonwebtoken::DecodingKey,
+}
+
+impl KeySet {
+    /// The key for a token's `kid` and `alg`: the one with that `kid`, or
+    /// the only key when the token names none.
+    pub fn find(&self, kid: Option<&str>, algorithm: jsonwebtoken::Algorithm) -> Option<&VerificationKey> {
+        let key = match kid {
+            Some(kid) => self.keys.iter().find(|key| key.kid.as_deref() == Some(kid)),
+            None if self.keys.len() == 1 => self.keys.first(),
+            None => None,
+        };
+        key.filter(|key| key.algorithms.contains(&algorithm))
+    }
+}
+
+impl PartialEq for KeySet {
+    fn eq(&self, other: &Self) -> bool {
+        self.fingerprint == other.fingerprint
+    }
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kids: Vec<_> = self.keys.iter().map(|key| key.kid.as_deref().unwrap_or("-")).collect();
+        f.debug_struct("KeySet").field("kids", &kids).finish()
+    }
 }
 
 /// How an endpoint's health is judged: active probes and live traffic.
@@ -205,6 +310,8 @@ pub struct Auth {
     pub bearer_sha256: Vec<[u8; 32]>,
     /// `(username, SHA-256 of the password)`.
     pub basic: Vec<(String, [u8; 32])>,
+    /// Client certificate names (SAN URI, SAN DNS, CN) that prove the tenant.
+    pub cert_subjects: Vec<String>,
 }
 
 impl Tenant {

@@ -75,6 +75,18 @@ pub struct RawTlsListener {
     #[serde(default)]
     pub certificates: Vec<RawCertificate>,
     pub http2: Option<bool>,
+    /// PEM file of the CAs that sign client certificates: asks clients for one.
+    pub client_ca_file: Option<String>,
+    pub client_cert: Option<ClientCertMode>,
+}
+
+/// Whether a TLS listener with `client_ca_file` needs a client certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertMode {
+    Optional,
+    #[default]
+    Required,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +117,22 @@ pub struct RawAdmin {
 pub struct RawTenancy {
     pub header: Option<String>,
     pub require_credentials: Option<bool>,
+    pub jwt: Option<RawJwt>,
+}
+
+/// JWT bearer tokens (OIDC access tokens) as tenant credentials.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub jwks_file: Option<String>,
+    pub jwks_url: Option<String>,
+    pub jwks_refresh: Option<String>,
+    pub algorithms: Option<Vec<String>>,
+    pub tenant_claim: Option<String>,
+    pub read_only_claim: Option<String>,
+    pub leeway: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,6 +173,9 @@ pub struct RawAuth {
     pub bearer_tokens_sha256_file: Option<String>,
     #[serde(default)]
     pub basic_auth: Vec<RawBasicUser>,
+    /// Client certificate names (SAN URI, SAN DNS or CN) that prove the tenant.
+    #[serde(default)]
+    pub client_cert_subjects: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

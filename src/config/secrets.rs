@@ -36,7 +36,7 @@ fn digest(text: &str, path: &KeyPath, problems: &mut Problems) -> Option<[u8; 32
 }
 
 pub(super) fn auth(raw: RawAuth, path: &KeyPath, inputs: &Inputs, problems: &mut Problems) -> Auth {
-    let RawAuth { bearer_tokens_sha256, bearer_tokens_sha256_file, basic_auth } = raw;
+    let RawAuth { bearer_tokens_sha256, bearer_tokens_sha256_file, basic_auth, client_cert_subjects } = raw;
     let mut bearer: Vec<[u8; 32]> = bearer_tokens_sha256
         .iter()
         .enumerate()
@@ -62,10 +62,36 @@ pub(super) fn auth(raw: RawAuth, path: &KeyPath, inputs: &Inputs, problems: &mut
             Some((username, digest(&password_sha256, &at.key("password_sha256"), problems)?))
         })
         .collect::<Vec<_>>();
-    if bearer.is_empty() && basic.is_empty() {
-        problems.add(path, "lists no credential: add bearer_tokens_sha256 or basic_auth, or remove the table");
+    for (i, subject) in client_cert_subjects.iter().enumerate() {
+        if subject.is_empty() || subject.len() > MAX_SUBJECT_LEN || subject.chars().any(char::is_control) {
+            problems.add(
+                &path.key("client_cert_subjects").index(i),
+                format!("must be a certificate name (SAN URI, SAN DNS or CN) of 1 to {MAX_SUBJECT_LEN} characters"),
+            );
+        }
     }
-    Auth { bearer_sha256: bearer, basic }
+    if bearer.is_empty() && basic.is_empty() && client_cert_subjects.is_empty() {
+        problems.add(
+            path,
+            "lists no credential: add bearer_tokens_sha256, basic_auth or client_cert_subjects, or remove the table",
+        );
+    }
+    // DNS names compare without case, as certificates are read.
+    let cert_subjects = client_cert_subjects.into_iter().map(|s| subject_key(&s)).collect();
+    Auth { bearer_sha256: bearer, basic, cert_subjects }
+}
+
+/// Longest client certificate name a tenant may list.
+pub const MAX_SUBJECT_LEN: usize = 1024;
+
+/// A certificate name as compared: URIs as written, other names (DNS, CN) in
+/// lower case.
+pub fn subject_key(name: &str) -> String {
+    if name.contains("://") {
+        name.to_string()
+    } else {
+        name.to_ascii_lowercase()
+    }
 }
 
 /// A credential must identify one tenant: no token hash or basic-auth user
@@ -73,6 +99,7 @@ pub(super) fn auth(raw: RawAuth, path: &KeyPath, inputs: &Inputs, problems: &mut
 pub(super) fn credentials_unique(tenants: &BTreeMap<String, std::sync::Arc<Tenant>>, problems: &mut Problems) {
     let mut tokens: HashMap<[u8; 32], &str> = HashMap::new();
     let mut users: HashMap<&str, &str> = HashMap::new();
+    let mut subjects: HashMap<&str, &str> = HashMap::new();
     for (id, tenant) in tenants {
         let Some(auth) = &tenant.auth else { continue };
         let path = KeyPath::root().key("tenants").key(id).key("auth");
@@ -89,6 +116,14 @@ pub(super) fn credentials_unique(tenants: &BTreeMap<String, std::sync::Arc<Tenan
                 problems.add(
                     &path.key("basic_auth"),
                     format!("user {user:?} is also tenant {other:?}'s: a credential must name one tenant"),
+                );
+            }
+        }
+        for subject in &auth.cert_subjects {
+            if let Some(other) = subjects.insert(subject, id).filter(|other| other != id) {
+                problems.add(
+                    &path.key("client_cert_subjects"),
+                    format!("{subject:?} is also tenant {other:?}'s: a credential must name one tenant"),
                 );
             }
         }

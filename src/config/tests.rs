@@ -227,7 +227,7 @@ bearer_tokens_sha256_file = "/run/acme.sha256"
             "bad.toml:2:1: admin.token_file: cannot read /run/admin.token: not found",
             "bad.toml:5:1: tenants.acme.metrics.upstream_auth: environment variable ACME_TOKEN is not set",
             "bad.toml:7:1: tenants.acme.auth.bearer_tokens_sha256_file: cannot read /run/acme.sha256: not found",
-            "bad.toml:6:15: tenants.acme.auth: lists no credential: add bearer_tokens_sha256 or basic_auth, or remove the table",
+            "bad.toml:6:15: tenants.acme.auth: lists no credential: add bearer_tokens_sha256, basic_auth or client_cert_subjects, or remove the table",
         ]
     );
 }

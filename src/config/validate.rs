@@ -31,7 +31,7 @@ pub fn validate(raw: RawConfig, inputs: &Inputs) -> Result<Config, Vec<Problem>>
     let server = server_settings(server, &root.key("server"), inputs, &mut problems, &mut warnings);
     let admin = admin_settings(admin, &root.key("admin"), inputs, &mut problems);
     listeners_distinct(&server, &admin, &mut problems);
-    let tenancy = tenancy_settings(tenancy, &root.key("tenancy"), &mut problems);
+    let tenancy = tenancy_settings(tenancy, &root.key("tenancy"), inputs, &mut problems, &mut warnings);
     let health_check =
         health_check_settings(health_check, &HealthCheck::default(), &root.key("health_check"), &mut problems);
 
@@ -225,14 +225,21 @@ fn listeners_distinct(server: &Server, admin: &Admin, problems: &mut Problems) {
     }
 }
 
-fn tenancy_settings(raw: RawTenancy, path: &KeyPath, problems: &mut Problems) -> Tenancy {
-    let RawTenancy { header, require_credentials } = raw;
+fn tenancy_settings(
+    raw: RawTenancy,
+    path: &KeyPath,
+    inputs: &Inputs,
+    problems: &mut Problems,
+    warnings: &mut Vec<String>,
+) -> Tenancy {
+    let RawTenancy { header, require_credentials, jwt } = raw;
+    let jwt = jwt.and_then(|raw| super::jwt::jwt(raw, &path.key("jwt"), inputs, problems, warnings));
     let header = header.unwrap_or_else(|| "X-Tenant-ID".to_string());
     let header = http::HeaderName::from_bytes(header.as_bytes()).unwrap_or_else(|_| {
         problems.add(&path.key("header"), format!("{header:?} is not a valid HTTP header name"));
         http::HeaderName::from_static("x-tenant-id")
     });
-    Tenancy { header, require_credentials: require_credentials.unwrap_or(false) }
+    Tenancy { header, require_credentials: require_credentials.unwrap_or(false), jwt }
 }
 
 fn tenant(id: String, raw: RawTenant, path: &KeyPath, context: &DeploymentContext, problems: &mut Problems) -> Tenant {

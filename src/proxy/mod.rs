@@ -22,6 +22,7 @@ pub use retry::{decide, Attempt, Decision, Outcome, Why};
 
 use crate::api::Listener;
 use crate::config::{ClientLimits, Observability};
+use crate::edge::ClientNames;
 use crate::metrics::UpstreamErrorKind;
 use crate::rejection::Rejection;
 use crate::reply::{ErrorReply, Refused, BODY_TOO_LARGE, NO_HEALTHY_ENDPOINT};
@@ -90,7 +91,13 @@ impl ProxyHttp for Router {
         session.set_read_timeout(Some(self.clients.body_timeout));
         let table = self.routes.load();
         let resolved = match headers::within_limits(session.req_header(), &self.clients) {
-            Ok(()) => resolve(&table, self.listener, session.req_header(), ctx),
+            Ok(()) => {
+                // A verified client certificate's names, put in the TLS digest
+                // by the edge after the handshake.
+                let digest = session.digest().and_then(|digest| digest.ssl_digest.as_ref());
+                let certificate = digest.and_then(|ssl| ssl.extension.get::<ClientNames>()).map(|n| n.0.as_slice());
+                resolve(&table, self.listener, session.req_header(), certificate, ctx)
+            }
             Err(detail) => {
                 if let Some(rejections) = table.rejections("") {
                     rejections.get(Rejection::HeadersTooLarge).inc();

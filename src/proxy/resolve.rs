@@ -14,7 +14,7 @@ use crate::metrics::UNKNOWN_TENANT;
 use crate::quota::Exceeded;
 use crate::rejection::Rejection;
 use crate::reply::{ErrorReply, Refused};
-use crate::routing::{identify, RoutingTable, TenantRoute};
+use crate::routing::{identify, Identity, Presented, RoutingTable, TenantRoute};
 use crate::upstream::Pool;
 use http::HeaderName;
 use pingora::http::RequestHeader;
@@ -24,11 +24,13 @@ use std::time::Duration;
 
 /// Resolves `request` on `listener` against `table` into `ctx` (its tenant,
 /// pool, quota slots, body limit and the path to forward), or gives the
-/// answer to refuse it with.
+/// answer to refuse it with. `certificate`: the names of the connection's
+/// verified client certificate.
 pub fn resolve(
     table: &RoutingTable,
     listener: Listener,
     request: &RequestHeader,
+    certificate: Option<&[String]>,
     ctx: &mut RequestCtx,
 ) -> Result<(), ErrorReply> {
     let path = request.uri.path();
@@ -39,9 +41,12 @@ pub fn resolve(
     let identified = match (repeated, repeated_authorization) {
         (true, _) => Err(Rejection::AmbiguousIdentity),
         (_, true) => Err(Rejection::AmbiguousIdentity),
-        _ => identify(table, named, authorization.map(|v| v.as_bytes())),
+        _ => identify(
+            table,
+            Presented { header: named, authorization: authorization.map(|v| v.as_bytes()), certificate },
+        ),
     };
-    let tenant = *identified.as_ref().unwrap_or(&named);
+    let tenant = identified.as_ref().map_or(named, |identity| identity.tenant);
     ctx.tenant = table.tenant(tenant).map(|route| route.id.clone());
     let mut about = Refused { header: header.as_str(), tenant, path, ..Refused::default() };
     let refuse = |rejection: Rejection, about: &Refused| {
@@ -53,8 +58,12 @@ pub fn resolve(
         ErrorReply::rejection(rejection, about)
     };
 
-    let tenant = identified.map_err(|rejection| {
-        let detail = if repeated { header.as_str() } else { "Authorization" };
+    let Identity { tenant, read_only } = identified.map_err(|rejection| {
+        let detail = match (repeated, certificate) {
+            (true, _) => header.as_str(),
+            (false, Some(_)) => "Authorization or client certificate",
+            (false, None) => "Authorization",
+        };
         refuse(rejection, &Refused { detail, ..about })
     })?;
     let classified = classify(listener, &request.method, path).map_err(|unserved| match unserved {
@@ -66,6 +75,10 @@ pub fn resolve(
         }
     })?;
     about.signal = Some(classified.signal);
+    // A read-only credential (a JWT's claim) writes nothing, as a read-only tenant.
+    if read_only && matches!(classified.access, Access::Ingest | Access::Admin) {
+        return Err(refuse(Rejection::ReadOnly, &about));
+    }
     let (route, pool) = table.route(tenant, classified.endpoint).map_err(|rejection| {
         let detail = classified.endpoint.op.map_or("", |op| op.as_str());
         refuse(rejection, &Refused { detail, ..about })

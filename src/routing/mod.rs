@@ -7,8 +7,12 @@
 
 mod collector;
 mod identity;
+mod jwks;
 mod table;
+mod token;
 
 pub use collector::watch;
-pub use identity::{identify, sha256};
+pub use identity::{identify, sha256, Identity, Presented};
+pub use jwks::refresh_forever;
 pub use table::{RouteStore, RoutingTable, Shared, TenantRoute};
+pub use token::{Claims, Tokens};

@@ -6,6 +6,7 @@
 //! request context, so a request finishes on the table it started with even
 //! when a reload swaps a new one in.
 
+use super::Tokens;
 use crate::api::{cluster_form, Access, Endpoint, Service, Signal};
 use crate::config::{Config, TenantStatus};
 use crate::metrics::{Metrics, Rejections, TenantSeries, UNKNOWN_TENANT};
@@ -120,6 +121,10 @@ pub struct RoutingTable {
     bearer: HashMap<[u8; 32], Arc<str>>,
     /// Basic-auth user → its tenant and the SHA-256 of its password.
     basic: HashMap<String, (Arc<str>, [u8; 32])>,
+    /// Client certificate name → its tenant.
+    subjects: HashMap<String, Arc<str>>,
+    /// JWT verification, when `[tenancy.jwt]` is set.
+    tokens: Option<Tokens>,
 }
 
 impl RoutingTable {
@@ -137,7 +142,7 @@ impl RoutingTable {
     /// tenants it changes.
     pub fn rebuild(config: &Config, shared: &Shared, previous: Option<(&Config, &RoutingTable)>) -> RoutingTable {
         let metrics = shared.metrics.as_ref();
-        let (mut bearer, mut basic) = (HashMap::new(), HashMap::new());
+        let (mut bearer, mut basic, mut subjects) = (HashMap::new(), HashMap::new(), HashMap::new());
         let tenants = config
             .tenants
             .values()
@@ -146,6 +151,7 @@ impl RoutingTable {
                     let id: Arc<str> = tenant.id.as_str().into();
                     bearer.extend(auth.bearer_sha256.iter().map(|digest| (*digest, id.clone())));
                     basic.extend(auth.basic.iter().map(|(user, digest)| (user.clone(), (id.clone(), *digest))));
+                    subjects.extend(auth.cert_subjects.iter().map(|subject| (subject.clone(), id.clone())));
                 }
                 let before = previous.and_then(|(config, table)| {
                     Some((config.tenants.get(&tenant.id)?, table.tenants.get(&tenant.id)?))
@@ -174,7 +180,23 @@ impl RoutingTable {
             require_credentials: config.tenancy.require_credentials,
             bearer,
             basic,
+            subjects,
+            tokens: config
+                .tenancy
+                .jwt
+                .as_ref()
+                .map(|jwt| Tokens::new(jwt, previous.and_then(|(_, table)| table.tokens.as_ref()))),
         }
+    }
+
+    /// The tenant that lists a client certificate name, if one does.
+    pub fn certificate_tenant(&self, name: &str) -> Option<&str> {
+        self.subjects.get(name).map(|id| &**id)
+    }
+
+    /// JWT verification, when configured.
+    pub fn tokens(&self) -> Option<&Tokens> {
+        self.tokens.as_ref()
     }
 
     /// Deletes the metric series of `tenant`, which the next table leaves out.
