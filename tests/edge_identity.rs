@@ -94,7 +94,13 @@ fn curl(ca_file: &Path, tls: SocketAddr, cert: Option<&(PathBuf, PathBuf)>, head
 /// A router with TLS listeners `required` and `optional`, both asking for
 /// client certificates of `client_ca`; tenants acme (its SPIFFE id), beta
 /// (a DNS name) and open (no credentials).
-fn mtls_router(dir: &Path, server: &Ca, client_ca: &Ca, ups: [&Upstream; 3], listeners: [SocketAddr; 2]) -> RouterProcess {
+fn mtls_router(
+    dir: &Path,
+    server: &Ca,
+    client_ca: &Ca,
+    ups: [&Upstream; 3],
+    listeners: [SocketAddr; 2],
+) -> RouterProcess {
     let (cert, key) = issue(server, "edge.test", &["edge.test"]);
     let (cert, key) = (write(dir, "edge.pem", &cert), write(dir, "edge.key", &key));
     let clients = write(dir, "clients-ca.pem", &client_ca.cert.pem());
@@ -126,7 +132,8 @@ fn mtls_router(dir: &Path, server: &Ca, client_ca: &Ca, ups: [&Upstream; 3], lis
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_certificate_names_its_tenant_and_a_missing_or_foreign_one_fails_the_handshake() {
-    let (acme, beta, open) = (Upstream::start("acme").await, Upstream::start("beta").await, Upstream::start("open").await);
+    let (acme, beta, open) =
+        (Upstream::start("acme").await, Upstream::start("beta").await, Upstream::start("open").await);
     let dir = tempfile::tempdir().unwrap();
     let (server_ca, client_ca, foreign_ca) = (ca("edge CA"), ca("clients CA"), ca("foreign CA"));
     let (required, optional) = (free_addr(), free_addr());
@@ -134,7 +141,8 @@ async fn a_client_certificate_names_its_tenant_and_a_missing_or_foreign_one_fail
     let ca_file = write(dir.path(), "ca.pem", &server_ca.cert.pem());
     let acme_cert = client_pair(dir.path(), "acme", issue(&client_ca, "vmagent", &[ACME_ID]));
     let beta_cert = client_pair(dir.path(), "beta", issue(&client_ca, "Agent.Beta.Svc", &[]));
-    let stranger = client_pair(dir.path(), "stranger", issue(&client_ca, "stranger", &["spiffe://example.org/ns/x/sa/y"]));
+    let stranger =
+        client_pair(dir.path(), "stranger", issue(&client_ca, "stranger", &["spiffe://example.org/ns/x/sa/y"]));
     let foreign = client_pair(dir.path(), "foreign", issue(&foreign_ca, "vmagent", &[ACME_ID]));
     wait_until("the mTLS listener", Duration::from_secs(20), || {
         curl(&ca_file, required, Some(&acme_cert), &[]) == (0, "200".to_string())
@@ -239,7 +247,8 @@ async fn jwks_server(body: Arc<Mutex<String>>) -> SocketAddr {
                     let text = body.lock().unwrap().clone();
                     async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(text)))) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(socket), service).await;
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(socket), service).await;
             });
         }
     });
@@ -247,7 +256,13 @@ async fn jwks_server(body: Arc<Mutex<String>>) -> SocketAddr {
 }
 
 /// A GET or POST through the router with `token`: the status and body.
-async fn send(router: &RouterProcess, method: &str, path: &str, token: &str, headers: &[(&str, &str)]) -> (u16, String) {
+async fn send(
+    router: &RouterProcess,
+    method: &str,
+    path: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let url = format!("{}{path}", router.base("unified"));
     let mut request = match method {
         "POST" => client().post(url).body("x"),
@@ -263,7 +278,8 @@ async fn send(router: &RouterProcess, method: &str, path: &str, token: &str, hea
 
 #[tokio::test(flavor = "multi_thread")]
 async fn jwts_name_their_tenant_every_bad_token_is_401_and_the_key_set_rotates() {
-    let (acme, beta, locked) = (Upstream::start("acme").await, Upstream::start("beta").await, Upstream::start("locked").await);
+    let (acme, beta, locked) =
+        (Upstream::start("acme").await, Upstream::start("beta").await, Upstream::start("locked").await);
     let (k1, k2, k3) = (es256("k1"), ed25519("k2"), es256("k3"));
     let body = Arc::new(Mutex::new(jwks(&[&k1, &k2])));
     let jwks_addr = jwks_server(body.clone()).await;
@@ -315,11 +331,8 @@ async fn jwts_name_their_tenant_every_bad_token_is_401_and_the_key_set_rotates()
         let secret = k1.jwk.to_string();
         jsonwebtoken::encode(&header, &claims("acme"), &EncodingKey::from_secret(secret.as_bytes())).unwrap()
     };
-    let alg_none = format!(
-        "{}.{}.",
-        b64(br#"{"alg":"none","kid":"k1","typ":"JWT"}"#),
-        b64(claims("acme").to_string().as_bytes())
-    );
+    let alg_none =
+        format!("{}.{}.", b64(br#"{"alg":"none","kid":"k1","typ":"JWT"}"#), b64(claims("acme").to_string().as_bytes()));
     let cases: Vec<(&str, String, &str)> = vec![
         ("expired", sign(&k1, &with(&|c| c["exp"] = (now() - 60).into())), "ExpiredSignature"),
         ("not yet valid", sign(&k1, &with(&|c| c["nbf"] = (now() + 600).into())), "ImmatureSignature"),

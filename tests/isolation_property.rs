@@ -190,3 +190,78 @@ fn the_router_binary_never_sends_a_request_to_another_tenants_endpoint() {
         })
         .unwrap();
 }
+
+/// The same promise with identities proven by client certificates: every
+/// tenant lists its SPIFFE id; a request presents the names of a
+/// certificate (its own tenant's, another's, or no tenant's) and maybe a
+/// header. It reaches its certificate's tenant and signal, or is refused:
+/// 401 for names no tenant lists, 403 for a header naming another tenant.
+#[test]
+fn a_certificate_identity_reaches_its_own_tenant_or_is_refused() {
+    let spiffe = |id: &str| format!("spiffe://example.org/ns/{id}/sa/agent");
+    let mut runner = TestRunner::new(RunnerConfig { cases: 256, ..RunnerConfig::default() });
+    let strategy =
+        (tenant_specs(), prop::collection::vec((paths(), any::<usize>(), any::<usize>(), 0u8..4, "[a-z]{1,6}"), 1..30));
+    runner
+        .run(&strategy, |(specs, requests)| {
+            let ports: BTreeMap<(String, Signal), u16> = specs
+                .iter()
+                .flat_map(|s| Signal::ALL.map(|sig| (s.id.clone(), sig)))
+                .enumerate()
+                .map(|(i, key)| (key, 20000 + i as u16))
+                .collect();
+            let mut text = config_text(&specs, |id, signal| ports[&(id.to_string(), signal)]);
+            for spec in &specs {
+                text += &format!("[tenants.{}.auth]\nclient_cert_subjects = [\"{}\"]\n", spec.id, spiffe(&spec.id));
+            }
+            let config = parse("prop.toml", &text).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+            let table = RoutingTable::build(&config, &Shared::for_tests());
+            for (path, owner, other, form, random) in requests {
+                let owner = &specs[owner % specs.len()].id;
+                let other = &specs[other % specs.len()].id;
+                // 0: the certificate alone; 1: with its own tenant's header;
+                // 2: with another tenant's header; 3: a certificate no tenant lists.
+                let (names, header) = match form {
+                    0 => (vec![spiffe(owner)], None),
+                    1 => (vec![spiffe(owner)], Some(owner.clone())),
+                    2 => (vec![spiffe(owner)], Some(other.clone())),
+                    _ => (vec![spiffe(&format!("{random}-unlisted")), random.clone()], Some(owner.clone())),
+                };
+                let mut request = pingora::http::RequestHeader::build("GET", path.as_bytes(), None).unwrap();
+                if let Some(header) = &header {
+                    request.insert_header("X-Tenant-ID", header.as_str()).unwrap();
+                }
+                let mut ctx = RequestCtx::new();
+                let result = resolve(&table, Listener::Unified, &request, Some(&names), &mut ctx);
+                let mismatched = header.as_ref().is_some_and(|h| h != owner);
+                match result {
+                    Ok(()) => {
+                        prop_assert!(form != 3 && !mismatched, "served {names:?} with header {header:?}");
+                        let pool = ctx.pool.as_ref().expect("a resolved request has a pool");
+                        prop_assert_eq!(&*pool.tenant, owner.as_str());
+                        let own = format!("http://127.0.0.1:{}", ports[&(owner.clone(), pool.signal)]);
+                        prop_assert!(pool.endpoints().iter().all(|e| *e.url == *own), "{owner}: not its own endpoint");
+                    }
+                    Err(reply) if form == 3 => prop_assert_eq!(reply.status, 401, "unlisted names: {}", reply.message),
+                    Err(reply) if mismatched => prop_assert_eq!(reply.status, 403, "{}", reply.message),
+                    Err(reply) => {
+                        // Refused for the path or the signal, never for the identity:
+                        // a path of a signal the owner has is served.
+                        let classified = classify(Listener::Unified, &http::Method::GET, &path).ok();
+                        let spec = specs.iter().find(|s| &s.id == owner).unwrap();
+                        let served =
+                            classified.is_some_and(|c| c.access != Access::Admin && spec.signals[c.signal.index()]);
+                        prop_assert!(!served, "{owner} refused {path}: {} {}", reply.status, reply.message);
+                        prop_assert!(
+                            matches!(reply.status, 400 | 403 | 404 | 405),
+                            "{}: {}",
+                            reply.status,
+                            reply.message
+                        );
+                    }
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}

@@ -94,12 +94,13 @@ pub(super) fn jwt(
             return None;
         }
     };
-    let keys = match (inputs.bytes(source.as_str()), &source) {
-        (Ok(bytes), _) => key_set(bytes, &algorithms).map_err(|why| problems.add(&at, why)).unwrap_or_default(),
-        // An identity provider that is down does not stop the router: its
-        // tokens are refused until a refresh gets the keys.
+    let read = inputs.bytes(source.as_str()).and_then(|bytes| key_set(bytes, &algorithms));
+    let keys = match (read, &source) {
+        (Ok(keys), _) => keys,
+        // An identity provider that is down (or answers nonsense) does not
+        // stop the router: its tokens are refused until a refresh gets keys.
         (Err(why), JwksSource::Url(_)) => {
-            warnings.push(format!("{at}: {why}; JWTs are refused until a refresh fetches the keys"));
+            warnings.push(format!("{at}: {why}; JWTs are refused until a refresh reads the keys"));
             KeySet::default()
         }
         (Err(why), JwksSource::File(_)) => {

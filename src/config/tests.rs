@@ -511,3 +511,102 @@ fn tls_listener_certificates_are_parsed_matched_and_bounded_in_time() {
         .any(|e| e.contains("server.tls[0].certificates: a TLS listener needs at least one certificate")));
     assert!(found.iter().any(|e| e.contains("server.tls[1].listen: a TLS listener needs its address")), "{found:#?}");
 }
+
+#[test]
+fn client_certificates_need_a_ca_and_each_subject_names_one_tenant() {
+    let edge = certificate(&["edge.example"], NOW + 90 * DAY);
+    let ca = certificate(&["clients CA"], NOW + 90 * DAY);
+    let (text, inputs) = tls_config(&[("edge", &edge)]);
+    let inputs = inputs.with_file("/tls/clients.pem", ca.0.as_bytes());
+    let with_ca = format!("{text}client_ca_file = \"/tls/clients.pem\"\n");
+    let config = compile("t.toml", &with_ca, &inputs).unwrap_or_else(|e| panic!("{e:?}"));
+    let clients = config.server.tls[0].clients.as_ref().expect("client certificates asked for");
+    assert!(clients.required, "required unless it says optional");
+    let optional = format!("{with_ca}client_cert = \"optional\"\n");
+    assert!(!compile("t.toml", &optional, &inputs).unwrap().server.tls[0].clients.as_ref().unwrap().required);
+
+    let refused = |text: &str| -> Vec<String> {
+        compile("t.toml", text, &inputs).unwrap_err().iter().map(|e| e.to_string()).collect()
+    };
+    let found = refused(&format!("{text}client_cert = \"required\"\n"));
+    assert!(found.iter().any(|e| e.contains("server.tls[0].client_cert: needs client_ca_file")), "{found:#?}");
+    let found = refused(&format!("{text}client_ca_file = \"/tls/missing.pem\"\n"));
+    assert!(
+        found.iter().any(|e| e.contains("server.tls[0].client_ca_file: cannot read /tls/missing.pem")),
+        "{found:#?}"
+    );
+    let found = refused(&format!("{text}client_cert = \"sometimes\"\n"));
+    assert!(found.iter().any(|e| e.contains("unknown variant `sometimes`")), "{found:#?}");
+
+    // One subject, two tenants; an empty subject.
+    let tenants = "[tenants.a.auth]\nclient_cert_subjects = [\"spiffe://x/a\", \"\"]\n\
+                   [tenants.b.auth]\nclient_cert_subjects = [\"spiffe://x/a\"]\n";
+    let found = refused(&format!("{with_ca}{tenants}"));
+    assert!(found.iter().any(|e| e.contains("tenants.a.auth.client_cert_subjects[1]: must be a certificate name")));
+    assert!(found.iter().any(|e| e.contains("client_cert_subjects: \"spiffe://x/a\" is also tenant")), "{found:#?}");
+    // Subjects alone are a credential; DNS names and CNs compare in lower case.
+    let alone = format!("{with_ca}[tenants.a.auth]\nclient_cert_subjects = [\"Agent.A.Svc\"]\n");
+    let config = compile("t.toml", &alone, &inputs).unwrap();
+    assert_eq!(config.tenants["a"].auth.as_ref().unwrap().cert_subjects, ["agent.a.svc"]);
+}
+
+/// An EC P-256 JWKS with one key, `kid` k1 (a real key: the parse checks it).
+fn jwks_text() -> String {
+    use base64::Engine;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let point = key.public_key_raw();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    format!(
+        r#"{{"keys":[{{"kty":"EC","crv":"P-256","kid":"k1","x":"{}","y":"{}"}},{{"kty":"oct","k":"c2VjcmV0","kid":"hmac"}}]}}"#,
+        b64(&point[1..33]),
+        b64(&point[33..65])
+    )
+}
+
+#[test]
+fn jwt_settings_refuse_what_could_not_prove_a_tenant() {
+    let inputs = Inputs::default().with_file("/idp/jwks.json", jwks_text()).with_file("/idp/bad.json", "{}");
+    let base = "[tenancy.jwt]\nissuer = \"https://idp\"\naudience = \"mirador\"\ntenant_claim = \"org.tenant\"\n";
+    let ok = format!("{base}jwks_file = \"/idp/jwks.json\"\n");
+    let config = compile("t.toml", &ok, &inputs).unwrap_or_else(|e| panic!("{e:?}"));
+    let jwt = config.tenancy.jwt.as_ref().unwrap();
+    assert_eq!(jwt.tenant_claim, ["org", "tenant"]);
+    assert_eq!(jwt.keys.keys.len(), 1, "the symmetric key is left out");
+    assert_eq!(jwt.keys.keys[0].algorithms, [jsonwebtoken::Algorithm::ES256]);
+    assert_eq!((jwt.refresh, jwt.leeway), (Duration::from_secs(300), Duration::from_secs(30)));
+
+    let refused = |text: String| -> Vec<String> {
+        compile("t.toml", &text, &inputs).unwrap_err().iter().map(|e| e.to_string()).collect()
+    };
+    for (text, expected) in [
+        (format!("{ok}algorithms = [\"HS256\"]\n"), "tenancy.jwt.algorithms[0]: HS256 is refused"),
+        (format!("{ok}algorithms = [\"none\"]\n"), "tenancy.jwt.algorithms[0]: \"none\" is refused"),
+        (format!("{ok}algorithms = [\"RS1\"]\n"), "tenancy.jwt.algorithms[0]: \"RS1\" is not a JOSE algorithm"),
+        (format!("{ok}algorithms = []\n"), "tenancy.jwt.algorithms: lists no algorithm"),
+        (format!("{base}jwks_file = \"/idp/bad.json\"\n"), "tenancy.jwt.jwks_file: is not a JWKS"),
+        (format!("{base}jwks_file = \"/idp/none.json\"\n"), "tenancy.jwt.jwks_file: cannot read /idp/none.json"),
+        (format!("{ok}jwks_url = \"https://idp/jwks\"\n"), "tenancy.jwt: set jwks_file or jwks_url, not both"),
+        (base.to_string(), "tenancy.jwt: needs jwks_file or jwks_url"),
+        (format!("{base}jwks_url = \"http://idp.example/jwks\"\n"), "keys must come over https"),
+        (format!("{ok}jwks_refresh = \"0s\"\n"), "tenancy.jwt.jwks_refresh"),
+        (format!("{ok}leeway = \"1h\"\n"), "tenancy.jwt.leeway"),
+        (format!("{ok}read_only_claim = \"a..b\"\n"), "tenancy.jwt.read_only_claim: \"a..b\" is not a claim path"),
+        (ok.replace("issuer = \"https://idp\"\n", ""), "tenancy.jwt.issuer: is required"),
+        (ok.replace("audience = \"mirador\"\n", ""), "tenancy.jwt.audience: is required"),
+    ] {
+        let found = refused(text);
+        assert!(found.iter().any(|e| e.contains(expected)), "{expected:?} not in {found:#?}");
+    }
+    // An ES256 key with only RS256 allowed: no usable key.
+    let found = refused(format!("{ok}algorithms = [\"RS256\"]\n"));
+    assert!(found.iter().any(|e| e.contains("has no signing key for the allowed algorithms (RS256)")), "{found:#?}");
+    // A URL that cannot be fetched is a warning: tokens wait for a refresh.
+    let unreachable = format!("{base}jwks_url = \"http://127.0.0.1:9/jwks\"\n");
+    let config = compile("t.toml", &unreachable, &inputs).unwrap();
+    assert!(config.tenancy.jwt.unwrap().keys.keys.is_empty());
+    assert!(config.warnings.iter().any(|w| w.contains("JWTs are refused until a refresh")), "{:?}", config.warnings);
+    // And one that answers nonsense.
+    let answered = inputs.clone().with_file("http://127.0.0.1:9/jwks", "<html>");
+    let config = compile("t.toml", &unreachable, &answered).unwrap();
+    assert!(config.warnings.iter().any(|w| w.contains("jwks_url: is not a JWKS")), "{:?}", config.warnings);
+}
