@@ -378,3 +378,80 @@ async fn jwts_name_their_tenant_every_bad_token_is_401_and_the_key_set_rotates()
     let metrics = client().get(format!("http://{}/metrics", router.admin)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("mirador_router_jwks_refreshes_total{result=\"failure\"}"), "{metrics}");
 }
+
+// ---------------------------------------------------------------- real clients
+
+/// Whether `vm` holds series `name`, after a flush.
+async fn holds(vm: SocketAddr, name: &str) -> bool {
+    common::victoria::force_flush(vm).await;
+    let url = format!("http://{vm}/api/v1/series?match[]={name}");
+    client().get(url).send().await.unwrap().text().await.unwrap().contains(name)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vmagent_proves_its_tenant_by_client_certificate_and_by_jwt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_acme_vm, acme_vm) = common::victoria::start_victoria_metrics(dir.path(), "acme").await;
+    let (_beta_vm, beta_vm) = common::victoria::start_victoria_metrics(dir.path(), "beta").await;
+    let (server_ca, client_ca) = (ca("edge CA"), ca("clients CA"));
+    let (cert, key) = issue(&server_ca, "edge.test", &["edge.test"]);
+    let (cert, key) = (write(dir.path(), "edge.pem", &cert), write(dir.path(), "edge.key", &key));
+    let ca_file = write(dir.path(), "ca.pem", &server_ca.cert.pem());
+    let clients = write(dir.path(), "clients-ca.pem", &client_ca.cert.pem());
+    let agent_cert = client_pair(dir.path(), "agent", issue(&client_ca, "vmagent", &[ACME_ID]));
+    let signing = es256("idp-1");
+    let jwks_file = write(dir.path(), "jwks.json", &jwks(&[&signing]));
+    let tls = free_addr();
+    let config = format!(
+        "[[server.tls]]\nlisten = \"{tls}\"\ncertificates = [{{ cert_file = \"{}\", key_file = \"{}\" }}]\n\
+         client_ca_file = \"{}\"\n\
+         [tenancy.jwt]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_file = \"{}\"\n\
+         tenant_claim = \"mirador.tenant\"\n",
+        cert.display(),
+        key.display(),
+        clients.display(),
+        jwks_file.display()
+    );
+    let router = RouterProcess::builder()
+        .config_at(move |dir, text| {
+            let path = dir.join("router.toml");
+            std::fs::write(&path, format!("{text}\n{config}")).unwrap();
+            path
+        })
+        .tenants(format!(
+            "[tenants.acme.auth]\nclient_cert_subjects = [\"{ACME_ID}\"]\n[tenants.acme.metrics]\nendpoints = [\"http://{acme_vm}\"]\n\
+             [tenants.beta.metrics]\nendpoints = [\"http://{beta_vm}\"]\n"
+        ))
+        .start();
+
+    // vmagent with its client certificate over TLS: no header, no token.
+    let tls_flags = [
+        format!("-remoteWrite.tlsCAFile={}", ca_file.display()),
+        "-remoteWrite.tlsServerName=edge.test".to_string(),
+        format!("-remoteWrite.tlsCertFile={}", agent_cert.0.display()),
+        format!("-remoteWrite.tlsKeyFile={}", agent_cert.1.display()),
+    ];
+    let tls_flags: Vec<&str> = tls_flags.iter().map(String::as_str).collect();
+    let url = format!("https://{tls}/api/v1/write");
+    let (_a, by_cert) = common::victoria::start_vmagent(&dir.path().join("a"), &url, &tls_flags).await;
+    // vmagent with a JWT on the plain listener.
+    let token = format!("-remoteWrite.bearerToken={}", sign(&signing, &claims("beta")));
+    let url = format!("{}/api/v1/write", router.base("unified"));
+    let (_b, by_jwt) = common::victoria::start_vmagent(&dir.path().join("b"), &url, &[token.as_str()]).await;
+    for (agent, series) in [(by_cert, "mirador_mtls_e2e"), (by_jwt, "mirador_jwt_e2e")] {
+        let pushed = client()
+            .post(format!("http://{agent}/api/v1/import/prometheus"))
+            .body(format!("{series} 1\n"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(pushed.status(), 204);
+    }
+    wait_until_async("both series in their tenants' instances", Duration::from_secs(60), || async {
+        holds(acme_vm, "mirador_mtls_e2e").await && holds(beta_vm, "mirador_jwt_e2e").await
+    })
+    .await;
+    assert!(!holds(beta_vm, "mirador_mtls_e2e").await, "acme's series is not in beta's instance");
+    assert!(!holds(acme_vm, "mirador_jwt_e2e").await, "beta's series is not in acme's instance");
+    drop(router);
+}
