@@ -10,10 +10,17 @@
 //! other one is read through [`Timed`], which fails a read once the head of
 //! a request has taken longer than `request_header_timeout`, or the wait for
 //! a request longer than `idle_timeout`.
+//!
+//! HTTP/2 connections (TLS by ALPN, h2c by prior knowledge) are under the
+//! same caps and have their own bounds ([`http2_options`]): streams per
+//! connection, a header list the size of the HTTP/1.1 limits, receive
+//! windows, and `idle_timeout` once no stream is open. [`Timed`] follows
+//! only HTTP/1 bytes: the preface of HTTP/2 ends its "head" at once.
 
 use crate::config::ClientLimits;
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
+use pingora::apps::{HttpServerOptions, ServerApp};
+use pingora::protocols::http::v2::server::H2Options;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID, UniqueIDType,
 };
@@ -29,6 +36,46 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+/// Streams one HTTP/2 connection may have open at once; a client opening
+/// more has the extra ones refused (`REFUSED_STREAM`), and may retry them.
+pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 128;
+/// What a client may send on one HTTP/2 stream before the router reads it:
+/// enough for an upload at ~100 MB/s over a 10 ms round trip.
+pub const HTTP2_STREAM_WINDOW: u32 = 1 << 20;
+/// What a client may send on one HTTP/2 connection, all its streams
+/// together, before the router reads it: the most request body one
+/// connection can make the router hold.
+pub const HTTP2_CONNECTION_WINDOW: u32 = 4 << 20;
+
+/// Pingora's HTTP/2 server settings for a listener with `limits`.
+///
+/// The header list limit (RFC 9113 §6.5.2 counts 32 bytes per field on top
+/// of its name and value) is set so that any head within the HTTP/1.1
+/// limits fits; the router's own check then answers 431 as for HTTP/1.1.
+/// A larger head is answered 431 by the HTTP/2 layer itself.
+pub fn http2_options(limits: &ClientLimits) -> H2Options {
+    let pseudo_headers = 4;
+    let fields = (limits.max_request_headers + pseudo_headers) as u64;
+    let header_list = limits.max_request_header_bytes as u64 + 32 * fields + 1024;
+    let mut options = H2Options::new();
+    options
+        .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(u32::try_from(header_list).unwrap_or(u32::MAX))
+        .initial_window_size(HTTP2_STREAM_WINDOW)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW);
+    options
+}
+
+/// Pingora's HTTP server options for a listener: h2c by prior knowledge
+/// when `h2c` (plain listeners with `[server] http2 = true`), and an HTTP/2
+/// connection with no open stream closed after `idle_timeout`.
+pub fn server_options(h2c: bool, limits: &ClientLimits) -> HttpServerOptions {
+    let mut options = HttpServerOptions::default();
+    options.h2c = h2c;
+    options.h2_idle_timeout = Some(limits.idle_timeout);
+    options
+}
 
 /// The body of the answer to a connection over a cap.
 const REFUSAL: &str = r#"{"status":"error","errorType":"unavailable","error":"too many connections from this client"}"#;
@@ -333,7 +380,13 @@ impl GetSocketDigest for Timed {
 
 #[async_trait]
 impl Peek for Timed {
+    /// Pingora peeks for the HTTP/2 preface on an h2c listener before any
+    /// read, and waits for all of it: bounded by the idle deadline, so a
+    /// client that connects and sends nothing is closed as on HTTP/1.1.
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+        match tokio::time::timeout_at(self.deadline, self.inner.try_peek(buf)).await {
+            Ok(peeked) => peeked,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "idle_timeout reached")),
+        }
     }
 }

@@ -1,11 +1,13 @@
 //! Assembles the Pingora server from a validated config: one proxy service
 //! for the unified listeners, one per drop-in listener, each a [`Router`]
-//! sharing the same [`RouteStore`], and the admin listener.
+//! sharing the same [`RouteStore`], and the admin listener. The plain ones
+//! take HTTP/1.1 (and h2c with `[server] http2 = true`), the TLS ones
+//! HTTP/2 by ALPN; every one has the HTTP/2 bounds of [`connection`].
 
 use crate::admin::AdminApp;
 use crate::api::Listener;
 use crate::config::Config;
-use crate::connection::Guarded;
+use crate::connection::{self, Guarded};
 use crate::edge::Edge;
 use crate::metrics::Metrics;
 use crate::proxy::Router;
@@ -50,7 +52,9 @@ pub fn build(
         .chain(settings.signal_listeners.iter().map(|(s, a)| (Listener::DropIn(*s), format!("drop-in {s}"), vec![*a])));
     for (listener, name, addrs) in listeners {
         let router = Router::new(listener, routes.clone(), config.observability.clone(), settings.clients);
-        let proxy = pingora::proxy::http_proxy(&server.configuration, router);
+        let mut proxy = pingora::proxy::http_proxy(&server.configuration, router);
+        proxy.server_options = Some(connection::server_options(settings.http2, &settings.clients));
+        proxy.h2_options = Some(connection::http2_options(&settings.clients));
         let mut service = Service::new(name, Guarded::new(proxy, settings.clients));
         for addr in addrs {
             service.add_tcp(&addr.to_string());
@@ -61,7 +65,10 @@ pub fn build(
     for listener in &settings.tls {
         let Some(tls) = edge.settings(listener) else { continue };
         let router = Router::new(Listener::Unified, routes.clone(), config.observability.clone(), settings.clients);
-        let proxy = pingora::proxy::http_proxy(&server.configuration, router.over_tls());
+        let mut proxy = pingora::proxy::http_proxy(&server.configuration, router.over_tls());
+        // h2c never applies on TLS (Pingora turns it off there); HTTP/2 comes by ALPN.
+        proxy.server_options = Some(connection::server_options(false, &settings.clients));
+        proxy.h2_options = Some(connection::http2_options(&settings.clients));
         let mut service = Service::new(format!("tls {}", listener.listen), Guarded::new(proxy, settings.clients));
         service.add_tls_with_settings(&listener.listen.to_string(), None, tls);
         server.add_service(service);

@@ -58,6 +58,7 @@ pub(super) fn deployment(
         select_endpoints,
         select_backup_endpoints,
         share_tenant_id_with,
+        http2,
     } = raw;
     let mut lists = EndpointLists { path, context, seen: HashSet::new() };
     let tenant = victoria_tenant(account_id, project_id, path, problems);
@@ -128,6 +129,7 @@ pub(super) fn deployment(
         upstream_auth: upstream_auth
             .and_then(|raw| secrets::upstream_auth(raw, &path.key("upstream_auth"), context.inputs, problems)),
         tls: tls.and_then(|raw| secrets::upstream_tls(raw, &path.key("tls"), context.inputs, problems)),
+        http2: http2.unwrap_or(false),
         cluster: tenant.map(|tenant| SharedCluster { tenant, select, share_tenant_id_with }),
     }
 }

@@ -50,6 +50,8 @@ pub struct Server {
     pub work_stealing: bool,
     /// What one client may hold of the proxy listeners.
     pub clients: ClientLimits,
+    /// Whether the plain listeners also take HTTP/2 with prior knowledge (h2c).
+    pub http2: bool,
     /// TLS listeners (unified): the path decides the signal.
     pub tls: Vec<TlsListener>,
 }
@@ -346,6 +348,9 @@ pub struct Deployment {
     /// The `Authorization` header value sent upstream instead of the client's.
     pub upstream_auth: Option<Secret>,
     pub tls: Option<UpstreamTls>,
+    /// HTTP/2 to every endpoint (vmselect's too): ALPN h2 for `https://`,
+    /// prior knowledge (h2c) for `http://`; else HTTP/1.1.
+    pub http2: bool,
     /// On a shared multi-tenant cluster: the tenant's ids there (and, for
     /// metrics, vmselect: `endpoints` are then vminsert). `None`: dedicated.
     pub cluster: Option<SharedCluster>,

@@ -62,6 +62,8 @@ pub struct RawServer {
     pub max_connections_per_client: Option<i64>,
     pub max_request_headers: Option<i64>,
     pub max_request_header_bytes: Option<i64>,
+    /// HTTP/2 with prior knowledge (h2c) on the plain listeners, besides HTTP/1.1.
+    pub http2: Option<bool>,
     /// TLS listeners (unified): `[[server.tls]]`.
     pub tls: Option<Vec<RawTlsListener>>,
 }
@@ -232,6 +234,8 @@ pub struct RawDeployment {
     pub select_backup_endpoints: Option<Vec<String>>,
     /// The tenant this one knowingly shares its Victoria ids with.
     pub share_tenant_id_with: Option<String>,
+    /// Speak HTTP/2 to the endpoints: ALPN h2 for `https://`, prior knowledge (h2c) for `http://`.
+    pub http2: Option<bool>,
 }
 
 /// How the router verifies `https://` endpoints, and proves itself to them.

@@ -146,7 +146,7 @@ signals = ["metrics", "traces"]
 fn an_unknown_key_is_an_error_at_its_line() {
     assert_eq!(
         errors("[tenants.acme.metrics]\nendpoints = [\"http://127.0.0.1:1\"]\ntimeuot = \"5s\"\n"),
-        ["bad.toml:3:1: tenants.acme.metrics.timeuot: unknown field `timeuot`, expected one of `endpoints`, `backup_endpoints`, `timeout`, `connect_timeout`, `max_attempts`, `retry_ingest`, `namespace`, `health_check`, `quotas`, `upstream_auth`, `tls`, `account_id`, `project_id`, `insert_endpoints`, `insert_backup_endpoints`, `select_endpoints`, `select_backup_endpoints`, `share_tenant_id_with`"]
+        ["bad.toml:3:1: tenants.acme.metrics.timeuot: unknown field `timeuot`, expected one of `endpoints`, `backup_endpoints`, `timeout`, `connect_timeout`, `max_attempts`, `retry_ingest`, `namespace`, `health_check`, `quotas`, `upstream_auth`, `tls`, `account_id`, `project_id`, `insert_endpoints`, `insert_backup_endpoints`, `select_endpoints`, `select_backup_endpoints`, `share_tenant_id_with`, `http2`"]
     );
 }
 
@@ -317,6 +317,36 @@ max_request_header_bytes = 0
             "bad.toml:6:1: server.max_request_headers: must be at most 256, got 257",
             "bad.toml:7:1: server.max_request_header_bytes: must be greater than zero, got 0",
         ]
+    );
+}
+
+#[test]
+fn http2_is_off_by_default_and_on_where_the_file_says() {
+    let config = compile_alone("t.toml", "[tenants.acme.metrics]\nendpoints = [\"http://127.0.0.1:8428\"]\n").unwrap();
+    assert!(!config.server.http2, "h2c on plain listeners is off by default");
+    assert!(!config.tenants["acme"].deployment(Signal::Metrics).unwrap().http2, "HTTP/1.1 upstream by default");
+
+    // h2c (http://) and ALPN h2 (https://) endpoints alike; a shared
+    // cluster's vmselect speaks what its vminsert does.
+    let text = r#"[server]
+http2 = true
+[tenants.acme.metrics]
+endpoints = ["http://127.0.0.1:8428", "https://127.0.0.2:8428"]
+http2 = true
+[tenants.small.metrics]
+account_id = 1
+insert_endpoints = ["http://127.0.0.1:8480"]
+select_endpoints = ["https://127.0.0.1:8481"]
+http2 = true
+"#;
+    let config = compile_alone("t.toml", text).unwrap();
+    assert!(config.server.http2);
+    assert!(config.tenants["acme"].deployment(Signal::Metrics).unwrap().http2);
+    let small = config.tenants["small"].deployment(Signal::Metrics).unwrap();
+    assert!(small.http2 && small.select_service().unwrap().http2);
+    assert_eq!(
+        errors("[server]\nhttp2 = \"yes\"\n"),
+        ["bad.toml:2:9: server.http2: invalid type: string \"yes\", expected a boolean"]
     );
 }
 

@@ -86,6 +86,7 @@ fn server_settings(
         max_connections_per_client,
         max_request_headers,
         max_request_header_bytes,
+        http2,
         tls,
     } = raw;
     let tls = edge::tls_listeners(tls.unwrap_or_default(), &path.key("tls"), inputs, problems, warnings);
@@ -124,6 +125,7 @@ fn server_settings(
         pid_file: pid_file.unwrap_or_else(|| "/tmp/mirador-router.pid".into()).into(),
         upgrade_sock: upgrade_sock.unwrap_or_else(|| "/tmp/mirador-router-upgrade.sock".into()).into(),
         work_stealing: work_stealing.unwrap_or(false),
+        http2: http2.unwrap_or(false),
         tls,
         clients: {
             let defaults = ClientLimits::default();

@@ -1,6 +1,6 @@
 //! Upstream side: pools of endpoints per (tenant, signal), endpoint health
 //! (active probes and live-traffic ejection), and how an endpoint is chosen
-//! for each attempt of a request.
+//! for each attempt of a request, and the HTTP version it is spoken to.
 
 mod health;
 mod pool;
@@ -8,6 +8,7 @@ mod probe;
 mod registry;
 mod schedule;
 mod tls;
+mod version;
 
 pub use health::{EndpointHealth, HealthSnapshot};
 pub use pool::{Pick, Pool, Role, Tried, UpstreamEndpoint};

@@ -11,6 +11,7 @@
 use super::health::EndpointHealth;
 use super::registry::HealthRegistry;
 use super::tls::TlsMaterial;
+use super::version;
 use crate::api::{Signal, VictoriaTenant};
 use crate::config::{Deployment, Endpoint, Secret};
 use crate::metrics::{PoolMetrics, PoolSeries, TenantSeries};
@@ -100,6 +101,8 @@ pub struct Pool {
     pub tenant_headers: Option<(HeaderValue, HeaderValue)>,
     connect_timeout: Duration,
     tls: TlsMaterial,
+    /// Whether endpoints are spoken to in HTTP/2 ([`version`]).
+    http2: bool,
 }
 
 impl Pool {
@@ -126,11 +129,12 @@ impl Pool {
             quotas: deployment_quotas,
             upstream_auth,
             tls,
+            http2,
             cluster,
         } = deployment;
         let tls_material = TlsMaterial::new(tls.as_ref());
         let make = |endpoint: &Endpoint, role: Role| {
-            let health = health.endpoint(endpoint, health_check, tls.as_ref(), &tls_material);
+            let health = health.endpoint(endpoint, health_check, tls.as_ref(), &tls_material, *http2);
             UpstreamEndpoint {
                 url: health.url.clone(),
                 role,
@@ -173,6 +177,7 @@ impl Pool {
             }),
             connect_timeout: *connect_timeout,
             tls: tls_material,
+            http2: *http2,
         }
     }
 
@@ -232,6 +237,7 @@ impl Pool {
         let endpoint = &self.endpoints[index];
         let mut peer = Box::new(HttpPeer::new(endpoint.addr, endpoint.tls, endpoint.sni.to_string()));
         self.tls.apply(&mut peer);
+        version::apply(&mut peer, self.http2);
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.read_timeout = Some(self.timeout);
         peer.options.write_timeout = Some(self.timeout);
@@ -262,6 +268,7 @@ mod tests {
             quotas: None,
             upstream_auth: None,
             tls: None,
+            http2: false,
             cluster: None,
         }
     }

@@ -2,12 +2,14 @@
 //! path, answered 200 within the probe timeout, or the reason it was not.
 //!
 //! Every probe goes through one Pingora HTTP connector shared by all
-//! probes (TLS when the endpoint is `https://`), on the probes' own runtime,
+//! probes (TLS when the endpoint is `https://`, HTTP/2 when the deployment
+//! speaks it: [`version`]), on the probes' own runtime,
 //! never on the request path. Pingora's `HttpHealthCheck` is not used: it
 //! makes a connector per endpoint, each with its own load of the system CAs
 //! (README, Performance).
 
 use super::tls::TlsMaterial;
+use super::version;
 use crate::config::{Endpoint, HealthCheck};
 use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
@@ -23,11 +25,13 @@ pub(crate) struct Probe {
     tls: TlsMaterial,
     path: Box<str>,
     timeout: Duration,
+    http2: bool,
 }
 
 impl Probe {
-    pub(super) fn new(endpoint: &Endpoint, settings: &HealthCheck, tls: TlsMaterial) -> Probe {
-        Probe { endpoint: endpoint.clone(), tls, path: settings.path.as_str().into(), timeout: settings.timeout }
+    pub(super) fn new(endpoint: &Endpoint, settings: &HealthCheck, tls: TlsMaterial, http2: bool) -> Probe {
+        let path = settings.path.as_str().into();
+        Probe { endpoint: endpoint.clone(), tls, path, timeout: settings.timeout, http2 }
     }
 
     /// Probes once: the latency, or why the endpoint is not healthy.
@@ -50,10 +54,26 @@ impl Probe {
         peer.options.read_timeout = Some(self.timeout);
         peer.options.write_timeout = Some(self.timeout);
         self.tls.apply(&mut peer);
+        version::apply(&mut peer, self.http2);
+        // One stream per HTTP/2 connection: the connection is not pooled,
+        // so every probe connects afresh, as in HTTP/1.1.
+        peer.options.max_h2_streams = 1;
         let mut request = RequestHeader::build("GET", self.path.as_bytes(), None)?;
         request.insert_header(http::header::HOST, endpoint.authority())?;
         request.insert_header(http::header::USER_AGENT, "mirador-router-health-check")?;
-        request.insert_header(http::header::CONNECTION, "close")?;
+        if self.http2 {
+            // HTTP/2 has no `Connection` header; its `:scheme` is the endpoint's
+            // (Pingora's client would say https for a Host-only request).
+            let scheme = if endpoint.tls { "https" } else { "http" };
+            let uri = http::Uri::builder().scheme(scheme).authority(endpoint.authority()).path_and_query(&*self.path);
+            request.set_uri(
+                uri.build().map_err(|e| {
+                    pingora::Error::because(pingora::ErrorType::InvalidHTTPHeader, "health check URI", e)
+                })?,
+            );
+        } else {
+            request.insert_header(http::header::CONNECTION, "close")?;
+        }
 
         let (mut session, _) = connector.get_http_session(&peer).await?;
         session.set_write_timeout(Some(self.timeout));

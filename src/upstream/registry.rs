@@ -23,9 +23,13 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::time::Instant;
 
 /// The endpoints known under one URL: usually one; more when pools probe it
-/// with other settings or TLS material (held as its fingerprint, not as a
-/// copy of the certificates).
-type Known = Vec<(Option<[u8; 32]>, Weak<EndpointHealth>)>;
+/// with other settings, TLS material (held as its fingerprint, not as a
+/// copy of the certificates) or HTTP version.
+type Known = Vec<(Spoken, Weak<EndpointHealth>)>;
+
+/// How an endpoint is spoken to, besides its probe settings: the TLS
+/// material's fingerprint, and whether in HTTP/2.
+type Spoken = (Option<[u8; 32]>, bool);
 
 pub struct HealthRegistry {
     /// Where probes run; `None`: endpoints are assumed healthy and never probed.
@@ -91,19 +95,21 @@ impl HealthRegistry {
         Arc::new(HealthRegistry { runtime: None, scheduler: None, endpoints: Arc::default() })
     }
 
-    /// The shared health of `endpoint` under `settings`, created (and its
-    /// first probe scheduled) when new.
+    /// The shared health of `endpoint` under `settings`, spoken to with
+    /// `tls` and in HTTP/2 when `http2`, created (and its first probe
+    /// scheduled) when new.
     pub fn endpoint(
         &self,
         endpoint: &Endpoint,
         settings: &HealthCheck,
         tls: Option<&UpstreamTls>,
         material: &TlsMaterial,
+        http2: bool,
     ) -> Arc<EndpointHealth> {
         let mut endpoints = lock(&self.endpoints);
-        let fingerprint = tls.map(UpstreamTls::fingerprint);
-        let same = |(print, health): &(Option<[u8; 32]>, Weak<EndpointHealth>)| {
-            health.upgrade().filter(|health| *print == fingerprint && health.settings == *settings)
+        let spoken: Spoken = (tls.map(UpstreamTls::fingerprint), http2);
+        let same = |(known, health): &(Spoken, Weak<EndpointHealth>)| {
+            health.upgrade().filter(|health| *known == spoken && health.settings == *settings)
         };
         if let Some(known) = endpoints.by_url.get(endpoint.url.as_str()).and_then(|known| known.iter().find_map(same)) {
             return known;
@@ -118,7 +124,7 @@ impl HealthRegistry {
         let url: Arc<str> = endpoint.url.as_str().into();
         let health = match &self.scheduler {
             Some(wake) => {
-                let probe = Probe::new(endpoint, settings, material.clone());
+                let probe = Probe::new(endpoint, settings, material.clone(), http2);
                 let health = Arc::new_cyclic(|me| {
                     let schedule = Schedule { me: me.clone(), wake: wake.clone(), probe };
                     EndpointHealth::scheduled(url.clone(), settings.clone(), schedule)
@@ -134,7 +140,7 @@ impl HealthRegistry {
         };
         let known = endpoints.by_url.entry(url).or_default();
         known.retain(|(_, health)| health.strong_count() > 0);
-        known.push((fingerprint, Arc::downgrade(&health)));
+        known.push((spoken, Arc::downgrade(&health)));
         health
     }
 
@@ -191,9 +197,14 @@ mod tests {
         let registry = HealthRegistry::new(runtime.handle().clone(), Some(metrics.clone()));
         let shared = endpoint(9);
         let other = HealthCheck { interval: Duration::from_secs(7), ..HealthCheck::default() };
-        let a = registry.endpoint(&shared, &HealthCheck::default(), None, &TlsMaterial::default());
-        let b = registry.endpoint(&shared, &other, None, &TlsMaterial::default());
+        let a = registry.endpoint(&shared, &HealthCheck::default(), None, &TlsMaterial::default(), false);
+        let b = registry.endpoint(&shared, &other, None, &TlsMaterial::default(), false);
         assert!(!Arc::ptr_eq(&a, &b), "other probe settings, another health state");
+        let c = registry.endpoint(&shared, &HealthCheck::default(), None, &TlsMaterial::default(), true);
+        assert!(!Arc::ptr_eq(&a, &c), "another HTTP version, another health state");
+        let again = registry.endpoint(&shared, &HealthCheck::default(), None, &TlsMaterial::default(), false);
+        assert!(Arc::ptr_eq(&a, &again), "the same settings, the same health state");
+        drop((c, again));
         metrics.attempt_duration(&shared.url).observe(0.001);
         let exposed = || String::from_utf8(metrics.render()).unwrap().contains(&shared.url);
         assert!(exposed());
@@ -201,7 +212,7 @@ mod tests {
         drop(a);
         // The scheduler handles messages in order: once an endpoint created
         // after the drop has been probed, the drop has been handled.
-        let marker = registry.endpoint(&endpoint(7), &HealthCheck::default(), None, &TlsMaterial::default());
+        let marker = registry.endpoint(&endpoint(7), &HealthCheck::default(), None, &TlsMaterial::default(), false);
         registry.wait_first_probes([&marker], Duration::from_secs(10));
         assert!(exposed(), "series gone while another health state still uses the URL");
 
