@@ -1,9 +1,12 @@
 //! Shared harness for the integration tests: recording upstreams, the real
-//! router binary, and a fleet of one upstream per tenant × signal.
+//! router binary, a fleet of one upstream per tenant × signal, test
+//! certificates and TLS ends, and an HTTP/2 upstream.
 #![allow(dead_code, unused_imports)]
 
 pub mod cluster;
+pub mod h2_upstream;
 pub mod router;
+pub mod tls;
 pub mod upstream;
 pub mod victoria;
 pub mod wait;
