@@ -190,6 +190,7 @@ fn keys() -> Vec<Key> {
         integer(Server, "max_connections_per_client", &["10", "1000"], &["0", "-5", "1000001"]),
         integer(Server, "max_request_headers", &["32", "100", "256"], &["0", "257"]),
         integer(Server, "max_request_header_bytes", &["16384", "65536", "1048576"], &["0", "1048577"]),
+        boolean(Server, "http2"),
         unknown(Server, "idle_timeuot", "\"5s\""),
         duration(HealthCheck, "interval", "1h", &["\"10ms\""]),
         duration(HealthCheck, "timeout", "5m", &[]),
@@ -265,6 +266,9 @@ fn keys() -> Vec<Key> {
         duration(Metrics, "connect_timeout", "5m", &[]),
         integer(Metrics, "max_attempts", &["1", "3", "16"], &["0", "17", "-3"]),
         boolean(Metrics, "retry_ingest"),
+        // `true` needs an upstream that speaks HTTP/2 (tests/edge_h2.rs); the
+        // stand-ins here speak HTTP/1.1 only.
+        choice(Metrics, "http2", &["false"], refused(NOT_BOOLS, Verdict::Unreadable(""))),
         text(Metrics, "namespace"),
         choice(
             Metrics,
