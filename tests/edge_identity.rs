@@ -15,12 +15,13 @@
 mod common;
 
 use base64::Engine;
+use common::tls::{ca, issue, write_pair, Ca};
 use common::*;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+use rcgen::KeyPair;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,44 +30,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 // ---------------------------------------------------------------- mTLS
 
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-fn ca(name: &str) -> Ca {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
-    let key = KeyPair::generate().unwrap();
-    Ca { cert: params.self_signed(&key).unwrap(), key }
-}
-
-/// A certificate signed by `ca` with `sans` (DNS names, or URIs when they
-/// contain "://") and CN `cn`: (cert PEM, key PEM).
-fn issue(ca: &Ca, cn: &str, sans: &[&str]) -> (String, String) {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
-    params.subject_alt_names = sans
-        .iter()
-        .map(|san| match san.contains("://") {
-            true => SanType::URI(san.to_string().try_into().unwrap()),
-            false => SanType::DnsName(san.to_string().try_into().unwrap()),
-        })
-        .collect();
-    let key = KeyPair::generate().unwrap();
-    (params.signed_by(&key, &ca.cert, &ca.key).unwrap().pem(), key.serialize_pem())
-}
-
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// A client certificate on disk: (cert, key) paths.
-fn client_pair(dir: &Path, name: &str, pair: (String, String)) -> (PathBuf, PathBuf) {
-    (write(dir, &format!("{name}.pem"), &pair.0), write(dir, &format!("{name}.key"), &pair.1))
 }
 
 const ACME_ID: &str = "spiffe://example.org/ns/acme/sa/vmagent";
@@ -102,7 +69,7 @@ fn mtls_router(
     listeners: [SocketAddr; 2],
 ) -> RouterProcess {
     let (cert, key) = issue(server, "edge.test", &["edge.test"]);
-    let (cert, key) = (write(dir, "edge.pem", &cert), write(dir, "edge.key", &key));
+    let (cert, key) = write_pair(dir, "edge", &cert, &key);
     let clients = write(dir, "clients-ca.pem", &client_ca.cert.pem());
     let pair = format!("certificates = [{{ cert_file = \"{}\", key_file = \"{}\" }}]", cert.display(), key.display());
     let tls = format!(
@@ -135,15 +102,26 @@ async fn a_client_certificate_names_its_tenant_and_a_missing_or_foreign_one_fail
     let (acme, beta, open) =
         (Upstream::start("acme").await, Upstream::start("beta").await, Upstream::start("open").await);
     let dir = tempfile::tempdir().unwrap();
-    let (server_ca, client_ca, foreign_ca) = (ca("edge CA"), ca("clients CA"), ca("foreign CA"));
+    let (server_ca, client_ca, foreign_ca) = (ca(), ca(), ca());
     let (required, optional) = (free_addr(), free_addr());
     let router = mtls_router(dir.path(), &server_ca, &client_ca, [&acme, &beta, &open], [required, optional]);
     let ca_file = write(dir.path(), "ca.pem", &server_ca.cert.pem());
-    let acme_cert = client_pair(dir.path(), "acme", issue(&client_ca, "vmagent", &[ACME_ID]));
-    let beta_cert = client_pair(dir.path(), "beta", issue(&client_ca, "Agent.Beta.Svc", &[]));
-    let stranger =
-        client_pair(dir.path(), "stranger", issue(&client_ca, "stranger", &["spiffe://example.org/ns/x/sa/y"]));
-    let foreign = client_pair(dir.path(), "foreign", issue(&foreign_ca, "vmagent", &[ACME_ID]));
+    let acme_cert = {
+        let (cert, key) = issue(&client_ca, "vmagent", &[ACME_ID]);
+        write_pair(dir.path(), "acme", &cert, &key)
+    };
+    let beta_cert = {
+        let (cert, key) = issue(&client_ca, "Agent.Beta.Svc", &[]);
+        write_pair(dir.path(), "beta", &cert, &key)
+    };
+    let stranger = {
+        let (cert, key) = issue(&client_ca, "stranger", &["spiffe://example.org/ns/x/sa/y"]);
+        write_pair(dir.path(), "stranger", &cert, &key)
+    };
+    let foreign = {
+        let (cert, key) = issue(&foreign_ca, "vmagent", &[ACME_ID]);
+        write_pair(dir.path(), "foreign", &cert, &key)
+    };
     wait_until("the mTLS listener", Duration::from_secs(20), || {
         curl(&ca_file, required, Some(&acme_cert), &[]) == (0, "200".to_string())
     })
@@ -393,12 +371,15 @@ async fn vmagent_proves_its_tenant_by_client_certificate_and_by_jwt() {
     let dir = tempfile::tempdir().unwrap();
     let (_acme_vm, acme_vm) = common::victoria::start_victoria_metrics(dir.path(), "acme").await;
     let (_beta_vm, beta_vm) = common::victoria::start_victoria_metrics(dir.path(), "beta").await;
-    let (server_ca, client_ca) = (ca("edge CA"), ca("clients CA"));
+    let (server_ca, client_ca) = (ca(), ca());
     let (cert, key) = issue(&server_ca, "edge.test", &["edge.test"]);
-    let (cert, key) = (write(dir.path(), "edge.pem", &cert), write(dir.path(), "edge.key", &key));
+    let (cert, key) = write_pair(dir.path(), "edge", &cert, &key);
     let ca_file = write(dir.path(), "ca.pem", &server_ca.cert.pem());
     let clients = write(dir.path(), "clients-ca.pem", &client_ca.cert.pem());
-    let agent_cert = client_pair(dir.path(), "agent", issue(&client_ca, "vmagent", &[ACME_ID]));
+    let agent_cert = {
+        let (cert, key) = issue(&client_ca, "vmagent", &[ACME_ID]);
+        write_pair(dir.path(), "agent", &cert, &key)
+    };
     let signing = es256("idp-1");
     let jwks_file = write(dir.path(), "jwks.json", &jwks(&[&signing]));
     let tls = free_addr();

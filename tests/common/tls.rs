@@ -31,6 +31,22 @@ pub fn leaf(ca: &Ca, names: &[&str]) -> (String, String, Vec<u8>) {
     (cert.pem(), key.serialize_pem(), cert.der().to_vec())
 }
 
+/// A certificate signed by `ca` with CN `cn` and `sans` (DNS names, or
+/// URIs when they contain "://"): (cert PEM, key PEM).
+pub fn issue(ca: &Ca, cn: &str, sans: &[&str]) -> (String, String) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    params.subject_alt_names = sans
+        .iter()
+        .map(|san| match san.contains("://") {
+            true => rcgen::SanType::URI(san.to_string().try_into().unwrap()),
+            false => rcgen::SanType::DnsName(san.to_string().try_into().unwrap()),
+        })
+        .collect();
+    let key = KeyPair::generate().unwrap();
+    (params.signed_by(&key, &ca.cert, &ca.key).unwrap().pem(), key.serialize_pem())
+}
+
 /// Writes `pem` files for certificate `name` into `dir`: (cert, key) paths.
 pub fn write_pair(dir: &Path, name: &str, cert: &str, key: &str) -> (PathBuf, PathBuf) {
     let (cert_path, key_path) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
