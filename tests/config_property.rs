@@ -136,7 +136,11 @@ fn lay_out(base: &str, case: &Case, urls: &Urls) -> (Vec<u8>, Expect) {
                 table => header == format!("[{}]", table.path()) && line.starts_with(&wanted),
             }
         });
-        found.expect("every setting is in the text").0 + 1
+        let line = found.expect("every setting is in the text").0 + 1;
+        // A root table's value is the line under its header: an error inside
+        // it is there (`[tiers]` / `gold = { … }`).
+        let inside = matches!(s.verdict, Verdict::Refused(suffix) | Verdict::Unreadable(suffix) if !suffix.is_empty());
+        line + usize::from(s.table == Table::Root && inside)
     };
     match &case.corruption {
         Some(corruption) => corrupt(&text, corruption),

@@ -99,10 +99,17 @@ impl AdminApp {
             (&Method::GET, ["api", "v1", "tenants"]) => {
                 Answer::Json(StatusCode::OK, json!({ "tenants": tenants::list(&self.reloader.applied_text()) }))
             }
-            (&Method::GET, ["api", "v1", "tenants", id]) => match tenants::get(&self.reloader.applied_text(), id) {
-                Some(tenant) => Answer::Json(StatusCode::OK, tenant),
-                None => error(ErrorKind::NotFound, format!("unknown tenant {id:?}")),
-            },
+            (&Method::GET, ["api", "v1", "tenants", id]) => {
+                let text = self.reloader.applied_text();
+                let tenant = match effective(session.req_header().uri.query()) {
+                    true => crate::config::effective_tenant(&text, id),
+                    false => tenants::get(&text, id),
+                };
+                match tenant {
+                    Some(tenant) => Answer::Json(StatusCode::OK, tenant),
+                    None => error(ErrorKind::NotFound, format!("unknown tenant {id:?}")),
+                }
+            }
             (&Method::GET, ["api", "v1", "tenants", id, "health"]) => health::tenant_health(&self.routes.load(), id),
             (&Method::POST, ["api", "v1", "tenants"]) => {
                 let body = match read_body(session).await {
@@ -164,6 +171,11 @@ impl AdminApp {
 }
 
 /// Runs blocking work (file I/O, DNS, first probes) off the admin's runtime.
+/// Whether a query string asks for the effective (tier-merged) tenant.
+fn effective(query: Option<&str>) -> bool {
+    query.is_some_and(|q| q.split('&').any(|pair| pair == "effective=true"))
+}
+
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     tokio::task::spawn_blocking(work).await.ok()
 }

@@ -101,10 +101,11 @@ pub(super) fn deployment(
             problems.add(&path.key("share_tenant_id_with"), "needs an account_id (a shared cluster deployment)");
         }
     }
+    let (timeout, max_attempts) = attempts(timeout.as_deref(), max_attempts, path, problems);
     Deployment {
         endpoints,
         backup_endpoints,
-        timeout: duration(timeout.as_deref(), Duration::from_secs(30), UP_TO_AN_HOUR, &path.key("timeout"), problems),
+        timeout,
         connect_timeout: duration(
             connect_timeout.as_deref(),
             Duration::from_secs(2),
@@ -112,13 +113,7 @@ pub(super) fn deployment(
             &path.key("connect_timeout"),
             problems,
         ),
-        max_attempts: match max_attempts.unwrap_or(3) {
-            n @ 1..=16 => n as u32,
-            n => {
-                problems.add(&path.key("max_attempts"), format!("must be between 1 and 16, got {n}"));
-                1
-            }
-        },
+        max_attempts,
         retry_ingest: retry_ingest.unwrap_or(false),
         namespace,
         health_check: match health_check {
@@ -259,6 +254,24 @@ fn loops_back(listen: SocketAddr, endpoint: SocketAddr) -> bool {
     }
     listen.ip() == endpoint.ip()
         || (listen.ip().is_unspecified() && (endpoint.ip().is_loopback() || endpoint.ip().is_unspecified()))
+}
+
+/// A deployment's `timeout` and `max_attempts` (its own, or its tier's).
+pub(super) fn attempts(
+    timeout: Option<&str>,
+    max_attempts: Option<i64>,
+    path: &KeyPath,
+    problems: &mut Problems,
+) -> (Duration, u32) {
+    let timeout = duration(timeout, Duration::from_secs(30), UP_TO_AN_HOUR, &path.key("timeout"), problems);
+    let max_attempts = match max_attempts.unwrap_or(3) {
+        n @ 1..=16 => n as u32,
+        n => {
+            problems.add(&path.key("max_attempts"), format!("must be between 1 and 16, got {n}"));
+            1
+        }
+    };
+    (timeout, max_attempts)
 }
 
 pub(super) fn health_check_settings(

@@ -16,6 +16,7 @@ mod jwt;
 mod model;
 mod raw;
 mod secrets;
+mod tiers;
 mod validate;
 
 pub use deployment::MAX_ENDPOINTS_PER_DEPLOYMENT;
@@ -24,6 +25,7 @@ pub use inputs::{read_jwks, Inputs};
 pub use jwt::key_set;
 pub use model::*;
 pub use raw::{AccessLogFormat, TenantStatus};
+pub use tiers::effective_tenant;
 pub use validate::check_tenant_id;
 
 use std::path::{Path, PathBuf};

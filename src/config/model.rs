@@ -304,6 +304,8 @@ pub struct Tenant {
     pub features: Features,
     /// Credentials that prove this tenant; when set, one is always needed.
     pub auth: Option<Auth>,
+    /// The tier it inherits from (its own `tier`, or the default tier).
+    pub tier: Option<String>,
 }
 
 /// SHA-256 digests of a tenant's credentials.

@@ -6,7 +6,7 @@
 //! typo never silently changes behaviour.
 
 use crate::api::{AdminOp, Signal};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Default, Deserialize)]
@@ -24,6 +24,32 @@ pub struct RawConfig {
     pub observability: RawObservability,
     #[serde(default)]
     pub tenants: BTreeMap<String, RawTenant>,
+    #[serde(default)]
+    pub tiers: BTreeMap<String, RawTier>,
+}
+
+/// Settings tenants inherit by naming the tier: each key the tenant does
+/// not set itself.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTier {
+    #[serde(default)]
+    pub quotas: RawQuotas,
+    #[serde(default)]
+    pub features: RawFeatures,
+    /// Per deployment, under its own `health_check` overrides.
+    pub health_check: Option<RawHealthCheck>,
+    pub metrics: Option<RawTierSignal>,
+    pub logs: Option<RawTierSignal>,
+    pub traces: Option<RawTierSignal>,
+}
+
+/// What a tier sets for one signal's deployment.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTierSignal {
+    pub timeout: Option<String>,
+    pub max_attempts: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,6 +145,8 @@ pub struct RawAdmin {
 pub struct RawTenancy {
     pub header: Option<String>,
     pub require_credentials: Option<bool>,
+    /// The tier of tenants that name none.
+    pub default_tier: Option<String>,
     pub jwt: Option<RawJwt>,
 }
 
@@ -137,7 +165,7 @@ pub struct RawJwt {
     pub leeway: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
     pub interval: Option<String>,
@@ -149,12 +177,14 @@ pub struct RawHealthCheck {
     pub ejection_cooldown: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTenant {
     pub name: Option<String>,
     pub admin_email: Option<String>,
     pub status: Option<TenantStatus>,
+    /// The tier whose settings the tenant inherits (else `tenancy.default_tier`).
+    pub tier: Option<String>,
     pub metrics: Option<RawDeployment>,
     pub logs: Option<RawDeployment>,
     pub traces: Option<RawDeployment>,
@@ -166,7 +196,7 @@ pub struct RawTenant {
 }
 
 /// Credentials that prove a tenant: hashes only, never plaintext.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
     #[serde(default)]
@@ -180,7 +210,7 @@ pub struct RawAuth {
     pub client_cert_subjects: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBasicUser {
     pub username: String,
@@ -189,7 +219,7 @@ pub struct RawBasicUser {
 
 /// Credentials the router sends to a deployment, read from the environment
 /// or a file: never written in the config itself.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstreamAuth {
     pub bearer_token_env: Option<String>,
@@ -200,7 +230,7 @@ pub struct RawUpstreamAuth {
 }
 
 /// Whether a tenant's requests are served.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TenantStatus {
     #[default]
@@ -208,7 +238,7 @@ pub enum TenantStatus {
     Suspended,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDeployment {
     #[serde(default)]
@@ -239,7 +269,7 @@ pub struct RawDeployment {
 }
 
 /// How the router verifies `https://` endpoints, and proves itself to them.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstreamTls {
     /// PEM file of the CAs that sign the endpoints' certificates.
@@ -249,7 +279,7 @@ pub struct RawUpstreamTls {
     pub client_key_file: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawQuotas {
     pub requests_per_second: Option<i64>,
@@ -258,7 +288,7 @@ pub struct RawQuotas {
     pub max_body_bytes: Option<i64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFeatures {
     pub signals: Option<Vec<Signal>>,

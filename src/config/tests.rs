@@ -640,3 +640,86 @@ fn jwt_settings_refuse_what_could_not_prove_a_tenant() {
     let config = compile("t.toml", &unreachable, &answered).unwrap();
     assert!(config.warnings.iter().any(|w| w.contains("jwks_url: is not a JWKS")), "{:?}", config.warnings);
 }
+
+const TIERED: &str = r#"
+[tenancy]
+default_tier = "bronze"
+
+[tiers.gold]
+quotas = { requests_per_second = 5000, max_body_bytes = 67108864 }
+features = { signals = ["metrics", "logs", "traces"] }
+health_check = { interval = "5s", path = "/ready" }
+metrics = { timeout = "20s", max_attempts = 2 }
+
+[tiers.bronze]
+quotas = { requests_per_second = 10 }
+features = { read_only = true }
+
+[tenants.acme]
+tier = "gold"
+quotas = { max_body_bytes = 1024 }
+[tenants.acme.metrics]
+endpoints = ["http://127.0.0.1:1"]
+max_attempts = 5
+health_check = { interval = "7s" }
+
+[tenants.small.metrics]
+endpoints = ["http://127.0.0.1:2"]
+[tenants.small.logs]
+endpoints = ["http://127.0.0.1:3"]
+"#;
+
+#[test]
+fn tenants_inherit_their_tier_key_by_key_and_their_own_keys_win() {
+    let config = compile_alone("t.toml", TIERED).unwrap_or_else(|e| panic!("{e:?}"));
+    let acme = &config.tenants["acme"];
+    assert_eq!(acme.tier.as_deref(), Some("gold"));
+    assert_eq!(acme.quotas.requests_per_second, Some(5000), "from the tier");
+    assert_eq!(acme.quotas.max_body_bytes, Some(1024), "its own");
+    assert_eq!(acme.features.signals, [true, false, false], "the tier allows logs and traces; acme has only metrics");
+    let metrics = acme.deployment(Signal::Metrics).unwrap();
+    assert_eq!((metrics.timeout, metrics.max_attempts), (Duration::from_secs(20), 5));
+    assert_eq!(metrics.health_check.interval, Duration::from_secs(7), "the deployment's own override");
+    assert_eq!(metrics.health_check.path, "/ready", "the tier's");
+    assert_eq!(metrics.health_check.timeout, Duration::from_secs(2), "the global default");
+    // The default tier for a tenant naming none.
+    let small = &config.tenants["small"];
+    assert_eq!(small.tier.as_deref(), Some("bronze"));
+    assert!(small.features.read_only);
+    assert_eq!(small.quotas.requests_per_second, Some(10));
+    assert_eq!(small.features.signals, [true, true, false]);
+
+    // The admin API's effective view: the merged table; the tenant's own is unchanged.
+    let effective = effective_tenant(TIERED, "acme").unwrap();
+    assert_eq!(effective["quotas"], serde_json::json!({ "requests_per_second": 5000, "max_body_bytes": 1024 }));
+    assert_eq!(effective["metrics"]["timeout"], "20s");
+    assert_eq!(effective["metrics"]["max_attempts"], 5);
+    assert_eq!(effective["metrics"]["health_check"], serde_json::json!({ "interval": "7s", "path": "/ready" }));
+    assert_eq!(effective_tenant(TIERED, "small").unwrap()["tier"], "bronze");
+    assert!(effective_tenant(TIERED, "nobody").is_none());
+}
+
+#[test]
+fn a_bad_tier_is_reported_at_the_tier_and_a_missing_one_at_the_tenant() {
+    let text = "[tiers.gold]\nquotas = { requests_per_second = -1 }\nmetrics = { max_attempts = 99 }\n\
+                [tiers.\"bad name\"]\n\
+                [tenants.acme]\ntier = \"gold\"\n[tenants.acme.metrics]\nendpoints = [\"http://127.0.0.1:1\"]\n\
+                [tenants.beta]\ntier = \"silver\"\n[tenants.beta.metrics]\nendpoints = [\"http://127.0.0.1:2\"]\n";
+    assert_eq!(
+        errors(text),
+        [
+            "bad.toml:4:8: tiers.\"bad name\": tier name \"bad name\" must be 1 to 64 characters of A-Z a-z 0-9 _ -, starting with a letter or digit",
+            "bad.toml:2:12: tiers.gold.quotas.requests_per_second: must be greater than zero, got -1",
+            "bad.toml:3:13: tiers.gold.metrics.max_attempts: must be between 1 and 16, got 99",
+            "bad.toml:10:1: tenants.beta.tier: no tier \"silver\" (tiers: bad name, gold)",
+        ],
+        "the tier's errors once, at the tier, not again at acme"
+    );
+    assert_eq!(
+        errors("[tenancy]\ndefault_tier = \"gold\"\n"),
+        ["bad.toml:2:1: tenancy.default_tier: no tier \"gold\" (tiers: none)"]
+    );
+    // A tier's key the file format does not know.
+    let found = errors("[tiers.gold]\nquotas = { requests_per_minute = 5 }\n");
+    assert!(found[0].contains("tiers.gold.quotas.requests_per_minute: unknown field"), "{found:?}");
+}

@@ -23,7 +23,7 @@ use std::time::Duration;
 pub const MAX_TENANT_ID_LEN: usize = 64;
 
 pub fn validate(raw: RawConfig, inputs: &Inputs) -> Result<Config, Vec<Problem>> {
-    let RawConfig { server, admin, tenancy, health_check, observability, tenants } = raw;
+    let RawConfig { server, admin, tenancy, health_check, observability, tenants, tiers } = raw;
     let mut problems = Problems::default();
     let root = KeyPath::root();
 
@@ -31,9 +31,14 @@ pub fn validate(raw: RawConfig, inputs: &Inputs) -> Result<Config, Vec<Problem>>
     let server = server_settings(server, &root.key("server"), inputs, &mut problems, &mut warnings);
     let admin = admin_settings(admin, &root.key("admin"), inputs, &mut problems);
     listeners_distinct(&server, &admin, &mut problems);
+    let default_tier = tenancy.default_tier.clone();
     let tenancy = tenancy_settings(tenancy, &root.key("tenancy"), inputs, &mut problems, &mut warnings);
     let health_check =
         health_check_settings(health_check, &HealthCheck::default(), &root.key("health_check"), &mut problems);
+    let clean_tiers = super::tiers::tiers(&tiers, &health_check, &mut problems);
+    if let Some(name) = default_tier.as_deref().filter(|name| !tiers.contains_key(*name)) {
+        problems.add(&root.key("tenancy").key("default_tier"), super::tiers::no_such_tier(name, &tiers));
+    }
 
     let own_listeners: Vec<SocketAddr> = server
         .listen
@@ -43,10 +48,20 @@ pub fn validate(raw: RawConfig, inputs: &Inputs) -> Result<Config, Vec<Problem>>
         .chain(server.tls.iter().map(|tls| tls.listen))
         .collect();
     let mut model_tenants = BTreeMap::new();
-    for (id, raw_tenant) in tenants {
+    for (id, mut raw_tenant) in tenants {
         let path = root.key("tenants").key(&id);
         let context = DeploymentContext { inputs, own_listeners: &own_listeners, health_check: &health_check };
-        let tenant = tenant(id.clone(), raw_tenant, &path, &context, &mut problems);
+        let tier = super::tiers::tier_of(&raw_tenant, default_tier.as_deref(), &tiers, &path, &mut problems);
+        let tier_name = raw_tenant.tier.clone().or_else(|| default_tier.clone()).filter(|_| tier.is_ok());
+        // A tier with errors (reported at the tier) is not inherited.
+        let inherited_signals = match tier {
+            Ok(Some(tier)) if tier_name.as_ref().is_some_and(|name| clean_tiers.contains(name)) => {
+                super::tiers::inherit(&mut raw_tenant, tier)
+            }
+            _ => false,
+        };
+        let mut tenant = tenant(id.clone(), raw_tenant, inherited_signals, &path, &context, &mut problems);
+        tenant.tier = tier_name;
         model_tenants.insert(id, std::sync::Arc::new(tenant));
     }
 
@@ -234,7 +249,7 @@ fn tenancy_settings(
     problems: &mut Problems,
     warnings: &mut Vec<String>,
 ) -> Tenancy {
-    let RawTenancy { header, require_credentials, jwt } = raw;
+    let RawTenancy { header, require_credentials, default_tier: _, jwt } = raw;
     let jwt = jwt.and_then(|raw| super::jwt::jwt(raw, &path.key("jwt"), inputs, problems, warnings));
     let header = header.unwrap_or_else(|| "X-Tenant-ID".to_string());
     let header = http::HeaderName::from_bytes(header.as_bytes()).unwrap_or_else(|_| {
@@ -244,8 +259,18 @@ fn tenancy_settings(
     Tenancy { header, require_credentials: require_credentials.unwrap_or(false), jwt }
 }
 
-fn tenant(id: String, raw: RawTenant, path: &KeyPath, context: &DeploymentContext, problems: &mut Problems) -> Tenant {
-    let RawTenant { name, admin_email, status, metrics, logs, traces, quotas, features, auth } = raw;
+/// A tenant of the file (its tier's keys already inherited). Signals a tier
+/// allows (`inherited_signals`) are enabled where the tenant has a
+/// deployment; signals the tenant lists itself each need one.
+fn tenant(
+    id: String,
+    raw: RawTenant,
+    inherited_signals: bool,
+    path: &KeyPath,
+    context: &DeploymentContext,
+    problems: &mut Problems,
+) -> Tenant {
+    let RawTenant { name, admin_email, status, tier: _, metrics, logs, traces, quotas, features, auth } = raw;
     if let Err(why) = check_tenant_id(&id) {
         problems.add(path, why);
     }
@@ -266,6 +291,9 @@ fn tenant(id: String, raw: RawTenant, path: &KeyPath, context: &DeploymentContex
         Some(listed) => {
             let mut enabled = [false; 3];
             for (i, signal) in listed.into_iter().enumerate() {
+                if deployments[signal.index()].is_none() && inherited_signals {
+                    continue;
+                }
                 if deployments[signal.index()].is_none() {
                     problems.add(
                         &path.key("features").key("signals").index(i),
@@ -314,6 +342,7 @@ fn tenant(id: String, raw: RawTenant, path: &KeyPath, context: &DeploymentContex
         quotas,
         features: Features { signals: enabled, read_only, admin_api },
         auth,
+        tier: None,
     }
 }
 

@@ -339,7 +339,17 @@ fn keys() -> Vec<Key> {
             u(&["[\"rm_rf\"]"], "[0]"),
         ),
         unknown(Features, "signal", "[\"metrics\"]"),
-        unknown(Root, "tiers", "gold = { quotas = {} }"),
+        // Tiers no generated tenant names: checked on their own.
+        choice(
+            Root,
+            "tiers",
+            &["gold = { quotas = { requests_per_second = 5 } }", "silver = { metrics = { timeout = \"5s\" } }"],
+            cat(vec![
+                r(&["gold = { quotas = { requests_per_second = 0 } }"], ".gold.quotas.requests_per_second"),
+                r(&["gold = { metrics = { max_attempts = 99 } }"], ".gold.metrics.max_attempts"),
+                u(&["gold = { quotas = { rps = 1 } }"], ".gold.quotas.rps"),
+            ]),
+        ),
         unknown(Root, "store", "kind = \"etcd\""),
     ]
 }
