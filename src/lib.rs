@@ -24,3 +24,4 @@ pub mod reply;
 pub mod routing;
 pub mod server;
 pub mod upstream;
+pub mod usage;

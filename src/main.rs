@@ -8,6 +8,7 @@ use mirador_router::metrics::Metrics;
 use mirador_router::reload::{self, Reloader};
 use mirador_router::routing::{self, RouteStore, Shared};
 use mirador_router::upstream::HealthRegistry;
+use mirador_router::usage::{self, Usage};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -113,7 +114,12 @@ fn main() -> ExitCode {
     let edge = Arc::new(Edge::new(&config.server.tls, metrics.clone()));
     let reloader = Reloader::new(source, routes.clone(), shared, config.clone(), text).with_memory_trim(release_memory);
     let reloader = Arc::new(reloader.with_edge(edge.clone()));
-    let server = mirador_router::server::build(&config, routes, metrics, reloader.clone(), &edge, cli.upgrade);
+    // Tenant usage from the deployments' own /metrics, on the probes' runtime.
+    let usage = Arc::new(Usage::default());
+    if let Some(interval) = config.observability.usage_interval {
+        health_runtime.spawn(usage::collect_forever(routes.clone(), usage.clone(), interval, metrics.clone()));
+    }
+    let server = mirador_router::server::build(&config, routes, metrics, reloader.clone(), &edge, usage, cli.upgrade);
     // The reloader holds the config from here on; main's copy would live as
     // long as the process.
     drop(config);

@@ -104,6 +104,8 @@ pub struct Metrics {
     /// Each TLS listener's certificates' `notAfter`, by listener and subject.
     tls_certificate_expiry: GaugeVec,
     jwks_refreshes: IntCounterVec,
+    /// Per tenant and signal: what its deployment holds and spends (`usage`).
+    usage: [GaugeVec; 6],
     /// Orders the creation of a tenant's series against its retirement.
     lifecycle: Mutex<()>,
 }
@@ -205,6 +207,19 @@ impl PoolSeries {
     }
 }
 
+/// The usage gauges, in the order of [`Metrics::set_usage`]'s values.
+pub const USAGE_GAUGES: [(&str, &str); 6] = [
+    ("mirador_router_tenant_usage_storage_bytes", "Bytes on disk of the tenant's deployment (its own /metrics)."),
+    ("mirador_router_tenant_usage_rows", "Rows stored by the tenant's deployment."),
+    (
+        "mirador_router_tenant_usage_rows_per_second",
+        "Rows added to the tenant's deployment per second, between readings.",
+    ),
+    ("mirador_router_tenant_usage_active_series", "Active series of the tenant's VictoriaMetrics."),
+    ("mirador_router_tenant_usage_memory_bytes", "Resident memory of the tenant's deployment's process."),
+    ("mirador_router_tenant_usage_cpu_cores", "CPU of the tenant's deployment's process, in cores, between readings."),
+];
+
 impl Metrics {
     /// A fresh set of metrics in a registry of its own.
     pub fn new() -> Arc<Metrics> {
@@ -283,6 +298,11 @@ impl Metrics {
                 "Reads of the JWKS of [tenancy.jwt] on its refresh interval, by result.",
                 &["result"],
             ),
+            usage: USAGE_GAUGES.map(|(name, help)| {
+                let vec = GaugeVec::new(Opts::new(name, help), &["tenant", "signal"]).expect("valid metric");
+                registry.register(Box::new(vec.clone())).expect("unique metric");
+                vec
+            }),
             registry,
             lifecycle: Mutex::new(()),
         };
@@ -332,6 +352,20 @@ impl Metrics {
     /// One handle per rejection reason for `tenant` (a configured id or [`UNKNOWN_TENANT`]).
     fn rejections(&self, tenant: &str) -> Rejections {
         Rejections(Rejection::ALL.map(|reason| self.rejections.with_label_values(&[tenant, reason.as_str()])))
+    }
+
+    /// Replaces the usage gauges with one round's readings: per tenant and
+    /// signal, the values in [`USAGE_GAUGES`] order (absent: no series).
+    pub fn set_usage<'a>(&self, readings: impl Iterator<Item = (&'a str, Signal, [Option<f64>; 6])>) {
+        let readings: Vec<_> = readings.collect();
+        for (i, gauge) in self.usage.iter().enumerate() {
+            gauge.reset();
+            for (tenant, signal, values) in &readings {
+                if let Some(value) = values[i] {
+                    gauge.with_label_values(&[tenant, signal.as_str()]).set(value);
+                }
+            }
+        }
     }
 
     /// The counter of JWKS refreshes that succeeded (or failed).

@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::proxy::Router;
 use crate::reload::Reloader;
 use crate::routing::RouteStore;
+use crate::usage::Usage;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::listening::Service;
@@ -29,6 +30,7 @@ pub fn build(
     metrics: Option<Arc<Metrics>>,
     reloader: Arc<Reloader>,
     edge: &Edge,
+    usage: Arc<Usage>,
     upgrade: bool,
 ) -> Server {
     let settings = &config.server;
@@ -74,7 +76,7 @@ pub fn build(
         server.add_service(service);
     }
     let mut admin =
-        Service::new("admin".to_string(), AdminApp::new(routes, metrics, reloader, config.admin.token.clone()));
+        Service::new("admin".to_string(), AdminApp::new(routes, metrics, reloader, config.admin.token.clone(), usage));
     admin.add_tcp(&config.admin.listen.to_string());
     admin.threads = Some(1);
     server.add_service(admin);

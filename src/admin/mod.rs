@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::reload::{MutationError, Outcome, ReloadReport, Reloader};
 use crate::reply::{ErrorKind, ErrorReply, KeyedError};
 use crate::routing::RouteStore;
+use crate::usage::Usage;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
@@ -32,6 +33,7 @@ pub struct AdminApp {
     metrics: Option<Arc<Metrics>>,
     reloader: Arc<Reloader>,
     token: Option<Secret>,
+    usage: Arc<Usage>,
 }
 
 /// An admin answer: status and JSON, an error, or the metrics text.
@@ -51,8 +53,9 @@ impl AdminApp {
         metrics: Option<Arc<Metrics>>,
         reloader: Arc<Reloader>,
         token: Option<Secret>,
+        usage: Arc<Usage>,
     ) -> Self {
-        AdminApp { routes, metrics, reloader, token }
+        AdminApp { routes, metrics, reloader, token, usage }
     }
 
     fn authorized(&self, session: &ServerSession) -> bool {
@@ -111,6 +114,18 @@ impl AdminApp {
                 }
             }
             (&Method::GET, ["api", "v1", "tenants", id, "health"]) => health::tenant_health(&self.routes.load(), id),
+            (&Method::GET, ["api", "v1", "tenants", id, "usage"]) => match self.routes.load().tenant(id) {
+                Some(_) => {
+                    let signals: serde_json::Map<String, Value> = self
+                        .usage
+                        .tenant(id)
+                        .into_iter()
+                        .map(|(signal, reading)| (signal.as_str().to_string(), json!(reading)))
+                        .collect();
+                    Answer::Json(StatusCode::OK, json!({ "tenant": id, "usage": signals }))
+                }
+                None => error(ErrorKind::NotFound, format!("unknown tenant {id:?}")),
+            },
             (&Method::POST, ["api", "v1", "tenants"]) => {
                 let body = match read_body(session).await {
                     Ok(body) => body,
@@ -141,7 +156,8 @@ impl AdminApp {
                 | ["api", "v1", "reload"]
                 | ["api", "v1", "tenants"]
                 | ["api", "v1", "tenants", _]
-                | ["api", "v1", "tenants", _, "health"],
+                | ["api", "v1", "tenants", _, "health"]
+                | ["api", "v1", "tenants", _, "usage"],
             ) => error(ErrorKind::MethodNotAllowed, format!("{method} is not allowed on {path}")),
             _ => error(ErrorKind::NotFound, format!("no admin endpoint {path:?}")),
         }

@@ -94,3 +94,17 @@ pub(super) fn positive(raw: Option<i64>, max: u64, path: &KeyPath, problems: &mu
         other => other.map(|n| n as u64),
     }
 }
+
+pub const MAX_TENANT_ID_LEN: usize = 64;
+
+/// Tenant ids travel in headers and label values: keep them short and plain.
+pub fn check_tenant_id(id: &str) -> Result<(), String> {
+    let plain = id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let starts_well = id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+    if id.is_empty() || id.len() > MAX_TENANT_ID_LEN || !plain || !starts_well {
+        return Err(format!(
+            "tenant id {id:?} must be 1 to {MAX_TENANT_ID_LEN} characters of A-Z a-z 0-9 _ -, starting with a letter or digit"
+        ));
+    }
+    Ok(())
+}

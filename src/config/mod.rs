@@ -19,6 +19,7 @@ mod secrets;
 mod tiers;
 mod validate;
 
+pub use check::check_tenant_id;
 pub use deployment::MAX_ENDPOINTS_PER_DEPLOYMENT;
 pub use error::{ConfigError, KeyPath, Problem};
 pub use inputs::{read_jwks, Inputs};
@@ -26,7 +27,6 @@ pub use jwt::key_set;
 pub use model::*;
 pub use raw::{AccessLogFormat, TenantStatus};
 pub use tiers::effective_tenant;
-pub use validate::check_tenant_id;
 
 use std::path::{Path, PathBuf};
 

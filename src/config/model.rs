@@ -33,6 +33,8 @@ pub struct Observability {
     pub access_log: AccessLogFormat,
     /// Whether access log paths keep their query string.
     pub access_log_query: bool,
+    /// How often tenant usage is read from the deployments; `None`: never.
+    pub usage_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -58,6 +58,8 @@ pub struct RawObservability {
     pub metrics: Option<bool>,
     pub access_log: Option<AccessLogFormat>,
     pub access_log_query: Option<bool>,
+    /// How often each deployment's own /metrics is read for tenant usage ("0s": never).
+    pub usage_interval: Option<String>,
 }
 
 /// How access log lines are written (to stdout), or not at all.

@@ -10,12 +10,11 @@
 //! it had written every key itself, and the admin API's `?effective=true`
 //! shows that merged table.
 
-use super::check::Problems;
+use super::check::{check_tenant_id, Problems};
 use super::deployment::{attempts, health_check_settings, quotas};
 use super::error::KeyPath;
 use super::model::HealthCheck;
 use super::raw::{RawFeatures, RawHealthCheck, RawQuotas, RawTenant, RawTier, RawTierSignal};
-use super::validate::check_tenant_id;
 use crate::api::Signal;
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -7,7 +7,7 @@
 //! stops at the first problem: it returns the model, or every problem found,
 //! each with its key path.
 
-use super::check::{duration, listen_addr, positive, Problems, NONE_TO_AN_HOUR, UP_TO_AN_HOUR};
+use super::check::{check_tenant_id, duration, listen_addr, positive, Problems, NONE_TO_AN_HOUR, UP_TO_AN_HOUR};
 use super::deployment::{self, health_check_settings, DeploymentContext};
 use super::edge;
 use super::error::{KeyPath, Problem};
@@ -19,8 +19,6 @@ use crate::api::{admin_op_runs, Signal};
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
-
-pub const MAX_TENANT_ID_LEN: usize = 64;
 
 pub fn validate(raw: RawConfig, inputs: &Inputs) -> Result<Config, Vec<Problem>> {
     let RawConfig { server, admin, tenancy, health_check, observability, tenants, tiers } = raw;
@@ -70,11 +68,21 @@ pub fn validate(raw: RawConfig, inputs: &Inputs) -> Result<Config, Vec<Problem>>
     if !problems.0.is_empty() {
         return Err(problems.0);
     }
-    let RawObservability { metrics, access_log, access_log_query } = observability;
+    let RawObservability { metrics, access_log, access_log_query, usage_interval } = observability;
+    let at = root.key("observability").key("usage_interval");
+    let usage_interval =
+        duration(usage_interval.as_deref(), Duration::from_secs(60), NONE_TO_AN_HOUR, &at, &mut problems);
+    if !usage_interval.is_zero() && usage_interval < Duration::from_secs(1) {
+        problems.add(&at, "must be 0s (off) or at least 1s: each round reads every deployment's /metrics");
+    }
+    if !problems.0.is_empty() {
+        return Err(problems.0);
+    }
     let observability = Observability {
         metrics: metrics.unwrap_or(true),
         access_log: access_log.unwrap_or_default(),
         access_log_query: access_log_query.unwrap_or(false),
+        usage_interval: Some(usage_interval).filter(|d| !d.is_zero()),
     };
     Ok(Config { server, admin, tenancy, health_check, observability, tenants: model_tenants, warnings })
 }
@@ -344,16 +352,4 @@ fn tenant(
         auth,
         tier: None,
     }
-}
-
-/// Tenant ids travel in headers and label values: keep them short and plain.
-pub fn check_tenant_id(id: &str) -> Result<(), String> {
-    let plain = id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    let starts_well = id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
-    if id.is_empty() || id.len() > MAX_TENANT_ID_LEN || !plain || !starts_well {
-        return Err(format!(
-            "tenant id {id:?} must be 1 to {MAX_TENANT_ID_LEN} characters of A-Z a-z 0-9 _ -, starting with a letter or digit"
-        ));
-    }
-    Ok(())
 }

@@ -238,6 +238,11 @@ impl RoutingTable {
         self.tenants.get(id).map(|route| &**route)
     }
 
+    /// Every tenant id of the table.
+    pub fn tenant_ids(&self) -> impl Iterator<Item = &str> {
+        self.tenants.keys().map(String::as_str)
+    }
+
     pub fn tenant_count(&self) -> usize {
         self.tenants.len()
     }

@@ -2,6 +2,7 @@
 //! (active probes and live-traffic ejection), and how an endpoint is chosen
 //! for each attempt of a request, and the HTTP version it is spoken to.
 
+mod fetch;
 mod health;
 mod pool;
 mod probe;

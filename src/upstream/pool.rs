@@ -102,7 +102,7 @@ pub struct Pool {
     connect_timeout: Duration,
     tls: TlsMaterial,
     /// Whether endpoints are spoken to in HTTP/2 ([`version`]).
-    http2: bool,
+    pub(super) http2: bool,
 }
 
 impl Pool {
