@@ -50,6 +50,9 @@ pub struct Reading {
     pub note: Option<String>,
 }
 
+/// A tenant's signal and where it is read: a pool's endpoint, or why none.
+type Wanted = ((Arc<str>, Signal), Result<(Arc<Pool>, usize), String>);
+
 /// What one endpoint's `/metrics` says, and when it was read.
 #[derive(Debug, Clone, Copy, Default)]
 struct Sample {
@@ -110,7 +113,7 @@ impl Usage {
         let table = store.load_full();
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         // Which endpoint each pool is read at, or why none.
-        let mut wanted: Vec<((Arc<str>, Signal), Result<(Arc<Pool>, usize), String>)> = Vec::new();
+        let mut wanted: Vec<Wanted> = Vec::new();
         for id in table.tenant_ids() {
             let Some(route) = table.tenant(id) else { continue };
             for (pool, service) in route.services() {
@@ -175,7 +178,7 @@ impl Usage {
     /// Readings from the samples of this round and the rates since the last.
     fn readings_of(
         &self,
-        wanted: Vec<((Arc<str>, Signal), Result<(Arc<Pool>, usize), String>)>,
+        wanted: Vec<Wanted>,
         fetched: &HashMap<Arc<str>, Result<Sample, String>>,
         now: u64,
     ) -> HashMap<(Arc<str>, Signal), Reading> {
