@@ -45,6 +45,7 @@ type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 struct Shared {
     seen: Mutex<Vec<Seen>>,
     probes: AtomicU64,
+    usage_reads: AtomicU64,
     /// Status of the health endpoint; 200 unless a test says otherwise.
     probe_status: AtomicU16,
     /// The accept loop plus every open connection: 0 once all are gone.
@@ -131,6 +132,11 @@ impl Upstream {
         self.shared.seen.lock().unwrap().clone()
     }
 
+    /// How many times the router's usage collector read /metrics here.
+    pub fn usage_reads(&self) -> u64 {
+        self.shared.usage_reads.load(Ordering::SeqCst)
+    }
+
     /// How many health probes the router sent here.
     pub fn probes(&self) -> u64 {
         self.shared.probes.load(Ordering::SeqCst)
@@ -183,6 +189,13 @@ async fn handle(
         let status = shared.probe_status.load(Ordering::SeqCst);
         let body = BodyExt::boxed(Full::new(Bytes::from_static(b"OK")));
         return Ok(Response::builder().status(status).header("x-upstream", &*name).body(body).unwrap());
+    }
+    // The router's usage collector reads a deployment's /metrics: counted
+    // apart, like probes, and answered as by a server that is no Victoria*.
+    if req.headers().get("user-agent").is_some_and(|ua| ua == "mirador-router-usage") {
+        shared.usage_reads.fetch_add(1, Ordering::SeqCst);
+        let body = BodyExt::boxed(Full::new(Bytes::from_static(b"not found")));
+        return Ok(Response::builder().status(404).body(body).unwrap());
     }
     let (parts, mut body) = req.into_parts();
     let query = parts.uri.query().unwrap_or("").to_string();
