@@ -384,6 +384,8 @@ async fn deployments_with_http2_are_spoken_to_in_http2_over_tls_and_h2c() {
         assert_eq!(seen.authority.as_deref(), Some(upstream.addr.to_string().as_str()), "{tenant}");
         assert_eq!(seen.body_len, 5, "{tenant}");
         assert!(upstream.probes() >= 1, "{tenant}: health probes in HTTP/2 too");
+        // The usage collector's first round (at start) reads /metrics in HTTP/2 too.
+        wait_until("a usage read in HTTP/2", std::time::Duration::from_secs(10), || upstream.usage_reads() >= 1).await;
     }
 
     // Without `http2`, an https:// endpoint is offered HTTP/1.1 only: an

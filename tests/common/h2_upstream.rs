@@ -30,6 +30,7 @@ pub struct H2Seen {
 struct Shared {
     seen: Mutex<Vec<H2Seen>>,
     probes: AtomicU64,
+    usage_reads: AtomicU64,
     /// TCP connections accepted.
     connections: AtomicU64,
 }
@@ -66,6 +67,11 @@ impl H2Upstream {
             }
         });
         H2Upstream { name: name.to_string(), addr, shared, accept }
+    }
+
+    /// How many times the router's usage collector read /metrics here.
+    pub fn usage_reads(&self) -> u64 {
+        self.shared.usage_reads.load(Ordering::SeqCst)
     }
 
     pub fn seen(&self) -> Vec<H2Seen> {
@@ -109,6 +115,9 @@ async fn answer(
     }
     if parts.headers.get("user-agent").is_some_and(|ua| ua == "mirador-router-health-check") {
         shared.probes.fetch_add(1, Ordering::SeqCst);
+    } else if parts.headers.get("user-agent").is_some_and(|ua| ua == "mirador-router-usage") {
+        // The usage collector's /metrics read: counted apart, like probes.
+        shared.usage_reads.fetch_add(1, Ordering::SeqCst);
     } else {
         shared.seen.lock().unwrap().push(H2Seen {
             method: parts.method.to_string(),
