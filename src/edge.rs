@@ -135,7 +135,7 @@ impl ClientCertVerifier for ClientAuth {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+        self.current.load().as_ref().map(|clients| clients.verifier.supported_verify_schemes()).unwrap_or_default()
     }
 }
 
