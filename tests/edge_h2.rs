@@ -12,10 +12,8 @@ use bytes::Bytes;
 use common::h2_upstream::H2Upstream;
 use common::tls::{self, ca, leaf, write_pair};
 use common::*;
-use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeSet;
 use std::future::{poll_fn, Future};
-use std::hash::Hasher;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -24,7 +22,6 @@ use tokio::sync::watch;
 use tokio_rustls::rustls::pki_types::ServerName;
 
 const TENANTS: [&str; 4] = ["alpha", "beta", "gamma", "delta"];
-const HUNDRED_MB: u64 = 100 * 1024 * 1024;
 /// Allowed growth of the router's peak RSS while 100 MB pass through it
 /// (the bound of tests/streaming.rs for HTTP/1.1).
 const MAX_GROWTH: u64 = 40 * 1024 * 1024;
@@ -226,14 +223,7 @@ async fn a_100_mib_upload_over_http2_streams_through_whole_without_growing_memor
     let router = router("", tenants_at([("alpha", upstream.url())]), Some((tls, &certificate)));
     let before = router.peak_rss();
 
-    const CHUNK: usize = 256 * 1024;
-    let chunk: Vec<u8> = (0..CHUNK).map(|i| (i % 251) as u8).collect();
-    let chunks = (HUNDRED_MB as usize) / CHUNK;
-    let mut expected = DefaultHasher::new();
-    for _ in 0..chunks {
-        expected.write(&chunk);
-    }
-    let chunk = Bytes::from(chunk);
+    let HundredMib { chunk, chunks, hash } = hundred_mib();
 
     let client = H2Client::tls(tls).await;
     let request =
@@ -259,11 +249,11 @@ async fn a_100_mib_upload_over_http2_streams_through_whole_without_growing_memor
     assert_eq!(status, 200);
     // HTTP/2's default window is 64 KiB - 1: the router's is larger (1 MiB
     // per stream, 4 MiB per connection), so a whole 256 KiB chunk may go at once.
-    assert_eq!(largest_grant, CHUNK, "the router's receive window");
+    assert_eq!(largest_grant, chunk.len(), "the router's receive window");
 
     let seen = &upstream.seen()[0];
     assert_eq!(seen.body_len, HUNDRED_MB);
-    assert_eq!(seen.body_hash, expected.finish(), "the body arrives byte for byte");
+    assert_eq!(seen.body_hash, hash, "the body arrives byte for byte");
     assert!(seen.body_complete);
     let growth = router.peak_rss().saturating_sub(before);
     eprintln!("router peak RSS {} KiB before, grew by {} KiB", before >> 10, growth >> 10);

@@ -63,6 +63,16 @@ fn header_for(specs: &[TenantSpec], pick: usize, mangle: u8, random: &str) -> St
     }
 }
 
+/// A distinct endpoint port for every `(tenant, signal)` pair.
+fn ports_of(specs: &[TenantSpec]) -> BTreeMap<(String, Signal), u16> {
+    specs
+        .iter()
+        .flat_map(|s| Signal::ALL.map(|sig| (s.id.clone(), sig)))
+        .enumerate()
+        .map(|(i, key)| (key, 20000 + i as u16))
+        .collect()
+}
+
 /// `(tenant, signal)` → endpoint port, one distinct port per pair.
 fn config_text(specs: &[TenantSpec], port_of: impl Fn(&str, Signal) -> u16) -> String {
     let mut text = String::new();
@@ -89,12 +99,7 @@ fn the_table_routes_a_request_to_its_own_tenant_and_signal_or_refuses_it() {
     );
     runner
         .run(&strategy, |(specs, requests)| {
-            let ports: BTreeMap<(String, Signal), u16> = specs
-                .iter()
-                .flat_map(|s| Signal::ALL.map(|sig| (s.id.clone(), sig)))
-                .enumerate()
-                .map(|(i, key)| (key, 20000 + i as u16))
-                .collect();
+            let ports = ports_of(&specs);
             let text = config_text(&specs, |id, signal| ports[&(id.to_string(), signal)]);
             let config = parse("prop.toml", &text).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
             let table = RoutingTable::build(&config, &Shared::for_tests());
@@ -204,12 +209,7 @@ fn a_certificate_identity_reaches_its_own_tenant_or_is_refused() {
         (tenant_specs(), prop::collection::vec((paths(), any::<usize>(), any::<usize>(), 0u8..4, "[a-z]{1,6}"), 1..30));
     runner
         .run(&strategy, |(specs, requests)| {
-            let ports: BTreeMap<(String, Signal), u16> = specs
-                .iter()
-                .flat_map(|s| Signal::ALL.map(|sig| (s.id.clone(), sig)))
-                .enumerate()
-                .map(|(i, key)| (key, 20000 + i as u16))
-                .collect();
+            let ports = ports_of(&specs);
             let mut text = config_text(&specs, |id, signal| ports[&(id.to_string(), signal)]);
             for spec in &specs {
                 text += &format!("[tenants.{}.auth]\nclient_cert_subjects = [\"{}\"]\n", spec.id, spiffe(&spec.id));

@@ -3,13 +3,9 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::*;
-use std::collections::hash_map::DefaultHasher;
-use std::hash::Hasher;
 use std::io::{Read, Write};
 
-const HUNDRED_MB: u64 = 100 * 1024 * 1024;
 /// Allowed growth of the router's peak RSS while 100 MB pass through it.
 const MAX_GROWTH: u64 = 40 * 1024 * 1024;
 
@@ -19,14 +15,7 @@ async fn a_100_mb_chunked_upload_streams_through_without_growing_memory() {
     let router = RouterProcess::start(&format!("[tenants.acme.metrics]\nendpoints = [\"{}\"]\n", upstream.url()));
     let before = router.peak_rss();
 
-    const CHUNK: usize = 256 * 1024;
-    let chunk: Vec<u8> = (0..CHUNK).map(|i| (i % 251) as u8).collect();
-    let chunks = (HUNDRED_MB as usize) / CHUNK;
-    let mut expected = DefaultHasher::new();
-    for _ in 0..chunks {
-        expected.write(&chunk);
-    }
-    let chunk = Bytes::from(chunk);
+    let HundredMib { chunk, chunks, hash } = hundred_mib();
     let body = futures_util::stream::iter((0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
     let response = client()
         .post(format!("{}/api/v1/import/native", router.base("unified")))
@@ -40,7 +29,7 @@ async fn a_100_mb_chunked_upload_streams_through_without_growing_memory() {
 
     let seen = &upstream.seen()[0];
     assert_eq!(seen.body_len, HUNDRED_MB);
-    assert_eq!(seen.body_hash, expected.finish(), "the body arrives byte for byte");
+    assert_eq!(seen.body_hash, hash, "the body arrives byte for byte");
     assert!(seen.body_complete);
     assert_eq!(seen.headers["content-encoding"], "zstd", "encoded bodies pass untouched");
     assert_eq!(seen.headers["transfer-encoding"], "chunked");

@@ -19,6 +19,28 @@ use std::collections::BTreeMap;
 
 pub const SIGNALS: [&str; 3] = ["metrics", "logs", "traces"];
 
+pub const HUNDRED_MB: u64 = 100 * 1024 * 1024;
+
+/// A 100 MiB upload: `chunks` copies of one 256 KiB `chunk`, and the hash
+/// a recording upstream computes over the whole body.
+pub struct HundredMib {
+    pub chunk: bytes::Bytes,
+    pub chunks: usize,
+    pub hash: u64,
+}
+
+pub fn hundred_mib() -> HundredMib {
+    use std::hash::Hasher;
+    const CHUNK: usize = 256 * 1024;
+    let chunk: Vec<u8> = (0..CHUNK).map(|i| (i % 251) as u8).collect();
+    let chunks = (HUNDRED_MB as usize) / CHUNK;
+    let mut expected = std::collections::hash_map::DefaultHasher::new();
+    for _ in 0..chunks {
+        expected.write(&chunk);
+    }
+    HundredMib { chunk: chunk.into(), chunks, hash: expected.finish() }
+}
+
 /// A query path of each signal on the unified listener.
 pub fn query_path(signal: &str) -> &'static str {
     match signal {
