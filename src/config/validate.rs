@@ -65,9 +65,6 @@ pub fn validate(raw: RawConfig, inputs: &Inputs) -> Result<Config, Vec<Problem>>
 
     secrets::credentials_unique(&model_tenants, &mut problems);
     deployment::shared_clusters(&model_tenants, &mut problems);
-    if !problems.0.is_empty() {
-        return Err(problems.0);
-    }
     let RawObservability { metrics, access_log, access_log_query, usage_interval } = observability;
     let at = root.key("observability").key("usage_interval");
     let usage_interval =

@@ -221,6 +221,13 @@ fn keys() -> Vec<Key> {
             u(&["\"xml\"", "\"JSON\"", "true"], ""),
         ),
         boolean(Observability, "access_log_query"),
+        // Off ("0s"), or a second to an hour.
+        choice(
+            Observability,
+            "usage_interval",
+            &["\"0s\"", "\"1s\"", "\"60s\"", "\"1h\""],
+            cat(vec![r(&["\"500ms\"", "\"1h 1s\"", "\"2h\""], ""), r(NOT_DURATIONS, ""), u(NOT_STRINGS, "")]),
+        ),
         unknown(Observability, "tracing", "true"),
         text(Tenant, "name"),
         choice(
