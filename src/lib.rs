@@ -7,9 +7,11 @@
 //! how), `config` (TOML → validated model), `metrics`, `quota`, `access_log`,
 //! `upstream` (pools, endpoint health and probes), `routing` (tenant,
 //! routing table), `proxy` (the Pingora phases), `reload` (build aside, swap
-//! once), `admin` (the admin listener) and `server` (assembly).
+//! once), `activity` (each pool's last minute) and `usage` (what deployments hold),
+//! `admin` (the admin listener and its status page) and `server` (assembly).
 
 pub mod access_log;
+pub mod activity;
 pub mod admin;
 pub mod api;
 pub mod config;

@@ -2,6 +2,8 @@
 
 use clap::Parser;
 use mirador_router::access_log::{self, AccessLogLayer};
+use mirador_router::activity::{self, Activity};
+use mirador_router::admin::Readings;
 use mirador_router::config::{AccessLogFormat, Source};
 use mirador_router::edge::Edge;
 use mirador_router::metrics::Metrics;
@@ -119,7 +121,12 @@ fn main() -> ExitCode {
     if let Some(interval) = config.observability.usage_interval {
         health_runtime.spawn(usage::collect_forever(routes.clone(), usage.clone(), interval, metrics.clone()));
     }
-    let server = mirador_router::server::build(&config, routes, metrics, reloader.clone(), &edge, usage, cli.upgrade);
+    // Each pool's last minute, for the status page.
+    let activity = Arc::new(Activity::default());
+    health_runtime.spawn(activity::sample_forever(routes.clone(), activity.clone()));
+    let readings = Readings { usage, activity };
+    let server =
+        mirador_router::server::build(&config, routes, metrics, reloader.clone(), &edge, readings, cli.upgrade);
     // The reloader holds the config from here on; main's copy would live as
     // long as the process.
     drop(config);

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Request and attempt duration buckets: sub-millisecond to a minute.
-const DURATION_BUCKETS: &[f64] =
+pub const DURATION_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 /// The tenant label of requests whose tenant is not configured (or not sent).
@@ -193,6 +193,11 @@ pub struct PoolSeries {
 impl PoolSeries {
     pub fn new(tenant: Arc<TenantSeries>, signal: Signal) -> PoolSeries {
         PoolSeries { tenant, signal, handles: OnceLock::new() }
+    }
+
+    /// The pool's handles if it has counted anything (none are created).
+    pub fn peek(&self) -> Option<&PoolMetrics> {
+        self.handles.get()?.as_deref()
     }
 
     /// The pool's handles; `None` once its tenant is retired.

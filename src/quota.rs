@@ -27,6 +27,8 @@ pub enum Exceeded {
 
 pub struct Limits {
     rate: Option<DefaultDirectRateLimiter>,
+    /// The configured rate, for the status page.
+    pub requests_per_second: Option<u32>,
     in_flight: AtomicU32,
     max_in_flight: Option<u32>,
     pub max_body_bytes: Option<u64>,
@@ -54,6 +56,7 @@ impl Limits {
         });
         Some(Limits {
             rate,
+            requests_per_second: requests_per_second.filter(|&rps| rps > 0),
             in_flight: AtomicU32::new(0),
             max_in_flight: *max_concurrent_requests,
             max_body_bytes: *max_body_bytes,
@@ -83,6 +86,10 @@ impl Limits {
 
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Acquire)
+    }
+
+    pub fn max_in_flight(&self) -> Option<u32> {
+        self.max_in_flight
     }
 }
 

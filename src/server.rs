@@ -4,7 +4,7 @@
 //! take HTTP/1.1 (and h2c with `[server] http2 = true`), the TLS ones
 //! HTTP/2 by ALPN; every one has the HTTP/2 bounds of [`connection`].
 
-use crate::admin::AdminApp;
+use crate::admin::{AdminApp, Readings};
 use crate::api::Listener;
 use crate::config::Config;
 use crate::connection::{self, Guarded};
@@ -13,7 +13,6 @@ use crate::metrics::Metrics;
 use crate::proxy::Router;
 use crate::reload::Reloader;
 use crate::routing::RouteStore;
-use crate::usage::Usage;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::listening::Service;
@@ -30,7 +29,7 @@ pub fn build(
     metrics: Option<Arc<Metrics>>,
     reloader: Arc<Reloader>,
     edge: &Edge,
-    usage: Arc<Usage>,
+    readings: Readings,
     upgrade: bool,
 ) -> Server {
     let settings = &config.server;
@@ -75,8 +74,10 @@ pub fn build(
         service.add_tls_with_settings(&listener.listen.to_string(), None, tls);
         server.add_service(service);
     }
-    let mut admin =
-        Service::new("admin".to_string(), AdminApp::new(routes, metrics, reloader, config.admin.token.clone(), usage));
+    let mut admin = Service::new(
+        "admin".to_string(),
+        AdminApp::new(routes, metrics, reloader, config.admin.token.clone(), readings),
+    );
     admin.add_tcp(&config.admin.listen.to_string());
     admin.threads = Some(1);
     server.add_service(admin);

@@ -8,9 +8,11 @@
 //! (`{"status":"error","errorType":...,"error":...}`). Mutations run on a
 //! blocking thread through the one reload path ([`Reloader`]).
 
+mod console;
 mod health;
 pub mod tenants;
 
+use crate::activity::Activity;
 use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::reload::{MutationError, Outcome, ReloadReport, Reloader};
@@ -18,15 +20,23 @@ use crate::reply::{ErrorKind, ErrorReply, KeyedError};
 use crate::routing::RouteStore;
 use crate::usage::Usage;
 use async_trait::async_trait;
+use base64::Engine;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use std::time::SystemTime;
 use subtle::ConstantTimeEq;
 
 /// Largest request body the admin API reads.
 const MAX_BODY: usize = 1 << 20;
+
+/// What collectors off the request path read for the admin API and page.
+pub struct Readings {
+    pub usage: Arc<Usage>,
+    pub activity: Arc<Activity>,
+}
 
 pub struct AdminApp {
     routes: Arc<RouteStore>,
@@ -34,13 +44,19 @@ pub struct AdminApp {
     reloader: Arc<Reloader>,
     token: Option<Secret>,
     usage: Arc<Usage>,
+    activity: Arc<Activity>,
+    started: SystemTime,
 }
 
-/// An admin answer: status and JSON, an error, or the metrics text.
+/// An admin answer: status and JSON, an error, the metrics text, or the
+/// status page.
 enum Answer {
     Json(StatusCode, Value),
     Error(ErrorReply),
     Text(Vec<u8>),
+    Page,
+    /// 401 to a browser: asks it for the token (as a Basic password).
+    Challenge,
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> Answer {
@@ -53,16 +69,28 @@ impl AdminApp {
         metrics: Option<Arc<Metrics>>,
         reloader: Arc<Reloader>,
         token: Option<Secret>,
-        usage: Arc<Usage>,
+        readings: Readings,
     ) -> Self {
-        AdminApp { routes, metrics, reloader, token, usage }
+        let Readings { usage, activity } = readings;
+        AdminApp { routes, metrics, reloader, token, usage, activity, started: SystemTime::now() }
     }
 
+    /// Whether the request carries the admin token: as a bearer token, or
+    /// as the password of Basic credentials (what a browser sends once the
+    /// status page asked for them; the user name is not checked).
     fn authorized(&self, session: &ServerSession) -> bool {
         let Some(Secret(token)) = &self.token else { return true };
         let sent = session.req_header().headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let sent = sent.and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
-        bool::from(sent.as_bytes().ct_eq(token.as_bytes()))
+        let sent = match sent.and_then(|v| v.split_once(' ')) {
+            Some(("Bearer", token)) => token.as_bytes().to_vec(),
+            Some(("Basic", encoded)) => {
+                let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).unwrap_or_default();
+                let password = decoded.iter().position(|&b| b == b':').map(|colon| decoded[colon + 1..].to_vec());
+                password.unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        bool::from(sent.ct_eq(token.as_bytes()))
     }
 
     async fn answer(&self, session: &mut ServerSession) -> Answer {
@@ -80,9 +108,20 @@ impl AdminApp {
         }
         if !self.authorized(session) {
             tracing::warn!(target: crate::reload::AUDIT_TARGET, action = "auth", result = "refused", source = %from, path, "admin request without a valid bearer token");
+            if method == Method::GET && path == "/" {
+                return Answer::Challenge;
+            }
             return error(ErrorKind::Unauthorized, "a valid bearer token is required");
         }
         match (&method, segments.as_slice()) {
+            (&Method::GET, [""]) => Answer::Page,
+            (&Method::GET, ["api", "v1", "status"]) => {
+                Answer::Json(StatusCode::OK, console::status(&self.routes.load(), self.started, self.reloader.last()))
+            }
+            (&Method::GET, ["api", "v1", "overview"]) => Answer::Json(
+                StatusCode::OK,
+                console::overview(&self.routes.load(), &self.activity, session.req_header().uri.query()),
+            ),
             (&Method::GET, ["metrics"]) => match &self.metrics {
                 Some(metrics) => Answer::Text(metrics.render()),
                 None => error(ErrorKind::NotFound, "metrics are off ([observability] metrics = false)"),
@@ -152,7 +191,10 @@ impl AdminApp {
             }
             (
                 _,
-                ["metrics"]
+                [""]
+                | ["metrics"]
+                | ["api", "v1", "status"]
+                | ["api", "v1", "overview"]
                 | ["api", "v1", "reload"]
                 | ["api", "v1", "tenants"]
                 | ["api", "v1", "tenants", _]
@@ -245,7 +287,32 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Answer> {
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let challenge = r#"Basic realm="mirador-router admin", charset="UTF-8""#;
         let (status, content_type, body) = match self.answer(session).await {
+            Answer::Page => {
+                // Inline script and style only, requests to this listener
+                // only, never in a frame.
+                let policy = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                              connect-src 'self'; img-src data:; frame-ancestors 'none'";
+                let response = Response::builder()
+                    .status(StatusCode::OK)
+                    .header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")
+                    .header(http::header::CONTENT_SECURITY_POLICY, policy)
+                    .header(http::header::X_FRAME_OPTIONS, "DENY")
+                    .header(http::header::CACHE_CONTROL, "no-store")
+                    .header(http::header::CONTENT_LENGTH, console::PAGE.len());
+                return response.body(console::PAGE.as_bytes().to_vec()).unwrap_or_default();
+            }
+            Answer::Challenge => {
+                let reply = ErrorReply::new(ErrorKind::Unauthorized, "a valid bearer token is required");
+                let body = reply.body().to_vec();
+                let response = Response::builder()
+                    .status(StatusCode::UNAUTHORIZED)
+                    .header(http::header::WWW_AUTHENTICATE, challenge)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .header(http::header::CONTENT_LENGTH, body.len());
+                return response.body(body).unwrap_or_default();
+            }
             Answer::Json(status, value) => (status, "application/json", serde_json::to_vec(&value).unwrap_or_default()),
             Answer::Error(reply) => {
                 let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -43,6 +43,8 @@ pub struct TenantRoute {
     pub id: Arc<str>,
     pub suspended: bool,
     pub read_only: bool,
+    /// The tier the tenant inherits from, for the status page.
+    pub tier: Option<Arc<str>>,
     /// Admin operations granted, as [`crate::api::AdminOp::bit`]s.
     admin_ops: u16,
     /// Indexed by [`Signal::index`]; `Some` only for signals the tenant may
@@ -77,6 +79,7 @@ impl TenantRoute {
             id,
             suspended: tenant.status == TenantStatus::Suspended,
             read_only: tenant.features.read_only,
+            tier: tenant.tier.as_deref().map(Arc::from),
             admin_ops: tenant.features.admin_api.iter().fold(0, |ops, op| ops | op.bit()),
             pools,
             select,

@@ -217,6 +217,11 @@ impl Pool {
         self.series.as_ref()?.get()
     }
 
+    /// The pool's series if it has counted a request (none are created).
+    pub fn counted(&self) -> Option<&PoolMetrics> {
+        self.series.as_ref()?.peek()
+    }
+
     /// The attempt-duration histogram of endpoint `index`, when metrics are on.
     pub fn attempt_duration(&self, index: usize) -> Option<&prometheus::Histogram> {
         let series = self.series.as_ref()?;
