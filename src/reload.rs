@@ -183,6 +183,34 @@ impl Reloader {
         outcome: Outcome,
         edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), MutationError>,
     ) -> Result<ReloadReport, MutationError> {
+        let started = Instant::now();
+        let (path, text, next) = self.edited(tenant, outcome, edit)?;
+        config::write_atomically(path, &text)
+            .map_err(|e| MutationError::Storage(format!("cannot write {}: {e}", path.display())))?;
+        Ok(self.apply(state, next, text, started))
+    }
+
+    /// What a mutation would make of the config, without writing or
+    /// applying anything: the validated config after `edit`, and the one in
+    /// force (for the admin API's checks before the real mutation).
+    pub fn preview(
+        &self,
+        tenant: &str,
+        outcome: Outcome,
+        edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), MutationError>,
+    ) -> Result<(Config, Config), MutationError> {
+        let state = self.lock();
+        let (_, _, next) = self.edited(tenant, outcome, edit)?;
+        Ok((next, state.applied.clone()))
+    }
+
+    /// The config file with `edit` applied: its path, text and validated config.
+    fn edited(
+        &self,
+        tenant: &str,
+        outcome: Outcome,
+        edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), MutationError>,
+    ) -> Result<(&std::path::Path, String, Config), MutationError> {
         let Source::File(path) = &self.source else {
             return Err(MutationError::NoFile);
         };
@@ -193,14 +221,11 @@ impl Reloader {
             .map_err(|e| MutationError::Storage(format!("{} is not valid TOML: {e}", path.display())))?;
         edit(&mut doc)?;
         let text = doc.to_string();
-        let started = Instant::now();
         let next = config::parse(&self.source.name(), &text).map_err(MutationError::Invalid)?;
         if outcome == Outcome::Routes && !next.tenants.get(tenant).is_some_and(|t| t.routes_something()) {
             return Err(MutationError::RoutesNothing(tenant.to_string()));
         }
-        config::write_atomically(path, &text)
-            .map_err(|e| MutationError::Storage(format!("cannot write {}: {e}", path.display())))?;
-        Ok(self.apply(state, next, text, started))
+        Ok((path, text, next))
     }
 
     /// Swaps in the table of a validated config parsed from `text`; `started`

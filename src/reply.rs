@@ -34,6 +34,8 @@ pub enum ErrorKind {
     /// The client sent its request too slowly.
     ClientTimeout,
     Conflict,
+    /// Well-formed, but what it names fails a check (a tenant's endpoints).
+    Unprocessable,
     PayloadTooLarge,
     HeadersTooLarge,
     TooManyRequests,
@@ -54,6 +56,7 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::ClientTimeout => 408,
             ErrorKind::Conflict => 409,
+            ErrorKind::Unprocessable => 422,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::HeadersTooLarge => 431,
             ErrorKind::TooManyRequests => 429,
@@ -74,6 +77,7 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::ClientTimeout | ErrorKind::UpstreamTimeout => "timeout",
             ErrorKind::Conflict => "conflict",
+            ErrorKind::Unprocessable => "unprocessable",
             ErrorKind::PayloadTooLarge => "payload_too_large",
             ErrorKind::HeadersTooLarge => "headers_too_large",
             ErrorKind::TooManyRequests => "too_many_requests",

@@ -143,8 +143,10 @@ impl Usage {
             let (pool, index, connector, semaphore) = (pool.clone(), *index, connector.clone(), semaphore.clone());
             tasks.spawn(async move {
                 let _permit = semaphore.acquire_owned().await;
-                let read =
-                    tokio::time::timeout(FETCH_TIMEOUT, pool.fetch(&connector, index, "/metrics", MAX_METRICS_BYTES));
+                let read = tokio::time::timeout(
+                    FETCH_TIMEOUT,
+                    pool.fetch(&connector, "mirador-router-usage", index, "/metrics", MAX_METRICS_BYTES),
+                );
                 let result = match read.await {
                     Ok(Ok(text)) => Ok(Sample::parse(&text)),
                     Ok(Err(why)) => Err(why),

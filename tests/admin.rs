@@ -89,9 +89,12 @@ async fn tenant_crud_routes_at_once_and_persists_to_the_file_with_comments_kept(
     assert_eq!(served_by(&router.base("unified"), "newco").await, Ok("second".into()));
     assert_eq!(router.admin("GET", "/api/v1/tenants/ghost", None).await.0, 404, "a refused POST creates nothing");
 
-    // Two concurrent creates both land.
-    let twin_a = json!({"id": "twin-a", "logs": {"endpoints": [first.url()]}}).to_string();
-    let twin_b = json!({"id": "twin-b", "logs": {"endpoints": [second.url()]}}).to_string();
+    // Two concurrent creates both land (each on a VictoriaLogs of its own).
+    let (logs_a, logs_b) = (Upstream::start("logs-a").await, Upstream::start("logs-b").await);
+    logs_a.set_kind("victoria-logs");
+    logs_b.set_kind("victoria-logs");
+    let twin_a = json!({"id": "twin-a", "logs": {"endpoints": [logs_a.url()]}}).to_string();
+    let twin_b = json!({"id": "twin-b", "logs": {"endpoints": [logs_b.url()]}}).to_string();
     let (a, b) = tokio::join!(
         router.admin("POST", "/api/v1/tenants", Some(&twin_a)),
         router.admin("POST", "/api/v1/tenants", Some(&twin_b)),

@@ -74,7 +74,8 @@ async fn a_tier_change_reaches_every_tenant_in_it_and_keeps_their_buckets() {
     assert_eq!(effective["features"]["read_only"], false, "beta's own key");
 
     // A tenant created through the API into the tier inherits it at once.
-    let body = serde_json::json!({ "id": "gamma", "tier": "gold", "metrics": { "endpoints": [beta.url()] } });
+    let gamma_vm = Upstream::start("gamma").await;
+    let body = serde_json::json!({ "id": "gamma", "tier": "gold", "metrics": { "endpoints": [gamma_vm.url()] } });
     let (code, answer) = router.admin("POST", "/api/v1/tenants", Some(&body.to_string())).await;
     assert_eq!(code, 201, "{answer}");
     assert_eq!(status(&router, "POST", "/api/v1/write", "gamma").await, 403, "gamma is read-only by its tier");

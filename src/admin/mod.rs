@@ -11,6 +11,7 @@
 mod console;
 mod health;
 pub mod tenants;
+mod validate;
 
 use crate::activity::Activity;
 use crate::config::Secret;
@@ -143,7 +144,7 @@ impl AdminApp {
             }
             (&Method::GET, ["api", "v1", "tenants", id]) => {
                 let text = self.reloader.applied_text();
-                let tenant = match effective(session.req_header().uri.query()) {
+                let tenant = match flag(session.req_header().uri.query(), "effective") {
                     true => crate::config::effective_tenant(&text, id),
                     false => tenants::get(&text, id),
                 };
@@ -171,7 +172,9 @@ impl AdminApp {
                     Err(answer) => return answer,
                 };
                 let parsed = tenants::from_json(&body, None);
-                self.mutate("create", parsed, from, StatusCode::CREATED, tenants::create).await
+                let query = session.req_header().uri.query();
+                let asked = Asked { dry_run: flag(query, "dry_run"), force: flag(query, "force") };
+                self.mutate("create", parsed, from, StatusCode::CREATED, tenants::create, asked).await
             }
             (&Method::PUT, ["api", "v1", "tenants", id]) => {
                 let body = match read_body(session).await {
@@ -179,7 +182,9 @@ impl AdminApp {
                     Err(answer) => return answer,
                 };
                 let parsed = tenants::from_json(&body, Some(id));
-                self.mutate("update", parsed, from, StatusCode::OK, tenants::replace).await
+                let query = session.req_header().uri.query();
+                let asked = Asked { dry_run: flag(query, "dry_run"), force: flag(query, "force") };
+                self.mutate("update", parsed, from, StatusCode::OK, tenants::replace, asked).await
             }
             (&Method::DELETE, ["api", "v1", "tenants", id]) => {
                 let (reloader, id) = (self.reloader.clone(), id.to_string());
@@ -206,6 +211,9 @@ impl AdminApp {
     }
 
     /// Creates or replaces a tenant from a parsed body, then answers with it.
+    /// Unless `force`d, the endpoints it gains are checked first
+    /// ([`validate`]): a failed check is 422 and nothing changes; a
+    /// `dry_run` answers with the checks and changes nothing either way.
     async fn mutate(
         &self,
         action: &'static str,
@@ -213,11 +221,39 @@ impl AdminApp {
         from: String,
         success: StatusCode,
         edit: fn(&mut toml_edit::DocumentMut, &str, toml_edit::Item) -> Result<(), MutationError>,
+        asked: Asked,
     ) -> Answer {
         let (id, item) = match parsed {
             Ok(parsed) => parsed,
             Err(e) => return mutation_answer(Some(Err(e)), success, None),
         };
+        if asked.force {
+            tracing::warn!(target: crate::reload::AUDIT_TARGET, action, tenant = id, source = from, dry_run = asked.dry_run, "deployment validation skipped (force=true)");
+        }
+        if !asked.force || asked.dry_run {
+            let (reloader, tenant, edited) = (self.reloader.clone(), id.clone(), item.clone());
+            let preview =
+                blocking(move || reloader.preview(&tenant, Outcome::Routes, |doc| edit(doc, &tenant, edited))).await;
+            let (next, applied) = match preview {
+                Some(Ok(configs)) => configs,
+                Some(Err(e)) => return mutation_answer(Some(Err(e)), success, None),
+                None => return error(ErrorKind::Internal, "the check did not finish"),
+            };
+            let checks =
+                if asked.force { Vec::new() } else { validate::check_new_endpoints(&next, &applied, &id).await };
+            if let Some(failed) = checks.iter().find(|check| !check.ok) {
+                let problem = failed.problem.as_deref().unwrap_or_default();
+                tracing::warn!(target: crate::reload::AUDIT_TARGET, action, tenant = id, source = from, result = "refused", problem, "deployment validation failed; nothing changed");
+                let kind = ErrorKind::Unprocessable;
+                let message = format!("deployment validation failed: {}: {problem}", failed.endpoint);
+                let body =
+                    json!({"status": "error", "errorType": kind.error_type(), "error": message, "endpoints": checks});
+                return Answer::Json(StatusCode::UNPROCESSABLE_ENTITY, body);
+            }
+            if asked.dry_run {
+                return Answer::Json(StatusCode::OK, json!({"status": "ok", "dry_run": true, "endpoints": checks}));
+            }
+        }
         let reloader = self.reloader.clone();
         let tenant = id.clone();
         let result =
@@ -228,12 +264,20 @@ impl AdminApp {
     }
 }
 
-/// Runs blocking work (file I/O, DNS, first probes) off the admin's runtime.
-/// Whether a query string asks for the effective (tier-merged) tenant.
-fn effective(query: Option<&str>) -> bool {
-    query.is_some_and(|q| q.split('&').any(|pair| pair == "effective=true"))
+/// What a create or update asks besides the change: `?dry_run=true` (check,
+/// change nothing), `?force=true` (skip the endpoint checks; audited).
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    dry_run: bool,
+    force: bool,
 }
 
+/// Whether a query string sets `name=true` (`effective`, `dry_run`, `force`).
+fn flag(query: Option<&str>, name: &str) -> bool {
+    query.is_some_and(|q| q.split('&').any(|pair| pair.strip_prefix(name) == Some("=true")))
+}
+
+/// Runs blocking work (file I/O, DNS, first probes) off the admin's runtime.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     tokio::task::spawn_blocking(work).await.ok()
 }

@@ -1,5 +1,6 @@
 //! One GET of a path on a pool's endpoint, off the request path (the usage
-//! collector reads each deployment's own `/metrics` this way): through the
+//! collector reads each deployment's own `/metrics` this way, and the admin
+//! API checks a new endpoint is the server it should be): through the
 //! pool's peer (its TLS, HTTP version and timeouts) with its upstream
 //! credential, the body bounded.
 
@@ -8,11 +9,12 @@ use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 
 impl Pool {
-    /// The body of `GET path` on endpoint `index`, at most `max_bytes`: the
-    /// text, or why there is none.
+    /// The body of `GET path` on endpoint `index`, at most `max_bytes`, sent
+    /// as `agent` (the `User-Agent`): the text, or why there is none.
     pub async fn fetch(
         &self,
         connector: &Connector,
+        agent: &'static str,
         index: usize,
         path: &str,
         max_bytes: usize,
@@ -21,7 +23,7 @@ impl Pool {
         let peer = self.peer(index);
         let mut request = RequestHeader::build("GET", path.as_bytes(), None).map_err(|e| e.to_string())?;
         request.insert_header(http::header::HOST, endpoint.authority.clone()).map_err(|e| e.to_string())?;
-        request.insert_header(http::header::USER_AGENT, "mirador-router-usage").map_err(|e| e.to_string())?;
+        request.insert_header(http::header::USER_AGENT, agent).map_err(|e| e.to_string())?;
         if let Some(auth) = &self.upstream_auth {
             request.insert_header(http::header::AUTHORIZATION, auth.clone()).map_err(|e| e.to_string())?;
         }

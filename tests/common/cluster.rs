@@ -120,10 +120,14 @@ pub fn refuses(path: &str, services: &[&str]) -> Option<(u16, String)> {
 
 /// A vminsert stand-in named `name`.
 pub async fn vminsert(name: &str) -> Upstream {
-    Upstream::start_strict(name, |path| refuses(path, &["insert"])).await
+    let upstream = Upstream::start_strict(name, |path| refuses(path, &["insert"])).await;
+    upstream.set_kind("vminsert");
+    upstream
 }
 
 /// A vmselect stand-in named `name`.
 pub async fn vmselect(name: &str) -> Upstream {
-    Upstream::start_strict(name, |path| refuses(path, &["select", "delete"])).await
+    let upstream = Upstream::start_strict(name, |path| refuses(path, &["select", "delete"])).await;
+    upstream.set_kind("vmselect");
+    upstream
 }

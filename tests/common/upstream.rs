@@ -55,6 +55,9 @@ struct Shared {
     reset_all: std::sync::atomic::AtomicBool,
     /// What the endpoint refuses, as the real service would (a strict stand-in).
     refuses: Option<Refuses>,
+    /// The server the admin API's deployment checks see ([`Upstream::set_kind`]).
+    kind: Mutex<Option<&'static str>>,
+    validations: AtomicU64,
 }
 
 /// A strict stand-in's rule: the status and message for a path (with its
@@ -132,6 +135,19 @@ impl Upstream {
         self.shared.seen.lock().unwrap().clone()
     }
 
+    /// The Victoria* server this endpoint says it is to the admin API's
+    /// deployment checks (`User-Agent: mirador-router-validation`):
+    /// `victoria-metrics` (the default), `victoria-logs`, `victoria-traces`,
+    /// `vminsert`, `vmselect`, or `none` (an HTTP server that is no Victoria*).
+    pub fn set_kind(&self, kind: &'static str) {
+        *self.shared.kind.lock().unwrap() = Some(kind);
+    }
+
+    /// How many requests of the admin API's deployment checks came here.
+    pub fn validations(&self) -> u64 {
+        self.shared.validations.load(Ordering::SeqCst)
+    }
+
     /// How many times the router's usage collector read /metrics here.
     pub fn usage_reads(&self) -> u64 {
         self.shared.usage_reads.load(Ordering::SeqCst)
@@ -178,6 +194,22 @@ impl Drop for Upstream {
     }
 }
 
+/// What a Victoria* server of `kind` answers on `path` (the paths the
+/// deployment checks read), as the real ones do.
+fn identity(kind: &str, path: &str) -> (u16, String) {
+    let version = |v: &str| format!("vm_app_version{{version=\"{v}-20250101-standin\", short_version=\"v0\"}} 1\n");
+    match (kind, path) {
+        ("none", "/health") => (200, "fine".into()),
+        ("none", _) => (404, "404 page not found".into()),
+        (_, "/health") => (200, "OK".into()),
+        ("victoria-logs" | "victoria-traces", "/metrics") => (200, version(kind) + "vl_rows_ingested_total 0\n"),
+        (_, "/metrics") => (200, version(kind) + "vm_rows{type=\"storage/big\"} 0\n"),
+        ("victoria-metrics", "/api/v1/status/buildinfo") => (200, r#"{"status":"success","data":{}}"#.into()),
+        ("victoria-traces", "/select/jaeger/api/services") => (200, r#"{"data":[]}"#.into()),
+        _ => (400, "unsupported path".into()),
+    }
+}
+
 async fn handle(
     name: Arc<str>,
     shared: Arc<Shared>,
@@ -189,6 +221,15 @@ async fn handle(
         let status = shared.probe_status.load(Ordering::SeqCst);
         let body = BodyExt::boxed(Full::new(Bytes::from_static(b"OK")));
         return Ok(Response::builder().status(status).header("x-upstream", &*name).body(body).unwrap());
+    }
+    // The admin API's deployment checks: answered as the Victoria* server
+    // this stand-in says it is, counted apart.
+    if req.headers().get("user-agent").is_some_and(|ua| ua == "mirador-router-validation") {
+        shared.validations.fetch_add(1, Ordering::SeqCst);
+        let kind = shared.kind.lock().unwrap().unwrap_or("victoria-metrics");
+        let (status, body) = identity(kind, req.uri().path());
+        let body = BodyExt::boxed(Full::new(Bytes::from(body)));
+        return Ok(Response::builder().status(status).body(body).unwrap());
     }
     // The router's usage collector reads a deployment's /metrics: counted
     // apart, like probes, and answered as by a server that is no Victoria*.
