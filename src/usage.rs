@@ -9,7 +9,10 @@
 //! VictoriaMetrics' storage bytes (`vm_data_size_bytes`, every part), rows
 //! stored (`vm_rows{type="storage/…"}`), rows added per second (the rate of
 //! `vm_rows_added_to_storage_total` between rounds), active series
-//! (`vm_cache_entries{type="storage/hour_metric_ids"}`); for every Victoria*
+//! (`vm_cache_entries{type="storage/hour_metric_ids"}`); VictoriaLogs' and
+//! VictoriaTraces' the same from their own names (`vl_*`, `vt_*`:
+//! `*_data_size_bytes`, `*_storage_rows{type="storage/…"}`, the rate of
+//! `*_rows_ingested_total`; no active series); for every Victoria*
 //! server the process's resident memory and CPU (the rate of
 //! `process_cpu_seconds_total`). A shared cluster's services report the
 //! whole cluster, not the tenant: they are "not reported".
@@ -75,9 +78,15 @@ impl Sample {
             let Ok(value) = value.parse::<f64>() else { continue };
             let (name, labels) = series.split_once('{').unwrap_or((series, ""));
             match name {
-                "vm_data_size_bytes" => add(&mut sample.storage_bytes, value),
-                "vm_rows" if labels.starts_with("type=\"storage/") => add(&mut sample.rows, value),
-                "vm_rows_added_to_storage_total" => add(&mut sample.rows_added_total, value),
+                "vm_data_size_bytes" | "vl_data_size_bytes" | "vt_data_size_bytes" => {
+                    add(&mut sample.storage_bytes, value)
+                }
+                "vm_rows" | "vl_storage_rows" | "vt_storage_rows" if labels.starts_with("type=\"storage/") => {
+                    add(&mut sample.rows, value)
+                }
+                "vm_rows_added_to_storage_total" | "vl_rows_ingested_total" | "vt_rows_ingested_total" => {
+                    add(&mut sample.rows_added_total, value)
+                }
                 "vm_cache_entries" if labels.starts_with("type=\"storage/hour_metric_ids\"") => {
                     add(&mut sample.active_series, value)
                 }
@@ -278,5 +287,22 @@ mod tests {
         assert_eq!((s.rows_added_total, s.active_series), (Some(7.0), Some(3.0)));
         assert_eq!((s.memory_bytes, s.cpu_seconds_total), (Some(24694784.0), Some(0.08)));
         assert_eq!(Sample::parse("").storage_bytes, None, "nothing known: not reported, not zero");
+    }
+
+    #[test]
+    fn victorialogs_and_victoriatraces_figures_are_read_from_their_own_names() {
+        // The names VictoriaLogs' storage metrics print (app/vlstorage), and
+        // VictoriaTraces' vt_* of the same shape.
+        let logs = "vl_data_size_bytes{type=\"indexdb\"} 100\nvl_data_size_bytes{type=\"storage\"} 900\n\
+                    vl_storage_rows{type=\"storage/inmemory\"} 4\nvl_storage_rows{type=\"storage/big\"} 6\n\
+                    vl_indexdb_rows 50\nvl_rows_ingested_total{type=\"jsonline\"} 7\n\
+                    vl_rows_ingested_total{type=\"opentelemetry\",format=\"protobuf\"} 3\nprocess_resident_memory_bytes 1e6\n";
+        let s = Sample::parse(logs);
+        assert_eq!((s.storage_bytes, s.rows, s.rows_added_total), (Some(1000.0), Some(10.0), Some(10.0)));
+        assert_eq!((s.active_series, s.memory_bytes), (None, Some(1e6)), "no series in logs");
+        let traces = "vt_data_size_bytes{type=\"storage\"} 64\nvt_storage_rows{type=\"storage/small\"} 2\n\
+                      vt_rows_ingested_total{type=\"opentelemetry_traces_otlphttp_protobuf\"} 2\n";
+        let s = Sample::parse(traces);
+        assert_eq!((s.storage_bytes, s.rows, s.rows_added_total), (Some(64.0), Some(2.0), Some(2.0)));
     }
 }

@@ -10,10 +10,10 @@
 //!
 //! | wanted | accepted |
 //! |---|---|
-//! | metrics, dedicated | `vm_app_version` `victoria-metrics-…`, or (no version) `/api/v1/status/buildinfo` answering `"status":"success"` and no `vl_*` series |
-//! | metrics, shared `insert` / `select` | `vminsert-…` / `vmselect-…`, or (no version) a `vm_app_version` and no `vl_*` series |
-//! | logs | `victoria-logs-…` (`vlinsert`, `vlselect`), or (no version) `vl_*` series and no Jaeger API |
-//! | traces | `victoria-traces-…` (`vtinsert`, `vtselect`), or (no version) `vl_*` series and `/select/jaeger/api/services` answering |
+//! | metrics, dedicated | `vm_app_version` `victoria-metrics-…`, or (no version) `/api/v1/status/buildinfo` answering `"status":"success"` and no `vl_*`/`vt_*` series |
+//! | metrics, shared `insert` / `select` | `vminsert-…` / `vmselect-…`, or (no version) a `vm_app_version` and no `vl_*`/`vt_*` series |
+//! | logs | `victoria-logs-…` (`vlinsert`, `vlselect`), or (no version) `vl_*` series, no `vt_*` series and no Jaeger API |
+//! | traces | `victoria-traces-…` (`vtinsert`, `vtselect`), or (no version) `vt_*` series, or `vl_*` series and `/select/jaeger/api/services` answering |
 //!
 //! Each fetch is bounded ([`STEP_TIMEOUT`], [`MAX_BODY`]) and every new
 //! endpoint is checked at once, so a create waits for its slowest endpoint,
@@ -219,14 +219,16 @@ impl Steps<'_> {
         }
         let metrics = self.get("/metrics").await.ok();
         let version = metrics.as_deref().and_then(app_version).map(str::to_string);
-        let logs_family = metrics.as_deref().is_some_and(|text| text.lines().any(|line| line.starts_with("vl_")));
+        let has =
+            |prefix: &str| metrics.as_deref().is_some_and(|text| text.lines().any(|line| line.starts_with(prefix)));
+        let (logs_family, traces_family) = (has("vl_"), has("vt_"));
         let name = wanted.name();
         if let Some(version) = version.as_deref().filter(|v| !v.is_empty()) {
             return wanted.by_version(version).then_some(()).ok_or_else(|| format!("is {version:?}, not {name}"));
         }
         match wanted {
-            Wanted::Metrics | Wanted::Insert | Wanted::Select if logs_family => {
-                Err(format!("serves vl_* metrics (VictoriaLogs or VictoriaTraces), not {name}"))
+            Wanted::Metrics | Wanted::Insert | Wanted::Select if logs_family || traces_family => {
+                Err(format!("serves vl_*/vt_* metrics (VictoriaLogs or VictoriaTraces), not {name}"))
             }
             Wanted::Metrics => match self.get("/api/v1/status/buildinfo").await {
                 Ok(body) if body.replace(' ', "").contains(r#""status":"success""#) => Ok(()),
@@ -235,7 +237,14 @@ impl Steps<'_> {
             },
             Wanted::Insert | Wanted::Select if version.is_some() => Ok(()),
             Wanted::Insert | Wanted::Select => Err(format!("/metrics has no vm_app_version: not {name}")),
-            Wanted::Logs | Wanted::Traces if !logs_family => Err(format!("/metrics has no vl_* series: not {name}")),
+            Wanted::Traces if traces_family => Ok(()),
+            Wanted::Logs if traces_family => Err(format!("serves vt_* metrics (VictoriaTraces), not {name}")),
+            Wanted::Logs | Wanted::Traces if !logs_family => Err(format!(
+                "/metrics has no {} series: not {name}",
+                if wanted == Wanted::Logs { "vl_*" } else { "vt_*" }
+            )),
+            // vl_* alone: VictoriaLogs, or a VictoriaTraces built on it
+            // before it had metrics of its own; its Jaeger API tells.
             Wanted::Logs | Wanted::Traces => {
                 let jaeger = self.get("/select/jaeger/api/services").await.is_ok();
                 match (wanted, jaeger) {
