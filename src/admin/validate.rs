@@ -21,8 +21,7 @@
 
 use crate::api::Signal;
 use crate::config::{Config, Deployment, Tenant};
-use crate::quota::QuotaRegistry;
-use crate::upstream::{HealthRegistry, Pool};
+use crate::upstream::Pool;
 use pingora::connectors::http::Connector;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -92,7 +91,6 @@ pub async fn check_new_endpoints(next: &Config, applied: &Config, id: &str) -> V
     let owners = owners(next, id);
     let known = known_endpoints(applied.tenants.get(id).map(|t| &**t));
     let connector = Arc::new(Connector::new(None));
-    let (health, quotas) = (HealthRegistry::assume_healthy(), QuotaRegistry::default());
     let mut checks = tokio::task::JoinSet::new();
     let mut order = 0usize;
     for (signal, service, deployment) in services(tenant) {
@@ -103,7 +101,7 @@ pub async fn check_new_endpoints(next: &Config, applied: &Config, id: &str) -> V
             (Signal::Logs, _) => Wanted::Logs,
             (Signal::Traces, _) => Wanted::Traces,
         };
-        let pool = Arc::new(Pool::new(id.into(), signal, &deployment, &health, &quotas, None));
+        let pool = Arc::new(Pool::detached(id, signal, &deployment));
         for (index, endpoint) in pool.endpoints().iter().enumerate() {
             let url = endpoint.url.to_string();
             if known.contains(&(signal, url.clone())) {

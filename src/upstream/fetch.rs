@@ -4,11 +4,21 @@
 //! pool's peer (its TLS, HTTP version and timeouts) with its upstream
 //! credential, the body bounded.
 
-use super::Pool;
+use super::{HealthRegistry, Pool};
+use crate::api::Signal;
+use crate::config::Deployment;
+use crate::quota::QuotaRegistry;
 use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 
 impl Pool {
+    /// A pool of `deployment` outside any table, for one-off fetches (the
+    /// admin API's checks of a new endpoint): no probes, quota state or series.
+    pub fn detached(tenant: &str, signal: Signal, deployment: &Deployment) -> Pool {
+        let (health, quotas) = (HealthRegistry::assume_healthy(), QuotaRegistry::default());
+        Pool::new(tenant.into(), signal, deployment, &health, &quotas, None)
+    }
+
     /// The body of `GET path` on endpoint `index`, at most `max_bytes`, sent
     /// as `agent` (the `User-Agent`): the text, or why there is none.
     pub async fn fetch(
