@@ -18,6 +18,7 @@ pub mod config;
 pub mod connection;
 pub mod edge;
 pub mod metrics;
+pub mod migration;
 pub mod proxy;
 pub mod quota;
 pub mod rejection;

@@ -106,6 +106,11 @@ pub struct Metrics {
     jwks_refreshes: IntCounterVec,
     /// Per tenant and signal: what its deployment holds and spends (`usage`).
     usage: [GaugeVec; 6],
+    /// Copies of ingest requests for a migration's other deployment.
+    mirror_requests: IntCounterVec,
+    mirror_queue: IntGaugeVec,
+    mirror_oldest: GaugeVec,
+    shadow_comparisons: IntCounterVec,
     /// Orders the creation of a tenant's series against its retirement.
     lifecycle: Mutex<()>,
 }
@@ -124,6 +129,24 @@ pub struct PoolMetrics {
     pub no_healthy_endpoint: IntCounter,
     /// `rejections_total{reason="body_too_large"}` of the pool's tenant.
     pub body_too_large: IntCounter,
+}
+
+/// One migration queue's series (`mirror_requests_total` by result, its
+/// depth and its oldest copy's age).
+pub struct MirrorMetrics {
+    pub ok: IntCounter,
+    pub failed: IntCounter,
+    pub dropped_queue_full: IntCounter,
+    pub dropped_too_large: IntCounter,
+    pub queued: prometheus::IntGauge,
+    pub oldest_seconds: Gauge,
+}
+
+/// One migration's shadow-read comparisons by result.
+pub struct ShadowMetrics {
+    pub matched: IntCounter,
+    pub mismatched: IntCounter,
+    pub error: IntCounter,
 }
 
 /// Rejection counters of one tenant, one per [`Rejection`].
@@ -303,6 +326,31 @@ impl Metrics {
                 "Reads of the JWKS of [tenancy.jwt] on its refresh interval, by result.",
                 &["result"],
             ),
+            mirror_requests: counter(
+                "mirador_router_mirror_requests_total",
+                "Copies of ingest requests for a migration's other deployment, by result (ok, failed, dropped_queue_full, dropped_too_large).",
+                &["tenant", "signal", "result"],
+            ),
+            mirror_queue: {
+                let opts = Opts::new("mirador_router_mirror_queue", "Copies queued or being sent to a migration's other deployment.");
+                let vec = IntGaugeVec::new(opts, &["tenant", "signal"]).expect("valid metric");
+                registry.register(Box::new(vec.clone())).expect("unique metric");
+                vec
+            },
+            mirror_oldest: {
+                let opts = Opts::new(
+                    "mirador_router_mirror_queue_oldest_seconds",
+                    "How long the oldest copy being sent to a migration's other deployment has waited.",
+                );
+                let vec = GaugeVec::new(opts, &["tenant", "signal"]).expect("valid metric");
+                registry.register(Box::new(vec.clone())).expect("unique metric");
+                vec
+            },
+            shadow_comparisons: counter(
+                "mirador_router_shadow_comparisons_total",
+                "Reads replayed to a migration's new deployment and compared, by result (match, mismatch, error).",
+                &["tenant", "signal", "result"],
+            ),
             usage: USAGE_GAUGES.map(|(name, help)| {
                 let vec = GaugeVec::new(Opts::new(name, help), &["tenant", "signal"]).expect("valid metric");
                 registry.register(Box::new(vec.clone())).expect("unique metric");
@@ -373,6 +421,25 @@ impl Metrics {
         }
     }
 
+    /// The series of one migration queue.
+    pub fn mirror(&self, tenant: &str, signal: Signal) -> MirrorMetrics {
+        let result = |r: &str| self.mirror_requests.with_label_values(&[tenant, signal.as_str(), r]);
+        MirrorMetrics {
+            ok: result("ok"),
+            failed: result("failed"),
+            dropped_queue_full: result("dropped_queue_full"),
+            dropped_too_large: result("dropped_too_large"),
+            queued: self.mirror_queue.with_label_values(&[tenant, signal.as_str()]),
+            oldest_seconds: self.mirror_oldest.with_label_values(&[tenant, signal.as_str()]),
+        }
+    }
+
+    /// The shadow-read comparison counters of one migration.
+    pub fn shadow(&self, tenant: &str, signal: Signal) -> ShadowMetrics {
+        let result = |r: &str| self.shadow_comparisons.with_label_values(&[tenant, signal.as_str(), r]);
+        ShadowMetrics { matched: result("match"), mismatched: result("mismatch"), error: result("error") }
+    }
+
     /// The counter of JWKS refreshes that succeeded (or failed).
     pub fn jwks_refreshes(&self, success: bool) -> IntCounter {
         self.jwks_refreshes.with_label_values(&[if success { "success" } else { "failure" }])
@@ -400,6 +467,14 @@ impl Metrics {
                 let _ = vec.remove_label_values(&labels);
             }
             let _ = self.duration.remove_label_values(&labels);
+            for result in ["ok", "failed", "dropped_queue_full", "dropped_too_large"] {
+                let _ = self.mirror_requests.remove_label_values(&[tenant, signal.as_str(), result]);
+            }
+            for result in ["match", "mismatch", "error"] {
+                let _ = self.shadow_comparisons.remove_label_values(&[tenant, signal.as_str(), result]);
+            }
+            let _ = self.mirror_queue.remove_label_values(&labels);
+            let _ = self.mirror_oldest.remove_label_values(&labels);
         }
         for reason in Rejection::ALL {
             let _ = self.rejections.remove_label_values(&[tenant, reason.as_str()]);

@@ -140,8 +140,21 @@ impl AdminApp {
                 }
             }
             (&Method::GET, ["api", "v1", "tenants"]) => {
-                Answer::Json(StatusCode::OK, json!({ "tenants": tenants::list(&self.reloader.applied_text()) }))
+                let table = self.routes.load();
+                let migrations: serde_json::Map<String, Value> = table
+                    .tenant_ids()
+                    .filter_map(|id| Some((id.to_string(), migrations(table.tenant(id)?)?)))
+                    .collect();
+                let tenants = tenants::list(&self.reloader.applied_text());
+                Answer::Json(StatusCode::OK, json!({ "tenants": tenants, "migrations": migrations }))
             }
+            (&Method::GET, ["api", "v1", "tenants", id, "migration"]) => match self.routes.load().tenant(id) {
+                Some(route) => {
+                    let signals = migrations(route).unwrap_or_else(|| json!({}));
+                    Answer::Json(StatusCode::OK, json!({ "tenant": id, "migrations": signals }))
+                }
+                None => error(ErrorKind::NotFound, format!("unknown tenant {id:?}")),
+            },
             (&Method::GET, ["api", "v1", "tenants", id]) => {
                 let text = self.reloader.applied_text();
                 let tenant = match flag(session.req_header().uri.query(), "effective") {
@@ -204,6 +217,7 @@ impl AdminApp {
                 | ["api", "v1", "tenants"]
                 | ["api", "v1", "tenants", _]
                 | ["api", "v1", "tenants", _, "health"]
+                | ["api", "v1", "tenants", _, "migration"]
                 | ["api", "v1", "tenants", _, "usage"],
             ) => error(ErrorKind::MethodNotAllowed, format!("{method} is not allowed on {path}")),
             _ => error(ErrorKind::NotFound, format!("no admin endpoint {path:?}")),
@@ -270,6 +284,15 @@ impl AdminApp {
 struct Asked {
     dry_run: bool,
     force: bool,
+}
+
+/// A tenant's migrations under way, by signal; `None` without any.
+fn migrations(route: &crate::routing::TenantRoute) -> Option<Value> {
+    let signals: serde_json::Map<String, Value> = crate::api::Signal::ALL
+        .into_iter()
+        .filter_map(|signal| Some((signal.as_str().to_string(), route.migration(signal)?.status())))
+        .collect();
+    (!signals.is_empty()).then_some(Value::Object(signals))
 }
 
 /// Whether a query string sets `name=true` (`effective`, `dry_run`, `force`).

@@ -147,12 +147,16 @@ fn services(tenant: &Tenant) -> Vec<(Signal, Option<&'static str>, Deployment)> 
     let mut out = Vec::new();
     for signal in Signal::ALL {
         let Some(deployment) = tenant.deployment(signal).filter(|_| tenant.features.allows(signal)) else { continue };
-        match deployment.select_service() {
-            Some(select) => {
-                out.push((signal, Some("insert"), deployment.clone()));
-                out.push((signal, Some("select"), select));
+        // A migration's target is checked like the deployment itself.
+        let to = deployment.migration.as_ref().map(|m| &m.to);
+        for deployment in std::iter::once(deployment).chain(to) {
+            match deployment.select_service() {
+                Some(select) => {
+                    out.push((signal, Some("insert"), deployment.clone()));
+                    out.push((signal, Some("select"), select));
+                }
+                None => out.push((signal, None, deployment.clone())),
             }
-            None => out.push((signal, None, deployment.clone())),
         }
     }
     out

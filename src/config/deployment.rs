@@ -59,6 +59,7 @@ pub(super) fn deployment(
         select_backup_endpoints,
         share_tenant_id_with,
         http2,
+        migration,
     } = raw;
     let mut lists = EndpointLists { path, context, seen: HashSet::new() };
     let tenant = victoria_tenant(account_id, project_id, path, problems);
@@ -102,6 +103,19 @@ pub(super) fn deployment(
         }
     }
     let (timeout, max_attempts) = attempts(timeout.as_deref(), max_attempts, path, problems);
+    let migration = migration.map(|raw| self::migration(*raw, signal, &path.key("migration"), context, problems));
+    if let Some(m) = &migration {
+        let own: HashSet<&str> = served_urls(&endpoints, &backup_endpoints, select.as_ref()).collect();
+        let to = &m.to;
+        let target =
+            served_urls(&to.endpoints, &to.backup_endpoints, to.cluster.as_ref().and_then(|c| c.select.as_ref()));
+        for url in target.filter(|url| own.contains(url)) {
+            problems.add(
+                &path.key("migration").key("to"),
+                format!("lists {url}, which the deployment itself lists: a migration goes to another deployment"),
+            );
+        }
+    }
     Deployment {
         endpoints,
         backup_endpoints,
@@ -126,6 +140,63 @@ pub(super) fn deployment(
         tls: tls.and_then(|raw| secrets::upstream_tls(raw, &path.key("tls"), context.inputs, problems)),
         http2: http2.unwrap_or(false),
         cluster: tenant.map(|tenant| SharedCluster { tenant, select, share_tenant_id_with }),
+        migration: migration.map(Box::new),
+    }
+}
+
+/// Every endpoint URL of a deployment's services.
+fn served_urls<'a>(
+    endpoints: &'a [Endpoint],
+    backups: &'a [Endpoint],
+    select: Option<&'a Endpoints>,
+) -> impl Iterator<Item = &'a str> {
+    let select = select.into_iter().flat_map(|s| s.endpoints.iter().chain(&s.backup_endpoints));
+    endpoints.iter().chain(backups).chain(select).map(|e| e.url.as_str())
+}
+
+/// The most a mirrored request body may be, and a queue hold.
+pub const MAX_MIRROR_BODY: u64 = 64 << 20;
+pub const MAX_MIRROR_QUEUE: u64 = 1_000_000;
+pub const MAX_MIRROR_QUEUE_BYTES: u64 = 16 << 30;
+
+/// `migration`: its target (a deployment of any shape, checked like one),
+/// phase, shadow sample and mirror bounds.
+fn migration(
+    raw: RawMigration,
+    signal: Signal,
+    path: &KeyPath,
+    context: &DeploymentContext,
+    problems: &mut Problems,
+) -> Migration {
+    let RawMigration { mut to, phase, shadow_sample, mirror_max_body, mirror_queue, mirror_queue_bytes } = raw;
+    if to.migration.take().is_some() {
+        problems.add(&path.key("to").key("migration"), "a migration's target does not migrate itself");
+    }
+    let to = deployment(to, signal, &path.key("to"), context, problems);
+    let shadow_sample = match shadow_sample {
+        None => 0.1,
+        Some(share) if (0.0..=1.0).contains(&share) => share,
+        Some(share) => {
+            problems
+                .add(&path.key("shadow_sample"), format!("must be between 0 and 1 (a share of reads), got {share}"));
+            0.1
+        }
+    };
+    Migration {
+        to,
+        phase,
+        shadow_sample,
+        mirror_max_body: positive(mirror_max_body, MAX_MIRROR_BODY, &path.key("mirror_max_body"), problems)
+            .unwrap_or(8 << 20),
+        mirror_queue: positive(mirror_queue, MAX_MIRROR_QUEUE, &path.key("mirror_queue"), problems).unwrap_or(10_000)
+            as usize,
+        mirror_queue_bytes: positive(
+            mirror_queue_bytes,
+            MAX_MIRROR_QUEUE_BYTES,
+            &path.key("mirror_queue_bytes"),
+            problems,
+        )
+        .unwrap_or(256 << 20),
     }
 }
 

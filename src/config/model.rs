@@ -4,7 +4,7 @@
 //! of [`super::validate`]: addresses parsed, durations positive, every
 //! enabled signal has a deployment, every endpoint resolved.
 
-use super::raw::{AccessLogFormat, TenantStatus};
+use super::raw::{AccessLogFormat, MigrationPhase, TenantStatus};
 use crate::api::{AdminOp, Signal, VictoriaTenant};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -358,6 +358,44 @@ pub struct Deployment {
     /// On a shared multi-tenant cluster: the tenant's ids there (and, for
     /// metrics, vmselect: `endpoints` are then vminsert). `None`: dedicated.
     pub cluster: Option<SharedCluster>,
+    /// The move of this signal to another deployment, when one is under way.
+    pub migration: Option<Box<Migration>>,
+}
+
+/// A signal's move from its deployment to `to`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Migration {
+    pub to: Deployment,
+    pub phase: MigrationPhase,
+    /// Share of reads replayed to `to` and compared, in phase `shadow`.
+    pub shadow_sample: f64,
+    /// Larger request bodies are not copied (and counted).
+    pub mirror_max_body: u64,
+    /// The copies waiting for the other deployment, at most (entries, bytes).
+    pub mirror_queue: usize,
+    pub mirror_queue_bytes: u64,
+}
+
+impl Deployment {
+    /// The deployment that serves: the one written, or a migration's `to`
+    /// once it is `switched` or `done`.
+    pub fn serving(&self) -> &Deployment {
+        match &self.migration {
+            Some(m) if matches!(m.phase, MigrationPhase::Switched | MigrationPhase::Done) => &m.to,
+            _ => self,
+        }
+    }
+
+    /// The deployment ingest requests are copied to: `to` while mirroring
+    /// or shadowing, the old one once switched; none when done.
+    pub fn mirror_target(&self) -> Option<&Deployment> {
+        let m = self.migration.as_ref()?;
+        match m.phase {
+            MigrationPhase::Mirror | MigrationPhase::Shadow => Some(&m.to),
+            MigrationPhase::Switched => Some(self),
+            MigrationPhase::Done => None,
+        }
+    }
 }
 
 /// A tenant's place in a shared multi-tenant Victoria* cluster.

@@ -268,6 +268,44 @@ pub struct RawDeployment {
     pub share_tenant_id_with: Option<String>,
     /// Speak HTTP/2 to the endpoints: ALPN h2 for `https://`, prior knowledge (h2c) for `http://`.
     pub http2: Option<bool>,
+    /// Carrying this signal to another deployment.
+    pub migration: Option<Box<RawMigration>>,
+}
+
+/// `[tenants.<id>.<signal>.migration]`: the deployment the signal moves to,
+/// and how far it has come.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMigration {
+    pub to: RawDeployment,
+    pub phase: MigrationPhase,
+    pub shadow_sample: Option<f64>,
+    pub mirror_max_body: Option<i64>,
+    pub mirror_queue: Option<i64>,
+    pub mirror_queue_bytes: Option<i64>,
+}
+
+/// Where a migration is: `mirror` (writes copied to `to`), `shadow` (and a
+/// sample of reads compared), `switched` (`to` serves, writes copied back),
+/// `done` (the old deployment is forgotten).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MigrationPhase {
+    Mirror,
+    Shadow,
+    Switched,
+    Done,
+}
+
+impl MigrationPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationPhase::Mirror => "mirror",
+            MigrationPhase::Shadow => "shadow",
+            MigrationPhase::Switched => "switched",
+            MigrationPhase::Done => "done",
+        }
+    }
 }
 
 /// How the router verifies `https://` endpoints, and proves itself to them.

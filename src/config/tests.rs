@@ -723,3 +723,50 @@ fn a_bad_tier_is_reported_at_the_tier_and_a_missing_one_at_the_tenant() {
     let found = errors("[tiers.gold]\nquotas = { requests_per_minute = 5 }\n");
     assert!(found[0].contains("tiers.gold.quotas.requests_per_minute: unknown field"), "{found:?}");
 }
+
+#[test]
+fn a_migration_is_read_with_its_defaults_and_its_target_checked_like_a_deployment() {
+    let config = compile_alone(
+        "t.toml",
+        "[tenants.acme.metrics]\nendpoints = [\"http://127.0.0.1:8428\"]\n\
+         [tenants.acme.metrics.migration]\nto = { endpoints = [\"http://127.0.0.1:18428\"], timeout = \"5s\" }\nphase = \"shadow\"\n",
+    )
+    .unwrap();
+    let metrics = config.tenants["acme"].deployment(Signal::Metrics).unwrap();
+    let migration = metrics.migration.as_ref().unwrap();
+    assert_eq!(migration.phase, MigrationPhase::Shadow);
+    assert_eq!(migration.to.endpoints[0].url, "http://127.0.0.1:18428");
+    assert_eq!(migration.to.timeout, Duration::from_secs(5));
+    assert_eq!((migration.shadow_sample, migration.mirror_max_body), (0.1, 8 << 20));
+    assert_eq!((migration.mirror_queue, migration.mirror_queue_bytes), (10_000, 256 << 20));
+    assert_eq!(metrics.serving().endpoints[0].url, "http://127.0.0.1:8428", "shadow: the old one serves");
+    assert_eq!(metrics.mirror_target().unwrap().endpoints[0].url, "http://127.0.0.1:18428");
+
+    let base = "[tenants.acme.metrics]\nendpoints = [\"http://127.0.0.1:8428\"]\n[tenants.acme.metrics.migration]\n";
+    let refused = |rest: &str| errors(&format!("{base}{rest}"));
+    assert_eq!(
+        refused("to = { endpoints = [\"http://127.0.0.1:8428\"] }\nphase = \"mirror\"\n"),
+        ["bad.toml:4:1: tenants.acme.metrics.migration.to: lists http://127.0.0.1:8428, which the deployment itself lists: a migration goes to another deployment"]
+    );
+    assert_eq!(
+        refused("to = { endpoints = [\"http://127.0.0.1:18428\"] }\nphase = \"halfway\"\n"),
+        ["bad.toml:5:9: tenants.acme.metrics.migration.phase: unknown variant `halfway`, expected one of `mirror`, `shadow`, `switched`, `done`"]
+    );
+    assert_eq!(
+        refused("to = { endpoints = [\"http://127.0.0.1:18428\"] }\nphase = \"shadow\"\nshadow_sample = 1.5\n"),
+        ["bad.toml:6:1: tenants.acme.metrics.migration.shadow_sample: must be between 0 and 1 (a share of reads), got 1.5"]
+    );
+    assert_eq!(
+        refused("to = { endpoints = [\"http://127.0.0.1:18428\"] }\nphase = \"mirror\"\nmirror_queue = 0\n"),
+        ["bad.toml:6:1: tenants.acme.metrics.migration.mirror_queue: must be greater than zero, got 0"]
+    );
+    let nested = refused("phase = \"mirror\"\n[tenants.acme.metrics.migration.to]\nendpoints = [\"http://127.0.0.1:18428\"]\n[tenants.acme.metrics.migration.to.migration]\nto = { endpoints = [\"http://127.0.0.1:28428\"] }\nphase = \"mirror\"\n");
+    assert_eq!(nested.len(), 1, "{nested:?}");
+    assert!(
+        nested[0]
+            .ends_with("tenants.acme.metrics.migration.to.migration: a migration's target does not migrate itself"),
+        "{nested:?}"
+    );
+    let missing = refused("phase = \"mirror\"\n");
+    assert!(missing[0].contains("missing field `to`"), "{missing:?}");
+}

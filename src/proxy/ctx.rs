@@ -6,6 +6,7 @@
 //! endpoint (passive health, error metrics, attempt duration), and at the end
 //! the request's metrics and access log line.
 
+use super::migrating::Migrating;
 use super::retry::{self, Attempt, Decision, Outcome, Why};
 use crate::access_log::{self, AccessRecord};
 use crate::config::{AccessLogFormat, Observability};
@@ -39,6 +40,11 @@ pub struct RequestCtx {
     /// The target sent upstream when it is not the client's: the canonical
     /// path (and the query) of a path that was not canonical already.
     pub upstream_uri: Option<http::Uri>,
+    /// A migrating tenant's copy or shadow read (boxed: rare, and the
+    /// context of every other request stays small).
+    pub migrating: Option<Box<Migrating>>,
+    /// Whether the client's body ended (the request arrived whole).
+    pub body_ended: bool,
 }
 
 impl RequestCtx {
@@ -57,6 +63,8 @@ impl RequestCtx {
             max_body: None,
             body_bytes: 0,
             upstream_uri: None,
+            migrating: None,
+            body_ended: false,
         }
     }
 

@@ -13,10 +13,12 @@
 
 mod ctx;
 mod headers;
+mod migrating;
 mod resolve;
 mod retry;
 
 pub use ctx::RequestCtx;
+use migrating::Migrating;
 pub use resolve::resolve;
 pub use retry::{decide, Attempt, Decision, Outcome, Why};
 
@@ -122,9 +124,13 @@ impl ProxyHttp for Router {
         &self,
         _session: &mut Session,
         body: &mut Option<bytes::Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.body_ended |= end_of_stream;
+        if let (Some(migrating), Some(chunk)) = (ctx.migrating.as_deref_mut(), body.as_ref()) {
+            migrating.request_chunk(chunk);
+        }
         let (Some(max), Some(chunk)) = (ctx.max_body, body.as_ref()) else { return Ok(()) };
         ctx.body_bytes += chunk.len() as u64;
         if ctx.body_bytes > max {
@@ -140,6 +146,14 @@ impl ProxyHttp for Router {
     /// healthy endpoint of the pool this request has not tried yet.
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         let pool = ctx.pool.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool resolved"))?;
+        if ctx.tried.count() > 0 {
+            // Another attempt: Pingora sends the body again from its start
+            // (its retry buffer), through `request_body_filter` again.
+            ctx.body_bytes = 0;
+            if let Some(migrating) = ctx.migrating.as_deref_mut() {
+                migrating.restart();
+            }
+        }
         match pool.select(ctx.tried) {
             Pick::Endpoint(index) => {
                 let peer = pool.peer(index);
@@ -213,6 +227,11 @@ impl ProxyHttp for Router {
         if let Some(uri) = &ctx.upstream_uri {
             upstream.set_uri(uri.clone());
         }
+        if ctx.migrating.as_deref().is_some_and(Migrating::compares) {
+            // A shadow read compares the serving answer as sent: asked for
+            // without compression (the client takes identity too).
+            upstream.remove_header(&http::header::ACCEPT_ENCODING);
+        }
         let pool = ctx.pool.as_deref().zip(ctx.endpoint);
         let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         headers::rewrite_upstream(upstream, pool, client, ctx.request_id.as_ref(), self.scheme)
@@ -252,10 +271,34 @@ impl ProxyHttp for Router {
         headers::rewrite_downstream(response, ctx.request_id.as_ref())
     }
 
+    /// Called for each chunk of the answer: a shadow read keeps it, to compare.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let (Some(migrating), Some(chunk)) = (ctx.migrating.as_deref_mut(), body.as_ref()) {
+            migrating.response_chunk(chunk);
+        }
+        Ok(None)
+    }
+
     /// Called once per request when it ends, also for refusals: metrics and
-    /// the access log line.
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    /// the access log line; a migrating request's copy or replay.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map(|r| r.status.as_u16());
+        if let Some(migrating) = ctx.migrating.take() {
+            let response = session.response_written();
+            let encoding = response
+                .and_then(|r| r.headers.get(http::header::CONTENT_ENCODING))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+            let whole = e.is_none() && (ctx.body_ended || session.as_mut().is_body_empty());
+            migrating.finish(status, encoding, whole, id);
+        }
         ctx.finish(session, status, &self.observability);
     }
 

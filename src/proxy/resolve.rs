@@ -7,6 +7,7 @@
 //! Every refusal is counted under the tenant when it is configured, else
 //! under `unknown`, and answered with [`ErrorReply::rejection`].
 
+use super::migrating::migrating;
 use super::retry;
 use super::RequestCtx;
 use crate::api::{classify, cluster_form, Access, Listener, Unserved};
@@ -108,6 +109,7 @@ pub fn resolve(
     // request on, so `increase()` sees even the first error or refusal.
     let _ = (pool.metrics(), route.rejections());
     ctx.pool = Some(pool.clone());
+    ctx.migrating = migrating(route, &classified, request, header);
     ctx.read = retry::is_read(classified.access);
     ctx.replay_ingest = classified.access == Access::Ingest && pool.retry_ingest;
     Ok(())

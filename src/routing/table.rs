@@ -10,6 +10,7 @@ use super::Tokens;
 use crate::api::{cluster_form, Access, Endpoint, Service, Signal};
 use crate::config::{Config, TenantStatus};
 use crate::metrics::{Metrics, Rejections, TenantSeries, UNKNOWN_TENANT};
+use crate::migration::{MirrorRegistry, Registries, SignalMigration};
 use crate::quota::{Limits, QuotaRegistry};
 use crate::rejection::Rejection;
 use crate::upstream::{EndpointHealth, HealthRegistry, Pool};
@@ -24,11 +25,14 @@ pub struct Shared {
     pub health: Arc<HealthRegistry>,
     pub quotas: QuotaRegistry,
     pub metrics: Option<Arc<Metrics>>,
+    /// Migrations' copy queues (their workers on the health runtime).
+    pub mirrors: MirrorRegistry,
 }
 
 impl Shared {
     pub fn new(health: Arc<HealthRegistry>, metrics: Option<Arc<Metrics>>) -> Self {
-        Shared { health, quotas: QuotaRegistry::default(), metrics }
+        let mirrors = MirrorRegistry::new(health.runtime().cloned(), metrics.clone());
+        Shared { health, quotas: QuotaRegistry::default(), metrics, mirrors }
     }
 
     /// No probes (endpoints taken as healthy) and no metrics: for tests and
@@ -52,6 +56,8 @@ pub struct TenantRoute {
     pools: [Option<Arc<Pool>>; 3],
     /// vmselect, for metrics on a shared cluster.
     select: Option<Arc<Pool>>,
+    /// Indexed by [`Signal::index`]: a migration under way.
+    migrations: [Option<Arc<SignalMigration>>; 3],
     /// Whether the tenant has credentials (and so refuses the header alone).
     pub has_credentials: bool,
     /// Quota state of the tenant as a whole.
@@ -63,18 +69,27 @@ pub struct TenantRoute {
 impl TenantRoute {
     fn build(tenant: &crate::config::Tenant, shared: &Shared, series: Option<Arc<TenantSeries>>) -> TenantRoute {
         let id: Arc<str> = tenant.id.as_str().into();
+        // A migration's `to` serves once it is switched.
+        let serving =
+            |signal| tenant.deployment(signal).filter(|_| tenant.features.allows(signal)).map(|d| d.serving());
         let pools = Signal::ALL.map(|signal| {
-            let deployment = tenant.deployment(signal).filter(|_| tenant.features.allows(signal))?;
+            let deployment = serving(signal)?;
             Some(Arc::new(Pool::new(id.clone(), signal, deployment, &shared.health, &shared.quotas, series.as_ref())))
         });
-        let select = tenant
-            .deployment(Signal::Metrics)
-            .filter(|_| tenant.features.allows(Signal::Metrics))
-            .and_then(|deployment| deployment.select_service())
-            .map(|select| {
-                let (health, quotas) = (&shared.health, &shared.quotas);
-                Arc::new(Pool::new(id.clone(), Signal::Metrics, &select, health, quotas, series.as_ref()))
-            });
+        let registries = Registries {
+            health: &shared.health,
+            quotas: &shared.quotas,
+            mirrors: &shared.mirrors,
+            metrics: shared.metrics.as_ref(),
+        };
+        let migrations = Signal::ALL.map(|signal| {
+            let deployment = tenant.deployment(signal).filter(|_| tenant.features.allows(signal))?;
+            SignalMigration::build(&id, signal, deployment, &registries).map(Arc::new)
+        });
+        let select = serving(Signal::Metrics).and_then(|deployment| deployment.select_service()).map(|select| {
+            let (health, quotas) = (&shared.health, &shared.quotas);
+            Arc::new(Pool::new(id.clone(), Signal::Metrics, &select, health, quotas, series.as_ref()))
+        });
         TenantRoute {
             id,
             suspended: tenant.status == TenantStatus::Suspended,
@@ -83,6 +98,7 @@ impl TenantRoute {
             admin_ops: tenant.features.admin_api.iter().fold(0, |ops, op| ops | op.bit()),
             pools,
             select,
+            migrations,
             has_credentials: tenant.auth.is_some(),
             limits: shared.quotas.limits(&tenant.id, &tenant.quotas),
             series,
@@ -92,6 +108,11 @@ impl TenantRoute {
     /// The tenant's rejection counters, when metrics are on.
     pub fn rejections(&self) -> Option<&Rejections> {
         self.series.as_ref()?.rejections()
+    }
+
+    /// The migration of `signal` under way, if any.
+    pub fn migration(&self, signal: Signal) -> Option<&Arc<SignalMigration>> {
+        self.migrations[signal.index()].as_ref()
     }
 
     /// The pools of the signals the tenant may use (vmselect's included).

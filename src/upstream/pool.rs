@@ -131,6 +131,7 @@ impl Pool {
             tls,
             http2,
             cluster,
+            migration: _,
         } = deployment;
         let tls_material = TlsMaterial::new(tls.as_ref());
         let make = |endpoint: &Endpoint, role: Role| {
@@ -275,6 +276,7 @@ mod tests {
             tls: None,
             http2: false,
             cluster: None,
+            migration: None,
         }
     }
 

@@ -91,6 +91,12 @@ impl HealthRegistry {
 
     /// A registry that never probes and takes every endpoint as healthy:
     /// for building tables in tests and benchmarks of routing alone.
+    /// The runtime probes (and other off-path work) run on; `None` for a
+    /// registry that assumes health.
+    pub fn runtime(&self) -> Option<&Handle> {
+        self.runtime.as_ref()
+    }
+
     pub fn assume_healthy() -> Arc<Self> {
         Arc::new(HealthRegistry { runtime: None, scheduler: None, endpoints: Arc::default() })
     }

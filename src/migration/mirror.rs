@@ -1,0 +1,343 @@
+//! Copies of ingest requests for another deployment: a bounded queue per
+//! tenant, signal and target, drained by a worker off the request path that
+//! retries with backoff until the target takes each copy.
+//!
+//! The queue is bounded twice, in copies (`mirror_queue`) and in bytes
+//! (`mirror_queue_bytes`, counting copies queued and being sent); a copy
+//! that does not fit is dropped at once, counted and logged with its request
+//! id — the client's answer never waits for the mirror. A copy is retried
+//! while the target cannot take it (no healthy endpoint, connect error,
+//! timeout, 429, 5xx) with backoff from 100 ms to 5 s, for at most
+//! [`MAX_AGE`]; a 4xx other than 429 is final (the target refuses what the
+//! serving deployment took: counted `failed`, logged).
+//!
+//! Queues outlive tables ([`MirrorRegistry`]): a reload that keeps a
+//! migration's target keeps its queue (and the copies in it), with the
+//! target's new pool. A queue no table holds any more is drained, then its
+//! worker ends.
+
+use crate::api::Signal;
+use crate::config::Deployment;
+use crate::metrics::{Metrics, MirrorMetrics};
+use crate::upstream::{Pick, Pool, Sent, Tried};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method};
+use pingora::connectors::http::Connector;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, Semaphore};
+
+/// Copies one queue sends at once.
+const CONCURRENCY: usize = 4;
+/// A copy not delivered within this long is given up (counted `failed`).
+pub const MAX_AGE: Duration = Duration::from_secs(3600);
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The `User-Agent` of copies.
+pub const AGENT: &str = "mirador-router-mirror";
+
+/// One ingest request to copy: as the target's mode wants it.
+#[derive(Debug, Clone)]
+pub struct Copy {
+    pub method: Method,
+    /// Path and query, in the target's form (a shared cluster's included).
+    pub path: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+    pub request_id: String,
+    queued_at: Instant,
+}
+
+impl Copy {
+    pub fn new(method: Method, path: String, headers: Vec<(HeaderName, HeaderValue)>, body: Bytes, id: String) -> Self {
+        Copy { method, path, headers, body, request_id: id, queued_at: Instant::now() }
+    }
+}
+
+/// Why a copy was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    QueueFull,
+    TooLarge,
+}
+
+/// What one queue did, for the API and the metrics.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+    pub dropped_queue_full: AtomicU64,
+    pub dropped_too_large: AtomicU64,
+    /// Copies queued or being sent, and their bytes.
+    pub queued: AtomicU64,
+    pub queued_bytes: AtomicU64,
+    /// Unix milliseconds at which the oldest copy being sent was queued; 0 idle.
+    oldest_ms: AtomicU64,
+}
+
+/// What the worker and the queue share.
+struct State {
+    tenant: Arc<str>,
+    signal: Signal,
+    target: ArcSwap<Pool>,
+    max_bytes: AtomicU64,
+    max_body: AtomicU64,
+    counts: Counts,
+    metrics: Option<MirrorMetrics>,
+}
+
+/// A migration's copies for one target. Dropping the last table that
+/// holds it lets its worker drain what is queued and end.
+pub struct MirrorQueue {
+    tx: mpsc::Sender<Copy>,
+    /// Copies queued or being sent, at most.
+    capacity: usize,
+    state: Arc<State>,
+}
+
+impl MirrorQueue {
+    /// The largest body copied.
+    pub fn max_body(&self) -> u64 {
+        self.state.max_body.load(Ordering::Relaxed)
+    }
+
+    /// The target's pool (its endpoints' health, its cluster ids).
+    pub fn target(&self) -> Arc<Pool> {
+        self.state.target.load_full()
+    }
+
+    pub fn counts(&self) -> &Counts {
+        &self.state.counts
+    }
+
+    /// Seconds the oldest copy being sent has waited; 0 when idle.
+    pub fn oldest_seconds(&self) -> f64 {
+        let since = self.state.counts.oldest_ms.load(Ordering::Relaxed);
+        if since == 0 {
+            return 0.0;
+        }
+        (now_ms().saturating_sub(since)) as f64 / 1000.0
+    }
+
+    /// Queues `copy`, or drops it (counted) when it does not fit.
+    pub fn push(&self, copy: Copy) -> Result<(), Dropped> {
+        let state = &self.state;
+        let size = copy.body.len() as u64;
+        let counts = &state.counts;
+        // Both bounds count copies waiting and copies being sent.
+        let bytes = counts.queued_bytes.fetch_add(size, Ordering::AcqRel) + size;
+        let copies = counts.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        let undo = || {
+            counts.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            counts.queued.fetch_sub(1, Ordering::AcqRel);
+        };
+        if bytes > state.max_bytes.load(Ordering::Relaxed) || copies > self.capacity as u64 {
+            undo();
+            return Err(self.dropped(Dropped::QueueFull, &copy.request_id));
+        }
+        let id = copy.request_id.clone();
+        match self.tx.try_send(copy) {
+            Ok(()) => {
+                if let Some(m) = &state.metrics {
+                    m.queued.inc();
+                }
+                Ok(())
+            }
+            Err(_) => {
+                undo();
+                Err(self.dropped(Dropped::QueueFull, &id))
+            }
+        }
+    }
+
+    /// Counts and logs a copy that is not made.
+    pub fn dropped(&self, why: Dropped, request_id: &str) -> Dropped {
+        let state = &self.state;
+        let (counter, reason) = match why {
+            Dropped::QueueFull => (&state.counts.dropped_queue_full, "queue_full"),
+            Dropped::TooLarge => (&state.counts.dropped_too_large, "body_too_large"),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &state.metrics {
+            match why {
+                Dropped::QueueFull => m.dropped_queue_full.inc(),
+                Dropped::TooLarge => m.dropped_too_large.inc(),
+            }
+        }
+        tracing::warn!(
+            tenant = &*state.tenant,
+            signal = %state.signal,
+            request_id,
+            reason,
+            target = %endpoints(&state.target.load()),
+            "mirror copy dropped"
+        );
+        why
+    }
+}
+
+fn endpoints(pool: &Pool) -> String {
+    pool.endpoints().iter().map(|e| &*e.url).collect::<Vec<_>>().join(",")
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What makes a queue itself: a new capacity is a new queue.
+type Key = (Arc<str>, Signal, String, usize);
+
+/// The queues in force, kept across table builds.
+pub struct MirrorRegistry {
+    runtime: Option<Handle>,
+    metrics: Option<Arc<Metrics>>,
+    queues: Mutex<HashMap<Key, Weak<MirrorQueue>>>,
+}
+
+/// What a queue is built from: the target deployment's pool and the
+/// migration's bounds.
+pub struct Target<'a> {
+    pub deployment: &'a Deployment,
+    pub pool: Arc<Pool>,
+    pub capacity: usize,
+    pub max_bytes: u64,
+    pub max_body: u64,
+}
+
+impl MirrorRegistry {
+    /// Workers run on `runtime`; without one no copy is ever sent (tests of
+    /// routing alone).
+    pub fn new(runtime: Option<Handle>, metrics: Option<Arc<Metrics>>) -> Self {
+        MirrorRegistry { runtime, metrics, queues: Mutex::new(HashMap::new()) }
+    }
+
+    /// The queue of `tenant`'s `signal` towards `target`: the one in force
+    /// (given the target's new pool and bounds), or a new one with its worker.
+    pub fn queue(&self, tenant: &Arc<str>, signal: Signal, target: Target) -> Arc<MirrorQueue> {
+        let mut queues = self.queues.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        queues.retain(|_, queue| queue.strong_count() > 0);
+        let urls: Vec<&str> = target.deployment.endpoints.iter().map(|e| e.url.as_str()).collect();
+        let key = (tenant.clone(), signal, urls.join(","), target.capacity);
+        if let Some(queue) = queues.get(&key).and_then(Weak::upgrade) {
+            queue.state.target.store(target.pool);
+            queue.state.max_bytes.store(target.max_bytes, Ordering::Relaxed);
+            queue.state.max_body.store(target.max_body, Ordering::Relaxed);
+            return queue;
+        }
+        let (tx, rx) = mpsc::channel(target.capacity);
+        let state = Arc::new(State {
+            tenant: tenant.clone(),
+            signal,
+            target: ArcSwap::new(target.pool),
+            max_bytes: AtomicU64::new(target.max_bytes),
+            max_body: AtomicU64::new(target.max_body),
+            counts: Counts::default(),
+            metrics: self.metrics.as_ref().map(|m| m.mirror(tenant, signal)),
+        });
+        if let Some(runtime) = &self.runtime {
+            runtime.spawn(drain(rx, state.clone()));
+        }
+        let queue = Arc::new(MirrorQueue { tx, capacity: target.capacity, state });
+        queues.insert(key, Arc::downgrade(&queue));
+        queue
+    }
+}
+
+/// The connector copies and shadow reads go through (Pingora's pooled
+/// upstream connections).
+pub(super) fn connector() -> &'static Connector {
+    static CONNECTOR: OnceLock<Connector> = OnceLock::new();
+    CONNECTOR.get_or_init(|| Connector::new(None))
+}
+
+/// Sends every copy the queue receives, [`CONCURRENCY`] at a time, until
+/// the queue is gone and empty.
+async fn drain(mut rx: mpsc::Receiver<Copy>, state: Arc<State>) {
+    let slots = Arc::new(Semaphore::new(CONCURRENCY));
+    while let Some(copy) = rx.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else { break };
+        let state = state.clone();
+        tokio::spawn(async move {
+            deliver(&state, &copy).await;
+            let counts = &state.counts;
+            counts.queued.fetch_sub(1, Ordering::AcqRel);
+            counts.queued_bytes.fetch_sub(copy.body.len() as u64, Ordering::AcqRel);
+            if let Some(m) = &state.metrics {
+                m.queued.dec();
+            }
+            drop(slot);
+        });
+    }
+    // Wait for the copies still being sent.
+    let _ = slots.acquire_many(CONCURRENCY as u32).await;
+}
+
+/// Sends one copy until the target takes or refuses it, or it is too old.
+async fn deliver(state: &State, copy: &Copy) {
+    let queued_ms = now_ms().saturating_sub(copy.queued_at.elapsed().as_millis() as u64);
+    let _ = state.counts.oldest_ms.compare_exchange(0, queued_ms, Ordering::AcqRel, Ordering::Relaxed);
+    let mut backoff = FIRST_BACKOFF;
+    let outcome = loop {
+        let pool = state.target.load_full();
+        let why = match pool.select(Tried::default()) {
+            Pick::Endpoint(index) => {
+                let sent = Sent {
+                    agent: AGENT,
+                    method: copy.method.as_str(),
+                    path: &copy.path,
+                    headers: &copy.headers,
+                    body: &copy.body,
+                };
+                let answer = tokio::time::timeout(pool.timeout, pool.send(connector(), index, sent, 64 << 10)).await;
+                match answer {
+                    Ok(Ok((status, _))) if (200..300).contains(&status) => break Ok(()),
+                    Ok(Ok((status, body))) if status != 429 && (400..500).contains(&status) => {
+                        break Err(format!(
+                            "answered {status}: {}",
+                            String::from_utf8_lossy(&body[..body.len().min(200)])
+                        ))
+                    }
+                    Ok(Ok((status, _))) => format!("answered {status}"),
+                    Ok(Err(e)) => e,
+                    Err(_) => format!("no answer within {:?}", pool.timeout),
+                }
+            }
+            Pick::NoneHealthy | Pick::Exhausted => "no healthy endpoint".to_string(),
+        };
+        if copy.queued_at.elapsed() >= MAX_AGE {
+            break Err(format!("not delivered within {MAX_AGE:?}: {why}"));
+        }
+        tracing::debug!(tenant = &*state.tenant, request_id = copy.request_id, why, "mirror copy retried");
+        if let Some(m) = &state.metrics {
+            m.oldest_seconds.set(copy.queued_at.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    };
+    let counts = &state.counts;
+    match outcome {
+        Ok(()) => {
+            counts.ok.fetch_add(1, Ordering::Relaxed);
+            if let Some(m) = &state.metrics {
+                m.ok.inc();
+            }
+        }
+        Err(why) => {
+            counts.failed.fetch_add(1, Ordering::Relaxed);
+            if let Some(m) = &state.metrics {
+                m.failed.inc();
+            }
+            tracing::warn!(tenant = &*state.tenant, signal = %state.signal, request_id = copy.request_id, why, "mirror copy failed");
+        }
+    }
+    // The next copy in line is younger; it sets its own age when sent.
+    if counts.oldest_ms.compare_exchange(queued_ms, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+        if let Some(m) = &state.metrics {
+            m.oldest_seconds.set(0.0);
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Migrations between deployments, against the real router: ingest copies
+//! in the target's form through a bounded queue that survives the target
+//! going away for 30 s; shadow reads compared against two real
+//! VictoriaMetrics; every phase walked under a real vmagent with vmctl
+//! copying the history, nothing lost and no push failed.
+
+mod common;
+
+use common::victoria::{force_flush, start_victoria_metrics, start_vmagent};
+use common::*;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::hash::Hasher;
+use std::time::{Duration, Instant};
+
+fn hash(body: &[u8]) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    hasher.write(body);
+    hasher.finish()
+}
+
+async fn migration(router: &RouterProcess, tenant: &str) -> Value {
+    let (status, body) = router.admin_get(&format!("/api/v1/tenants/{tenant}/migration")).await;
+    assert_eq!(status, 200, "{body}");
+    body["migrations"].clone()
+}
+
+async fn write(router: &RouterProcess, tenant: &str, body: String) -> (u16, Duration) {
+    let started = Instant::now();
+    let url = format!("{}/api/v1/import/prometheus", router.base("unified"));
+    let answer = client().post(url).header("X-Tenant-ID", tenant).body(body).send().await.unwrap();
+    (answer.status().as_u16(), started.elapsed())
+}
+
+fn p99(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[(samples.len() * 99 / 100).min(samples.len() - 1)]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mirrored_writes_arrive_as_sent_and_a_queue_outlives_a_30s_outage_of_the_target() {
+    let from = Upstream::start("from").await;
+    let to = Upstream::start("to").await;
+    let to_addr = to.addr;
+    let router = RouterProcess::start(&format!(
+        "[health_check]\ninterval = \"250ms\"\n\
+         [tenants.acme.metrics]\nendpoints = [\"{}\"]\n\
+         [tenants.acme.metrics.migration]\nto = {{ endpoints = [\"{}\"] }}\nphase = \"mirror\"\n\
+         mirror_queue = 50\nmirror_max_body = 4096\n",
+        from.url(),
+        to.url()
+    ));
+
+    // Writes: answered by `from`, copied to `to` as sent.
+    let bodies: Vec<String> = (0..20).map(|i| format!("mirrored{{n=\"{i}\"}} {i}\n")).collect();
+    for body in &bodies {
+        assert_eq!(write(&router, "acme", body.clone()).await.0, 200);
+    }
+    Wait::new("20 copies at the target", Duration::from_secs(10)).until(|| to.seen().len() >= 20).await;
+    let copies = to.seen();
+    assert_eq!(copies.len(), 20, "one copy per write");
+    let sent: HashSet<u64> = bodies.iter().map(|b| hash(b.as_bytes())).collect();
+    assert_eq!(copies.iter().map(|c| c.body_hash).collect::<HashSet<_>>(), sent, "the bodies as sent");
+    for copy in &copies {
+        assert_eq!((copy.method.as_str(), copy.path_and_query.as_str()), ("POST", "/api/v1/import/prometheus"));
+        assert_eq!(copy.headers["user-agent"], "mirador-router-mirror");
+        assert!(copy.headers.get("x-tenant-id").is_none() && copy.headers.get("authorization").is_none());
+    }
+    assert_eq!(from.seen().len(), 20, "every write answered by from");
+
+    // Not copied: reads, writes `from` refused, bodies over mirror_max_body (counted).
+    let read = client()
+        .get(format!("{}/api/v1/query?query=up", router.base("unified")))
+        .header("X-Tenant-ID", "acme")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let refused = client()
+        .post(format!("{}/api/v1/import/prometheus?status=400", router.base("unified")))
+        .header("X-Tenant-ID", "acme")
+        .body("refused 1\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert_eq!(write(&router, "acme", "x".repeat(5000)).await.0, 200, "too large to copy, still served");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(to.seen().len(), 20, "a read, a refused write or an oversized body was copied");
+    let status = migration(&router, "acme").await;
+    assert_eq!(status["metrics"]["phase"], "mirror");
+    assert_eq!(status["metrics"]["mirror"]["ok"], 20, "{status}");
+    assert_eq!(status["metrics"]["mirror"]["dropped_too_large"], 1, "{status}");
+
+    // The target goes away for 30 s: clients see only from's answers, the
+    // queue fills to its bound, the rest is dropped and counted.
+    let mut before = Vec::new();
+    for i in 0..100 {
+        before.push(write(&router, "acme", format!("before{{n=\"{i}\"}} 1\n")).await.1);
+    }
+    // Wait for the last of those copies before the target goes.
+    Wait::new("the copies before the outage", Duration::from_secs(10)).until(|| to.seen().len() >= 120).await;
+    let outage = Instant::now();
+    to.kill();
+    drop(to);
+    let mut during = Vec::new();
+    let mut queued_bodies = Vec::new();
+    for i in 0..200 {
+        let body = format!("outage{{n=\"{i}\"}} 1\n");
+        let (status, took) = write(&router, "acme", body.clone()).await;
+        assert_eq!(status, 200, "a write failed while the target was down");
+        during.push(took);
+        queued_bodies.push(body);
+    }
+    let status = migration(&router, "acme").await;
+    let mirror = &status["metrics"]["mirror"];
+    assert_eq!(mirror["queued"], 50, "the queue holds its bound: {status}");
+    assert_eq!(mirror["dropped_queue_full"], 150, "{status}");
+    let (p99_before, p99_during) = (p99(before), p99(during));
+    println!("client write p99: {p99_before:?} with the target up, {p99_during:?} with it down");
+    assert!(p99_during < p99_before * 3 + Duration::from_millis(20), "the outage slowed the client");
+    let metrics = client().get(format!("http://{}/metrics", router.admin)).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(
+            r#"mirador_router_mirror_requests_total{result="dropped_queue_full",signal="metrics",tenant="acme"} 150"#
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"mirador_router_mirror_queue{signal="metrics",tenant="acme"} 50"#));
+    router.wait_for_log("mirror copy dropped", 150);
+
+    // Back after 30 s: the queue drains, nothing that fit is lost.
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(outage.elapsed())).await;
+    let oldest = migration(&router, "acme").await["metrics"]["mirror"]["oldest_seconds"].as_f64().unwrap();
+    assert!(oldest >= 25.0, "the oldest copy's age is shown: {oldest}");
+    let back = Upstream::serve("to-again", tokio::net::TcpListener::bind(to_addr).await.unwrap());
+    let status = Wait::new("the queue to drain", Duration::from_secs(30))
+        .every(Duration::from_millis(200))
+        .until_async(|| async {
+            let status = migration(&router, "acme").await;
+            (status["metrics"]["mirror"]["queued"] == 0).then_some(status)
+        })
+        .await;
+    assert_eq!(status["metrics"]["mirror"]["ok"], 120 + 50, "{status}");
+    assert_eq!(status["metrics"]["mirror"]["failed"], 0, "{status}");
+    let delivered: HashSet<u64> = back.seen().iter().map(|c| c.body_hash).collect();
+    let first_fifty: HashSet<u64> = queued_bodies[..50].iter().map(|b| hash(b.as_bytes())).collect();
+    assert_eq!(delivered, first_fifty, "exactly the copies that fit, each once");
+    assert_eq!(back.seen().len(), 50);
+}
+
+/// Samples of `names` at 10 fixed minutes ending at `end` (seconds), in the
+/// Prometheus text format with millisecond timestamps.
+fn history(names: &[&str], end: u64) -> String {
+    let mut text = String::new();
+    for name in names {
+        for i in 0..10u64 {
+            text.push_str(&format!("{name}{{job=\"shadow\"}} {} {}\n", i * 3 + 1, (end - 540 + i * 60) * 1000));
+        }
+    }
+    text
+}
+
+async fn import(vm: std::net::SocketAddr, text: String) {
+    let r = client().post(format!("http://{vm}/api/v1/import/prometheus")).body(text).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    force_flush(vm).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shadow_reads_count_a_missing_series_and_match_once_the_target_is_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, a) = start_victoria_metrics(dir.path(), "a").await;
+    let (_b, b) = start_victoria_metrics(dir.path(), "b").await;
+    let end = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 60 * 60;
+    import(a, history(&["shadow_a", "shadow_b", "shadow_c"], end)).await;
+    import(b, history(&["shadow_a", "shadow_b"], end)).await;
+    let router = RouterProcess::start(&format!(
+        "[tenants.acme.metrics]\nendpoints = [\"http://{a}\"]\n\
+         [tenants.acme.metrics.migration]\nto = {{ endpoints = [\"http://{b}\"] }}\nphase = \"shadow\"\nshadow_sample = 1.0\n"
+    ));
+    let base = router.base("unified");
+    let range = format!("query={{__name__=~\"shadow_.*\"}}&start={}&end={end}&step=60", end - 600);
+
+    // B lacks shadow_c: the read differs, and the example says how.
+    let r = client()
+        .post(format!("{base}/api/v1/query_range"))
+        .header("X-Tenant-ID", "acme")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(range.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("shadow_c"), "the client gets A's answer");
+    let shadow = Wait::new("the mismatch to be counted", Duration::from_secs(10))
+        .until_async(|| async {
+            let shadow = migration(&router, "acme").await["metrics"]["shadow"].clone();
+            (shadow["results"]["mismatched"] == 1).then_some(shadow)
+        })
+        .await;
+    let example = &shadow["last_mismatches"][0];
+    assert_eq!(example["path"].as_str().unwrap().split('?').next(), Some("/api/v1/query_range"));
+    assert!(example["serving"].as_str().unwrap().contains("shadow_c"), "{example}");
+    assert!(!example["shadow"].as_str().unwrap().contains("shadow_c"), "{example}");
+    let metrics = client().get(format!("http://{}/metrics", router.admin)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics
+        .contains(r#"mirador_router_shadow_comparisons_total{result="mismatch",signal="metrics",tenant="acme"} 1"#));
+
+    // B complete: 200 Grafana-style reads, in any encoding, all match.
+    import(b, history(&["shadow_c"], end)).await;
+    let queries = [
+        ("POST", "/api/v1/query_range".to_string(), Some(range.clone())),
+        ("GET", format!("/api/v1/query?query=sum(shadow_a)+by+(job)&time={end}"), None),
+        ("GET", format!("/api/v1/query?query=rate(shadow_b[5m])&time={end}"), None),
+        ("GET", format!("/api/v1/series?match[]={{job=\"shadow\"}}&start={}&end={end}", end - 600), None),
+        ("GET", format!("/api/v1/labels?start={}&end={end}", end - 600), None),
+        ("GET", format!("/api/v1/label/__name__/values?start={}&end={end}", end - 600), None),
+        ("POST", "/api/v1/query".to_string(), Some(format!("query=max_over_time(shadow_c[10m])&time={end}"))),
+        ("GET", format!("/api/v1/query_range?query=shadow_a*2&start={}&end={end}&step=120", end - 600), None),
+    ];
+    for i in 0..200 {
+        let (method, path, body) = &queries[i % queries.len()];
+        let mut request = match *method {
+            "POST" => client()
+                .post(format!("{base}{path}"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body.clone().unwrap()),
+            _ => client().get(format!("{base}{path}")),
+        };
+        request = request.header("X-Tenant-ID", "acme");
+        if i % 3 == 0 {
+            request = request.header("accept-encoding", "gzip");
+        }
+        let answer = request.send().await.unwrap();
+        assert_eq!(answer.status(), 200, "{method} {path}");
+    }
+    let results = Wait::new("200 more comparisons", Duration::from_secs(20))
+        .until_async(|| async {
+            let shadow = migration(&router, "acme").await["metrics"]["shadow"].clone();
+            let r = &shadow["results"];
+            let total = ["matched", "mismatched", "errors"].iter().map(|k| r[k].as_u64().unwrap()).sum::<u64>();
+            (total >= 201).then_some(shadow)
+        })
+        .await;
+    assert_eq!(results["results"], json!({"matched": 200, "mismatched": 1, "errors": 0}), "{results}");
+}
