@@ -245,3 +245,178 @@ async fn shadow_reads_count_a_missing_series_and_match_once_the_target_is_comple
         .await;
     assert_eq!(results["results"], json!({"matched": 200, "mismatched": 1, "errors": 0}), "{results}");
 }
+
+/// Every (series, timestamp) an instance holds of `name`.
+async fn samples_on(vm: std::net::SocketAddr, name: &str) -> HashSet<(String, i64)> {
+    let url = format!("http://{vm}/api/v1/export?match[]={name}");
+    let text = client().get(url).send().await.unwrap().text().await.unwrap();
+    let mut held = HashSet::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let series: Value = serde_json::from_str(line).unwrap();
+        let labels = series["metric"].to_string();
+        for ts in series["timestamps"].as_array().unwrap() {
+            held.insert((labels.clone(), ts.as_i64().unwrap()));
+        }
+    }
+    held
+}
+
+/// vmagent's remote-write requests that were not answered 2xx, and its retries.
+async fn vmagent_failures(vmagent: std::net::SocketAddr) -> (f64, String) {
+    let text = client().get(format!("http://{vmagent}/metrics")).send().await.unwrap().text().await.unwrap();
+    let mut failed = 0.0;
+    let mut shown = String::new();
+    for line in text.lines().filter(|l| l.starts_with("vmagent_remotewrite_")) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let value: f64 = value.parse().unwrap_or(0.0);
+        let non_2xx = series.starts_with("vmagent_remotewrite_requests_total") && !series.contains("status_code=\"2");
+        let retried = series.starts_with("vmagent_remotewrite_retries_count_total")
+            || series.starts_with("vmagent_remotewrite_packets_dropped_total");
+        if (non_2xx || retried) && value > 0.0 {
+            failed += value;
+            shown.push_str(line);
+            shown.push('\n');
+        }
+    }
+    (failed, shown)
+}
+
+async fn put_tenant(router: &RouterProcess, body: Value) {
+    let (status, answer) = router.admin("PUT", "/api/v1/tenants/acme", Some(&body.to_string())).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_walks_every_phase_under_vmagent_with_vmctl_copying_its_history() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, a) = start_victoria_metrics(dir.path(), "a").await;
+    let (_b, b) = start_victoria_metrics(dir.path(), "b").await;
+    let router = RouterProcess::start(&format!(
+        "[health_check]\ninterval = \"500ms\"\n[tenants.acme.metrics]\nendpoints = [\"http://{a}\"]\n"
+    ));
+    let url = format!("{}/api/v1/write", router.base("unified"));
+    let (_vmagent, vmagent) =
+        start_vmagent(&dir.path().join("buffer"), &url, &["-remoteWrite.headers=X-Tenant-ID:acme"]).await;
+
+    // A writer into vmagent: 2 series, a sample each every 50 ms, stamped
+    // 15 minutes back (1.79's native export skips samples stamped now).
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let writer = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        tokio::spawn(async move {
+            let base = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+                - 15 * 60 * 1000;
+            let mut i = 0i64;
+            while !stop.load(Ordering::SeqCst) {
+                let ts = base + i * 50;
+                let body = format!("mig_e2e{{writer=\"one\"}} {i} {ts}\nmig_e2e{{writer=\"two\"}} {} {ts}\n", i * 2);
+                let r = client().post(format!("http://{vmagent}/api/v1/import/prometheus")).body(body).send().await;
+                assert_eq!(r.unwrap().status(), 204);
+                sent.lock().unwrap().push(ts);
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let last_sent = || *sent.lock().unwrap().last().unwrap_or(&0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // mirror: A answers, B gets copies; history up to then goes by vmctl.
+    let to = json!({ "endpoints": [format!("http://{b}")] });
+    put_tenant(&router, json!({"id": "acme", "metrics": {"endpoints": [format!("http://{a}")], "migration": {"to": to, "phase": "mirror"}}})).await;
+    let mirror_started = last_sent();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    force_flush(a).await;
+    let vmctl = format!(
+        "vmctl vm-native --vm-native-src-addr=http://{a} --vm-native-dst-addr=http://{b} \
+         '--vm-native-filter-match={{__name__=\"mig_e2e\"}}' --vm-native-filter-time-start=2000-01-01T00:00:00Z \
+         --vm-native-filter-time-end={}",
+        mirror_started / 1000 + 1
+    );
+    let output = std::process::Command::new("script")
+        .args(["-qec", &format!("echo y | {vmctl}"), "/dev/null"])
+        .output()
+        .expect("vmctl runs");
+    assert!(output.status.success(), "vmctl: {}", String::from_utf8_lossy(&output.stdout));
+
+    // shadow: every read compared; B holds everything older than a few seconds.
+    put_tenant(&router, json!({"id": "acme", "metrics": {"endpoints": [format!("http://{a}")], "migration": {"to": to, "phase": "shadow", "shadow_sample": 1.0}}})).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    force_flush(a).await;
+    force_flush(b).await;
+    let start = sent.lock().unwrap()[0] / 1000;
+    let end = last_sent() / 1000 - 3;
+    for _ in 0..20 {
+        let query = format!("/api/v1/query_range?query=mig_e2e&start={start}&end={end}&step=1");
+        let r = client().get(format!("{}{query}", router.base("unified"))).header("X-Tenant-ID", "acme").send().await;
+        assert_eq!(r.unwrap().status(), 200);
+    }
+    let shadow = Wait::new("20 comparisons", Duration::from_secs(20))
+        .until_async(|| async {
+            let shadow = migration(&router, "acme").await["metrics"]["shadow"].clone();
+            let r = &shadow["results"];
+            (r["matched"].as_u64().unwrap() + r["mismatched"].as_u64().unwrap() + r["errors"].as_u64().unwrap() >= 20)
+                .then_some(shadow)
+        })
+        .await;
+    assert_eq!(shadow["results"], json!({"matched": 20, "mismatched": 0, "errors": 0}), "{shadow}");
+
+    // switched: B serves, writes go back to A; then done; then B alone.
+    put_tenant(&router, json!({"id": "acme", "metrics": {"endpoints": [format!("http://{a}")], "migration": {"to": to, "phase": "switched"}}})).await;
+    let status = migration(&router, "acme").await;
+    assert_eq!(status["metrics"]["mirror"]["target"], json!([format!("http://{a}")]), "{status}");
+    let (_, health) = router.admin_get("/api/v1/tenants/acme/health").await;
+    assert_eq!(health["signals"]["metrics"]["endpoints"][0]["endpoint"], format!("http://{b}"), "B serves");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    put_tenant(&router, json!({"id": "acme", "metrics": {"endpoints": [format!("http://{a}")], "migration": {"to": to, "phase": "done"}}})).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    put_tenant(&router, json!({"id": "acme", "metrics": {"endpoints": [format!("http://{b}")]}})).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
+    let sent: HashSet<i64> = sent.lock().unwrap().iter().copied().collect();
+    let expected: HashSet<(String, i64)> = sent
+        .iter()
+        .flat_map(|ts| ["one", "two"].map(|w| (json!({"__name__": "mig_e2e", "writer": w}).to_string(), *ts)))
+        .collect();
+    let on_b = Wait::new("every sample on B", Duration::from_secs(30))
+        .every(Duration::from_millis(500))
+        .until_async(|| async {
+            force_flush(b).await;
+            let held = samples_on(b, "mig_e2e").await;
+            if held == expected {
+                Ok(held)
+            } else {
+                Err(format!(
+                    "B holds {} of {} samples, {} not sent",
+                    expected.intersection(&held).count(),
+                    expected.len(),
+                    held.difference(&expected).count()
+                ))
+            }
+        })
+        .await;
+    force_flush(a).await;
+    let on_a = samples_on(a, "mig_e2e").await;
+    let (failures, shown) = vmagent_failures(vmagent).await;
+    println!(
+        "{} samples sent, {} on B, {} on A (A is forgotten at `done`); vmagent pushes failed or retried: {failures}",
+        expected.len(),
+        on_b.len(),
+        on_a.len()
+    );
+    assert!(on_a.is_subset(&expected) && on_a.len() < expected.len() && on_a.len() > expected.len() / 2);
+    assert_eq!(failures, 0.0, "vmagent saw failed pushes:\n{shown}");
+    // Reads through the router come from B.
+    let r = client()
+        .get(format!("{}/api/v1/query?query=count_over_time(mig_e2e[1h])&time={}", router.base("unified"), end + 10))
+        .header("X-Tenant-ID", "acme")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
