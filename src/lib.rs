@@ -6,7 +6,8 @@
 //! path table), `rejection` and `reply` (why the router answers itself, and
 //! how), `config` (TOML → validated model), `metrics`, `quota`, `access_log`,
 //! `upstream` (pools, endpoint health and probes), `routing` (tenant,
-//! routing table), `proxy` (the Pingora phases), `reload` (build aside, swap
+//! routing table), `proxy` (the Pingora phases), `otlp_grpc` (the OTLP/gRPC
+//! listener, through the proxy's pipeline), `reload` (build aside, swap
 //! once), `admin` (the admin listener) and `server` (assembly).
 
 pub mod access_log;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod connection;
 pub mod edge;
 pub mod metrics;
+pub mod otlp_grpc;
 pub mod proxy;
 pub mod quota;
 pub mod rejection;

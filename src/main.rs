@@ -5,6 +5,7 @@ use mirador_router::access_log::{self, AccessLogLayer};
 use mirador_router::config::{AccessLogFormat, Source};
 use mirador_router::edge::Edge;
 use mirador_router::metrics::Metrics;
+use mirador_router::otlp_grpc;
 use mirador_router::reload::{self, Reloader};
 use mirador_router::routing::{self, RouteStore, Shared};
 use mirador_router::upstream::HealthRegistry;
@@ -118,6 +119,16 @@ fn main() -> ExitCode {
     let usage = Arc::new(Usage::default());
     if let Some(interval) = config.observability.usage_interval {
         health_runtime.spawn(usage::collect_forever(routes.clone(), usage.clone(), interval, metrics.clone()));
+    }
+    // OTLP over gRPC, on a runtime of its own beside Pingora's.
+    if let Some(addr) = config.server.otlp_grpc_listen {
+        let settings = &config.server;
+        let spawned =
+            otlp_grpc::spawn(addr, settings.threads, routes.clone(), config.observability.clone(), settings.clients);
+        if let Err(e) = spawned {
+            eprintln!("cannot serve OTLP/gRPC on {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
     }
     let server = mirador_router::server::build(&config, routes, metrics, reloader.clone(), &edge, usage, cli.upgrade);
     // The reloader holds the config from here on; main's copy would live as

@@ -56,6 +56,8 @@ pub struct Server {
     pub http2: bool,
     /// TLS listeners (unified): the path decides the signal.
     pub tls: Vec<TlsListener>,
+    /// The OTLP/gRPC listener (h2c), when on: the gRPC method decides the signal.
+    pub otlp_grpc_listen: Option<SocketAddr>,
 }
 
 /// A TLS listener: its certificates (the first the default, the others

@@ -94,6 +94,8 @@ pub struct RawServer {
     pub http2: Option<bool>,
     /// TLS listeners (unified): `[[server.tls]]`.
     pub tls: Option<Vec<RawTlsListener>>,
+    /// OTLP over gRPC (h2c) for every signal; off when absent.
+    pub otlp_grpc_listen: Option<String>,
 }
 
 /// One TLS listener: its address and certificates (the first the default,

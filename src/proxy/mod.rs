@@ -9,14 +9,18 @@
 //! connecting go to `error_while_proxy`, and a request that fails for good
 //! to `fail_to_proxy`. Whether a failed attempt goes to another endpoint is
 //! decided in one place ([`retry::decide`]). The request path loads the
-//! table once and keeps the pool's `Arc` for the whole request.
+//! table once and keeps the pool's `Arc` for the whole request. An OTLP
+//! export from the gRPC listener takes the same pipeline without Pingora's
+//! phases ([`export`]).
 
 mod ctx;
+mod export;
 mod headers;
 mod resolve;
 mod retry;
 
 pub use ctx::RequestCtx;
+pub use export::{deliver, otlp_path, resolve_export};
 pub use resolve::resolve;
 pub use retry::{decide, Attempt, Decision, Outcome, Why};
 

@@ -1,0 +1,240 @@
+//! The OTLP/gRPC listener (`[server] otlp_grpc_listen`): the three OTLP
+//! collector services' `Export` for every signal, on one h2c port, on a
+//! tokio runtime of its own (Pingora runs its own).
+//!
+//! The gRPC method names the signal. Each call loads the routing table
+//! once and takes the pipeline of the signal's OTLP/HTTP request
+//! ([`proxy::resolve_export`]: the tenant from the metadata, the same
+//! refusals, quotas and shared-cluster forms), then the message, as the
+//! same protobuf bytes and never decoded here, goes to the pool as that
+//! OTLP/HTTP `POST` ([`proxy::deliver`]). The answer maps to a gRPC status
+//! in one place ([`status`]). Framing, gzip and status encoding are
+//! tonic's ([`tonic::server::Grpc`] with a pass-through codec), HTTP/2 is
+//! hyper's.
+
+mod codec;
+pub mod status;
+
+use crate::api::Signal;
+use crate::config::{ClientLimits, Observability};
+use crate::proxy::{self, RequestCtx};
+use crate::rejection::Rejection;
+use crate::reply::{ErrorReply, Refused};
+use crate::routing::RouteStore;
+use bytes::Bytes;
+use codec::Raw;
+use http::{HeaderValue, Method, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use pingora::connectors::http::Connector;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use tonic::codec::CompressionEncoding;
+use tonic::server::{Grpc, UnaryService};
+use tonic::Status;
+
+/// The longest export message taken whatever the tenant's `max_body_bytes`
+/// (tonic's own default is 4 MiB; collectors batch larger).
+pub const MAX_MESSAGE: usize = 64 << 20;
+
+/// The gRPC methods served and the signal each exports.
+pub const METHODS: [(&str, Signal); 3] = [
+    ("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export", Signal::Metrics),
+    ("/opentelemetry.proto.collector.logs.v1.LogsService/Export", Signal::Logs),
+    ("/opentelemetry.proto.collector.trace.v1.TraceService/Export", Signal::Traces),
+];
+
+/// What every call of the listener shares.
+struct Listener {
+    routes: Arc<RouteStore>,
+    observability: Observability,
+    connector: Connector,
+}
+
+/// Binds `addr` and serves OTLP/gRPC on a thread with its own runtime of
+/// `threads` workers, until the process ends. A bind error is returned
+/// here, before anything runs.
+pub fn spawn(
+    addr: SocketAddr,
+    threads: usize,
+    routes: Arc<RouteStore>,
+    observability: Observability,
+    clients: ClientLimits,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("otlp-grpc")
+        .enable_all()
+        .build()?;
+    let socket = runtime.block_on(async { bind(addr) })?;
+    let listener = Arc::new(Listener { routes, observability, connector: Connector::new(None) });
+    std::thread::Builder::new()
+        .name("otlp-grpc-accept".into())
+        .spawn(move || runtime.block_on(serve(socket, listener, clients)))?;
+    Ok(())
+}
+
+/// A listening socket with `SO_REUSEPORT`, so that a `--upgrade` process
+/// binds it while the old one still serves.
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Accepts connections, at most `max_connections` at a time, each served
+/// as HTTP/2 with the listeners' stream bounds.
+async fn serve(socket: tokio::net::TcpListener, listener: Arc<Listener>, clients: ClientLimits) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(clients.max_connections));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let (stream, peer) = match socket.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "OTLP/gRPC accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let listener = listener.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let listener = listener.clone();
+                async move { Ok::<_, Infallible>(listener.call(request, peer.ip()).await) }
+            });
+            let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .max_concurrent_streams(256)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "OTLP/gRPC connection ended");
+            }
+            drop(slot);
+        });
+    }
+}
+
+type Answer = http::Response<tonic::body::Body>;
+
+impl Listener {
+    /// One gRPC call: the method's signal, the route, the message, the delivery.
+    async fn call(self: Arc<Self>, request: http::Request<Incoming>, client: IpAddr) -> Answer {
+        let path = request.uri().path();
+        let Some(&(method, signal)) = METHODS.iter().find(|(method, _)| *method == path) else {
+            let message = format!("{path:?} is no OTLP collector method: {}", METHODS.map(|(m, _)| m).join(", "));
+            return Status::unimplemented(message).into_http();
+        };
+        if request.method() != Method::POST {
+            return plain(StatusCode::METHOD_NOT_ALLOWED, Status::unimplemented("gRPC calls are POST"));
+        }
+        let content_type = request.headers().get(http::header::CONTENT_TYPE).map(HeaderValue::as_bytes);
+        if !content_type.is_some_and(|t| t == b"application/grpc" || t.starts_with(b"application/grpc+proto")) {
+            let status = Status::invalid_argument("content-type must be application/grpc");
+            return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, status);
+        }
+        let table = self.routes.load();
+        let mut ctx = RequestCtx::new();
+        if let Err(reply) = proxy::resolve_export(&table, signal, request.headers(), None, &mut ctx) {
+            ctx.finish_export(method, reply.status, (0, 0), &self.observability);
+            return status::status_of(reply.status, &reply.message, reply.retry_after).into_http();
+        }
+        let limit = ctx.max_body.map_or(MAX_MESSAGE, |max| max.min(MAX_MESSAGE as u64) as usize);
+        let tenant = ctx.tenant.clone();
+        let pool = ctx.pool.clone();
+        let call = Arc::new(Mutex::new(Some(Call { listener: self.clone(), ctx, signal, method, client })));
+        let mut grpc = Grpc::new(Raw)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let mut answer = grpc.unary(Export(call.clone()), request).await;
+        // The call was never made: the message did not decode (tonic answered).
+        let Some(Call { ctx, .. }) = call.lock().ok().and_then(|mut call| call.take()) else { return answer };
+        let over_limit = answer.headers().get("grpc-status").is_some_and(|code| code == "11");
+        let status = if over_limit {
+            // tonic says OUT_OF_RANGE; the router's body limit is RESOURCE_EXHAUSTED.
+            let tenant = tenant.as_deref().unwrap_or_default();
+            if let Some(rejections) = table.rejections(tenant) {
+                rejections.get(Rejection::BodyTooLarge).inc();
+            }
+            if let Some(metrics) = pool.as_ref().and_then(|pool| pool.metrics()) {
+                metrics.body_too_large.inc();
+            }
+            let reply = ErrorReply::rejection(Rejection::BodyTooLarge, &Refused { tenant, ..Refused::default() });
+            answer = status::status_of(reply.status, &reply.message, None).into_http();
+            413
+        } else {
+            400
+        };
+        ctx.finish_export(method, status, (0, 0), &self.observability);
+        answer
+    }
+}
+
+/// A refusal of the request itself, with an HTTP status a gRPC client
+/// reads as that failure (gRPC over HTTP/2: 415 for a content type that
+/// is not gRPC), and the gRPC status beside it.
+fn plain(http: StatusCode, status: Status) -> Answer {
+    let mut answer: Answer = status.into_http();
+    *answer.status_mut() = http;
+    answer
+}
+
+/// One resolved export waiting for its message.
+struct Call {
+    listener: Arc<Listener>,
+    ctx: RequestCtx,
+    signal: Signal,
+    method: &'static str,
+    client: IpAddr,
+}
+
+impl Call {
+    async fn export(self, message: Bytes) -> Result<tonic::Response<Bytes>, Status> {
+        let Call { listener, mut ctx, signal, method, client } = self;
+        let bytes_in = message.len() as u64;
+        let delivered = proxy::deliver(&listener.connector, &mut ctx, signal, message, Some(client)).await;
+        let (status, result) = match delivered {
+            Ok(answer) if (200..300).contains(&answer.status) => {
+                // An ExportServiceResponse (partial success) passes back; any
+                // other body is no protobuf message: an empty response.
+                let protobuf =
+                    answer.content_type.as_ref().is_some_and(|t| t.as_bytes().starts_with(b"application/x-protobuf"));
+                (answer.status, Ok(if protobuf { answer.body } else { Bytes::new() }))
+            }
+            Ok(answer) => {
+                let text = String::from_utf8_lossy(&answer.body[..answer.body.len().min(512)]).trim().to_string();
+                let message = format!("the {signal} deployment answered {}: {text}", answer.status);
+                (answer.status, Err(status::status_of(answer.status, &message, answer.retry_after)))
+            }
+            Err(reply) => (reply.status, Err(status::status_of(reply.status, &reply.message, reply.retry_after))),
+        };
+        let bytes_out = result.as_ref().map_or(0, |body| body.len() as u64);
+        ctx.finish_export(method, status, (bytes_in, bytes_out), &listener.observability);
+        result.map(tonic::Response::new)
+    }
+}
+
+/// The unary service tonic calls with the decoded message: takes the
+/// [`Call`] (a call whose message never decodes leaves it in place).
+struct Export(Arc<Mutex<Option<Call>>>);
+
+impl UnaryService<Bytes> for Export {
+    type Response = Bytes;
+    type Future = Pin<Box<dyn Future<Output = Result<tonic::Response<Bytes>, Status>> + Send>>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let call = self.0.lock().ok().and_then(|mut call| call.take());
+        Box::pin(async move {
+            match call {
+                Some(call) => call.export(request.into_inner()).await,
+                None => Err(Status::internal("the export was already made")),
+            }
+        })
+    }
+}

@@ -1,0 +1,424 @@
+//! OTLP over gRPC (`[server] otlp_grpc_listen`): the real OpenTelemetry
+//! Python SDK exporting every signal for two tenants, each export arriving
+//! at its tenant's deployment as the OTLP/HTTP protobuf POST of its signal;
+//! refusals as gRPC codes; failover when an endpoint dies mid-stream;
+//! malformed calls; `--check` on the key.
+
+mod common;
+
+use common::{RouterProcess, Upstream, Wait};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{metric, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tonic::Code;
+
+const METRICS_PATH: &str = "/opentelemetry/v1/metrics";
+const LOGS_PATH: &str = "/insert/opentelemetry/v1/logs";
+const TRACES_PATH: &str = "/insert/opentelemetry/v1/traces";
+
+fn python() -> std::path::PathBuf {
+    let python = std::env::var("MIRADOR_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv").into())
+        .join("bin/python");
+    assert!(python.exists(), "{} is missing: scripts/test makes the venv with the OpenTelemetry SDK", python.display());
+    python
+}
+
+/// Runs the SDK script for `tenant` against `addr`; its output when it failed.
+async fn sdk_export(addr: SocketAddr, tenant: &str, signals: &str) -> Result<(), String> {
+    let (python, tenant, signals) = (python(), tenant.to_string(), signals.to_string());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/otel_sdk_grpc.py");
+    let run = move || std::process::Command::new(&python).args([script, &addr.to_string(), &tenant, &signals]).output();
+    let output = tokio::task::spawn_blocking(run).await.unwrap().expect("python runs");
+    match output.status.success() {
+        true => Ok(()),
+        false => {
+            Err(format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+        }
+    }
+}
+
+fn string(value: &Option<AnyValue>) -> Option<&str> {
+    match value.as_ref()?.value.as_ref()? {
+        any_value::Value::StringValue(text) => Some(text),
+        _ => None,
+    }
+}
+
+/// The `mirador.tenant` and `service.name` attributes of a resource.
+fn resource_tenant(resource: &Option<Resource>) -> (String, String) {
+    let attributes = resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+    let get = |key: &str| {
+        attributes.iter().find(|kv| kv.key == key).and_then(|kv| string(&kv.value)).unwrap_or("").to_string()
+    };
+    (get("mirador.tenant"), get("service.name"))
+}
+
+/// What one upstream received at `path`, every body decoded: the resource
+/// (tenant, service) pairs and the names (metric names, span names, log bodies).
+fn received(upstream: &Upstream, path: &str) -> (BTreeSet<(String, String)>, BTreeSet<String>) {
+    let (mut resources, mut names) = (BTreeSet::new(), BTreeSet::new());
+    for seen in upstream.seen() {
+        assert_eq!((seen.method.as_str(), seen.path_and_query.as_str()), ("POST", path), "{}", upstream.name);
+        assert_eq!(seen.headers["content-type"], "application/x-protobuf");
+        assert!(seen.headers.get("authorization").is_none(), "the client's metadata stays at the router");
+        let body = seen.body.expect("bodies kept");
+        match path {
+            METRICS_PATH => {
+                for rm in ExportMetricsServiceRequest::decode(body).expect("a metrics export").resource_metrics {
+                    resources.insert(resource_tenant(&rm.resource));
+                    names.extend(rm.scope_metrics.iter().flat_map(|s| s.metrics.iter().map(|m| m.name.clone())));
+                }
+            }
+            LOGS_PATH => {
+                for rl in ExportLogsServiceRequest::decode(body).expect("a logs export").resource_logs {
+                    resources.insert(resource_tenant(&rl.resource));
+                    let bodies = rl.scope_logs.iter().flat_map(|s| s.log_records.iter());
+                    names.extend(bodies.filter_map(|r| string(&r.body)).map(str::to_string));
+                }
+            }
+            _ => {
+                for rs in ExportTraceServiceRequest::decode(body).expect("a trace export").resource_spans {
+                    resources.insert(resource_tenant(&rs.resource));
+                    names.extend(rs.scope_spans.iter().flat_map(|s| s.spans.iter().map(|span| span.name.clone())));
+                }
+            }
+        }
+    }
+    (resources, names)
+}
+
+/// The real OpenTelemetry Python SDK with its OTLP/gRPC exporters, for two
+/// tenants: each tenant's deployments of each signal receive that signal's
+/// OTLP/HTTP protobuf POST, decoding to exactly what the tenant sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_opentelemetry_sdk_exports_every_signal_over_grpc_each_tenant_to_its_own_deployments() {
+    let fleet = common::Fleet::start(&["alpha", "beta"]).await;
+    for upstream in fleet.upstreams.values() {
+        upstream.keep_bodies();
+    }
+    let router = RouterProcess::builder().otlp_grpc().tenants(fleet.toml()).start();
+    let addr = router.otlp_grpc.unwrap();
+    let (alpha, beta) =
+        tokio::join!(sdk_export(addr, "alpha", "traces,metrics,logs"), sdk_export(addr, "beta", "traces,metrics,logs"));
+    alpha.unwrap();
+    beta.unwrap();
+    for tenant in ["alpha", "beta"] {
+        let resource = BTreeSet::from([(tenant.to_string(), format!("svc-{tenant}"))]);
+        for (signal, path, name) in [
+            ("metrics", METRICS_PATH, format!("metric_{tenant}_total")),
+            ("logs", LOGS_PATH, format!("log-{tenant}")),
+            ("traces", TRACES_PATH, format!("span-{tenant}")),
+        ] {
+            let upstream = fleet.get(tenant, signal);
+            assert!(!upstream.seen().is_empty(), "nothing of {tenant}'s {signal} arrived");
+            assert_eq!(received(upstream, path), (resource.clone(), BTreeSet::from([name])), "{tenant} {signal}");
+        }
+    }
+}
+
+fn gauge(name: &str) -> ExportMetricsServiceRequest {
+    let point = NumberDataPoint {
+        value: Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(1)),
+        ..Default::default()
+    };
+    let metric = Metric {
+        name: name.into(),
+        data: Some(metric::Data::Gauge(Gauge { data_points: vec![point] })),
+        ..Default::default()
+    };
+    let resource = Resource {
+        attributes: vec![KeyValue {
+            key: "service.name".into(),
+            value: Some(AnyValue { value: Some(any_value::Value::StringValue("rust".into())) }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(resource),
+            scope_metrics: vec![ScopeMetrics { metrics: vec![metric], ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
+async fn metrics_client(addr: SocketAddr) -> MetricsServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    MetricsServiceClient::new(channel).max_encoding_message_size(usize::MAX)
+}
+
+/// One metrics export with `metadata`: its gRPC status code and message.
+async fn export_metrics(
+    client: &mut MetricsServiceClient<tonic::transport::Channel>,
+    metadata: &[(&'static str, &str)],
+    message: ExportMetricsServiceRequest,
+) -> Result<(), tonic::Status> {
+    let mut request = tonic::Request::new(message);
+    for (key, value) in metadata {
+        request.metadata_mut().insert(*key, value.parse().unwrap());
+    }
+    client.export(request).await.map(|_| ())
+}
+
+fn sha256_hex(secret: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Each refusal of the HTTP pipeline as its gRPC code, counted in the same
+/// rejection metrics; nothing of a refused export reaches an endpoint.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_are_grpc_codes_and_reach_no_endpoint() {
+    let up = Upstream::start("acme/metrics").await;
+    let url = up.url();
+    let tenants = format!(
+        r#"
+[tenants.acme.metrics]
+endpoints = ["{url}"]
+[tenants.frozen]
+status = "suspended"
+[tenants.frozen.metrics]
+endpoints = ["{url}"]
+[tenants.locked.auth]
+bearer_tokens_sha256 = ["{token}"]
+[tenants.locked.metrics]
+endpoints = ["{url}"]
+[tenants.slow.quotas]
+requests_per_second = 1
+burst = 1
+[tenants.slow.metrics]
+endpoints = ["{url}"]
+"#,
+        token = sha256_hex("right-token"),
+    );
+    let router = RouterProcess::builder().otlp_grpc().tenants(tenants).start();
+    let addr = router.otlp_grpc.unwrap();
+    let mut client = metrics_client(addr).await;
+    for (what, metadata, code) in [
+        ("no tenant", vec![], Code::Unauthenticated),
+        ("unknown tenant", vec![("x-tenant-id", "nobody")], Code::PermissionDenied),
+        ("suspended", vec![("x-tenant-id", "frozen")], Code::PermissionDenied),
+        ("no credential", vec![("x-tenant-id", "locked")], Code::Unauthenticated),
+        ("wrong credential", vec![("authorization", "Bearer wrong-token")], Code::Unauthenticated),
+    ] {
+        let refused = export_metrics(&mut client, &metadata, gauge("refused")).await.expect_err(what);
+        assert_eq!(refused.code(), code, "{what}: {refused:?}");
+    }
+    assert!(up.seen().is_empty(), "a refused export reached the endpoint: {:?}", up.seen());
+
+    // The signal: acme has no logs deployment.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut logs = LogsServiceClient::new(channel);
+    let mut request = tonic::Request::new(ExportLogsServiceRequest::default());
+    request.metadata_mut().insert("x-tenant-id", "acme".parse().unwrap());
+    let refused = logs.export(request).await.expect_err("logs are not enabled for acme");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("signal logs is not enabled"), "{refused:?}");
+
+    // The right credential, then the quota: one export a second.
+    export_metrics(&mut client, &[("authorization", "Bearer right-token")], gauge("locked")).await.unwrap();
+    export_metrics(&mut client, &[("x-tenant-id", "slow")], gauge("first")).await.unwrap();
+    let refused =
+        export_metrics(&mut client, &[("x-tenant-id", "slow")], gauge("second")).await.expect_err("over quota");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    // Retryable: the status carries a google.rpc.RetryInfo.
+    let details = String::from_utf8_lossy(refused.details()).to_string();
+    assert!(details.contains("type.googleapis.com/google.rpc.RetryInfo"), "{refused:?}");
+    assert_eq!(up.seen().len(), 2, "the accepted exports only");
+
+    let (_, text) = admin_metrics(&router).await;
+    for (tenant, reason) in [
+        ("unknown", "no_tenant"),
+        ("unknown", "unknown_tenant"),
+        ("frozen", "suspended"),
+        ("acme", "signal_not_enabled"),
+        ("slow", "rate_limited"),
+    ] {
+        let series = format!("mirador_router_rejections_total{{reason=\"{reason}\",tenant=\"{tenant}\"}}");
+        assert!(text.lines().any(|l| l.starts_with(&series) && !l.ends_with(" 0")), "{series} in\n{text}");
+    }
+}
+
+async fn admin_metrics(router: &RouterProcess) -> (u16, String) {
+    let response = common::client().get(format!("http://{}/metrics", router.admin)).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// A continuous export loop while one of two endpoints dies: every export
+/// is answered OK and arrives at an endpoint (the one still up).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_killed_during_a_continuous_export_loses_no_export() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let tenants = format!("[tenants.acme.metrics]\nendpoints = [\"{}\", \"{}\"]\n", a.url(), b.url());
+    let router = RouterProcess::builder().otlp_grpc().tenants(tenants).start();
+    let mut client = metrics_client(router.otlp_grpc.unwrap()).await;
+    let mut sent = BTreeSet::new();
+    for i in 0..200 {
+        if i == 60 {
+            a.stop().await;
+        }
+        let message = gauge(&format!("export_{i}"));
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hasher::write(&mut hasher, &message.encode_to_vec());
+        sent.insert(std::hash::Hasher::finish(&hasher));
+        export_metrics(&mut client, &[("x-tenant-id", "acme")], message)
+            .await
+            .unwrap_or_else(|status| panic!("export {i} failed: {status:?}"));
+    }
+    let arrived: BTreeSet<u64> = a.seen().iter().chain(b.seen().iter()).map(|seen| seen.body_hash).collect();
+    assert_eq!(arrived, sent, "every export arrived");
+    assert!(!a.seen().is_empty() && b.seen().len() > 140, "a: {}, b: {}", a.seen().len(), b.seen().len());
+}
+
+/// A raw gRPC call over HTTP/2: the HTTP status, `grpc-status` and
+/// `grpc-message` (from the head or the trailers).
+async fn raw_call(addr: SocketAddr, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Option<String>, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", content_type)
+        .header("te", "trailers")
+        .header("x-tenant-id", "acme")
+        .body(())
+        .unwrap();
+    let (response, mut stream) = sender.send_request(request, false).unwrap();
+    stream.send_data(body.into(), true).unwrap();
+    let response = response.await.unwrap();
+    let status = response.status().as_u16();
+    let head = response.headers().clone();
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        let _ = chunk.unwrap();
+    }
+    let trailers = body.trailers().await.unwrap().unwrap_or_default();
+    let get = |name: &str| head.get(name).or_else(|| trailers.get(name)).map(|v| v.to_str().unwrap().to_string());
+    (status, get("grpc-status"), get("grpc-message").unwrap_or_default())
+}
+
+/// A gRPC length-prefixed message.
+fn frame(message: &[u8]) -> Vec<u8> {
+    let mut framed = vec![0];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    framed
+}
+
+/// Calls no gRPC client makes get their gRPC status, nothing reaches the
+/// endpoint, and the listener serves the next export.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_calls_get_their_grpc_status_and_the_router_serves_on() {
+    let up = Upstream::start("acme/metrics").await;
+    let tenants = format!(
+        "[tenants.acme.quotas]\nmax_body_bytes = 1000\n[tenants.acme.metrics]\nendpoints = [\"{}\"]\n",
+        up.url()
+    );
+    let router = RouterProcess::builder().otlp_grpc().tenants(tenants).start();
+    let addr = router.otlp_grpc.unwrap();
+    let export = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+    let small = gauge("small").encode_to_vec();
+
+    let (status, code, _) = raw_call(addr, export, "application/json", frame(&small)).await;
+    assert_eq!((status, code.as_deref()), (415, Some("3")), "wrong content-type");
+
+    let mut truncated = frame(&small);
+    truncated.truncate(truncated.len() - 5);
+    let (status, code, message) = raw_call(addr, export, "application/grpc", truncated).await;
+    assert_eq!((status, code.as_deref()), (200, Some("13")), "truncated frame: {message}");
+
+    let oversized = gauge(&"x".repeat(5000)).encode_to_vec();
+    let (status, code, message) = raw_call(addr, export, "application/grpc", frame(&oversized)).await;
+    assert_eq!((status, code.as_deref()), (200, Some("8")), "oversized message: {message}");
+    assert!(message.contains("max_body_bytes"), "{message}");
+
+    let (status, code, message) = raw_call(
+        addr,
+        "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export",
+        "application/grpc",
+        frame(&small),
+    )
+    .await;
+    assert_eq!((status, code.as_deref()), (200, Some("12")), "unknown method: {message}");
+
+    assert!(up.seen().is_empty(), "nothing malformed reached the endpoint: {:?}", up.seen());
+    let (status, code, message) = raw_call(addr, export, "application/grpc", frame(&small)).await;
+    assert_eq!((status, code.as_deref()), (200, Some("0")), "a good export after them: {message}");
+    assert_eq!(up.seen().len(), 1);
+    let mut client = metrics_client(addr).await;
+    export_metrics(&mut client, &[("x-tenant-id", "acme")], gauge("tonic")).await.unwrap();
+}
+
+/// The SDK retries an export the deployment answers 503 (UNAVAILABLE with
+/// RetryInfo), and its data arrives once the deployment is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sdk_retries_on_unavailable_and_the_data_arrives_once_the_deployment_is_back() {
+    let up = Upstream::start("acme/traces").await;
+    up.keep_bodies();
+    up.set_status(503);
+    let tenants = format!("[tenants.acme.traces]\nendpoints = [\"{}\"]\n", up.url());
+    let router = RouterProcess::builder().otlp_grpc().tenants(tenants).start();
+    let addr = router.otlp_grpc.unwrap();
+    let exporting = tokio::spawn(sdk_export(addr, "acme", "traces"));
+    Wait::new("the first export to meet the 503", Duration::from_secs(20))
+        .until(|| if up.seen().is_empty() { Err("no export yet".to_string()) } else { Ok(()) })
+        .await;
+    up.set_status(200);
+    tokio::time::timeout(Duration::from_secs(40), exporting).await.expect("the SDK ends").unwrap().unwrap();
+    let seen = up.seen();
+    assert!(seen.len() >= 2, "retried: {} attempt(s)", seen.len());
+    let (resources, names) = received(&up, TRACES_PATH);
+    assert_eq!(names, BTreeSet::from(["span-acme".to_string()]));
+    assert_eq!(resources, BTreeSet::from([("acme".to_string(), "svc-acme".to_string())]));
+}
+
+fn check(server_lines: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("grpc.toml");
+    std::fs::write(&path, format!("[server]\nlisten = [\"127.0.0.1:8080\"]\n{server_lines}\n[tenants.acme.metrics]\nendpoints = [\"http://127.0.0.1:8428\"]\n")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mirador-router"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--check")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), text.replace(&path.display().to_string(), "grpc.toml"))
+}
+
+/// `--check` takes an address for `otlp_grpc_listen` and refuses anything
+/// else, or an address another listener has.
+#[test]
+fn check_accepts_and_refuses_otlp_grpc_listen_values() {
+    assert_eq!(check("otlp_grpc_listen = \"0.0.0.0:4317\""), (Some(0), "grpc.toml: ok (1 tenants)\n".to_string()));
+    assert_eq!(check("otlp_grpc_listen = \"[::1]:4317\""), (Some(0), "grpc.toml: ok (1 tenants)\n".to_string()));
+    assert_eq!(
+        check("otlp_grpc_listen = \"4317\""),
+        (
+            Some(1),
+            "grpc.toml:3:1: server.otlp_grpc_listen: \"4317\" is not a listen address; expected ip:port such as 0.0.0.0:8080\ngrpc.toml: 1 error(s); nothing started\n".to_string()
+        )
+    );
+    assert_eq!(
+        check("otlp_grpc_listen = \"127.0.0.1:8080\""),
+        (
+            Some(1),
+            "grpc.toml:3:1: server.otlp_grpc_listen: address 127.0.0.1:8080 is already used by another listener\ngrpc.toml: 1 error(s); nothing started\n".to_string()
+        )
+    );
+    assert_eq!(
+        check("otlp_grpc_listen = 4317"),
+        (Some(1), "grpc.toml:3:20: server.otlp_grpc_listen: invalid type: integer `4317`, expected a string\ngrpc.toml: 1 error(s); nothing started\n".to_string())
+    );
+}
