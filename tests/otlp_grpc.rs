@@ -19,24 +19,16 @@ use prost::Message;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
+use tonic::codec::CompressionEncoding;
 use tonic::Code;
 
 const METRICS_PATH: &str = "/opentelemetry/v1/metrics";
 const LOGS_PATH: &str = "/insert/opentelemetry/v1/logs";
 const TRACES_PATH: &str = "/insert/opentelemetry/v1/traces";
 
-fn python() -> std::path::PathBuf {
-    let python = std::env::var("MIRADOR_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv").into())
-        .join("bin/python");
-    assert!(python.exists(), "{} is missing: scripts/test makes the venv with the OpenTelemetry SDK", python.display());
-    python
-}
-
 /// Runs the SDK script for `tenant` against `addr`; its output when it failed.
 async fn sdk_export(addr: SocketAddr, tenant: &str, signals: &str) -> Result<(), String> {
-    let (python, tenant, signals) = (python(), tenant.to_string(), signals.to_string());
+    let (python, tenant, signals) = (common::venv_python(), tenant.to_string(), signals.to_string());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/otel_sdk_grpc.py");
     let run = move || std::process::Command::new(&python).args([script, &addr.to_string(), &tenant, &signals]).output();
     let output = tokio::task::spawn_blocking(run).await.unwrap().expect("python runs");
@@ -358,6 +350,36 @@ async fn malformed_calls_get_their_grpc_status_and_the_router_serves_on() {
     assert_eq!(up.seen().len(), 1);
     let mut client = metrics_client(addr).await;
     export_metrics(&mut client, &[("x-tenant-id", "acme")], gauge("tonic")).await.unwrap();
+}
+
+/// A gzip export (`grpc-encoding: gzip`) is decoded at the router and goes
+/// on as the plain protobuf; `max_body_bytes` bounds the decoded size, so a
+/// small message that inflates past it is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn gzip_exports_arrive_decoded_and_the_body_limit_is_on_the_decoded_size() {
+    let up = Upstream::start("acme/metrics").await;
+    up.keep_bodies();
+    let tenants = format!(
+        "[tenants.acme.quotas]\nmax_body_bytes = 1000\n[tenants.acme.metrics]\nendpoints = [\"{}\"]\n",
+        up.url()
+    );
+    let router = RouterProcess::builder().otlp_grpc().tenants(tenants).start();
+    let mut client = metrics_client(router.otlp_grpc.unwrap()).await.send_compressed(CompressionEncoding::Gzip);
+    export_metrics(&mut client, &[("x-tenant-id", "acme")], gauge("zipped")).await.unwrap();
+    let seen = up.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].headers.get("content-encoding").is_none(), "{:?}", seen[0].headers);
+    assert_eq!(
+        seen[0].body.as_deref(),
+        Some(&gauge("zipped").encode_to_vec()[..]),
+        "the message as the client encoded it"
+    );
+
+    let inflating = gauge(&"x".repeat(50_000));
+    let refused = export_metrics(&mut client, &[("x-tenant-id", "acme")], inflating).await.expect_err("over the limit");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("max_body_bytes"), "{refused:?}");
+    assert_eq!(up.seen().len(), 1, "the oversized export reached no endpoint");
 }
 
 /// The SDK retries an export the deployment answers 503 (UNAVAILABLE with

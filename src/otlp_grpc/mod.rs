@@ -155,9 +155,10 @@ impl Listener {
         let mut answer = grpc.unary(Export(call.clone()), request).await;
         // The call was never made: the message did not decode (tonic answered).
         let Some(Call { ctx, .. }) = call.lock().ok().and_then(|mut call| call.take()) else { return answer };
-        let over_limit = answer.headers().get("grpc-status").is_some_and(|code| code == "11");
+        // tonic's message size limit: OUT_OF_RANGE for a frame over it,
+        // RESOURCE_EXHAUSTED for a gzip message that decompresses past it.
+        let over_limit = answer.headers().get("grpc-status").is_some_and(|code| code == "11" || code == "8");
         let status = if over_limit {
-            // tonic says OUT_OF_RANGE; the router's body limit is RESOURCE_EXHAUSTED.
             let tenant = tenant.as_deref().unwrap_or_default();
             if let Some(rejections) = table.rejections(tenant) {
                 rejections.get(Rejection::BodyTooLarge).inc();

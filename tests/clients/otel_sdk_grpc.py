@@ -18,28 +18,12 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
+from otel_checked import Checked, failed
+
 endpoint, tenant = sys.argv[1], sys.argv[2]
 signals = sys.argv[3].split(",") if len(sys.argv) > 3 else ["traces", "metrics", "logs"]
 options = {"endpoint": f"http://{endpoint}", "insecure": True, "headers": {"x-tenant-id": tenant}, "timeout": 30}
 resource = Resource.create({"service.name": f"svc-{tenant}", "mirador.tenant": tenant})
-failed = []
-
-
-class Checked:
-    """Wraps an exporter and records a failed export."""
-
-    def __init__(self, name, exporter):
-        self.name, self.exporter = name, exporter
-
-    def __getattr__(self, attr):
-        return getattr(self.exporter, attr)
-
-    def export(self, *args, **kwargs):
-        result = self.exporter.export(*args, **kwargs)
-        if getattr(result, "name", "SUCCESS") != "SUCCESS":
-            failed.append(self.name)
-        return result
-
 
 if "traces" in signals:
     tracer_provider = TracerProvider(resource=resource)
