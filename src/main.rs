@@ -123,8 +123,9 @@ fn main() -> ExitCode {
     // OTLP over gRPC, on a runtime of its own beside Pingora's.
     if let Some(addr) = config.server.otlp_grpc_listen {
         let settings = &config.server;
-        let spawned =
-            otlp_grpc::spawn(addr, settings.threads, routes.clone(), config.observability.clone(), settings.clients);
+        let tls = settings.otlp_grpc_tls.and_then(|tls| edge.grpc_server_config(tls));
+        let observability = config.observability.clone();
+        let spawned = otlp_grpc::spawn(addr, settings.threads, routes.clone(), observability, settings.clients, tls);
         if let Err(e) = spawned {
             eprintln!("cannot serve OTLP/gRPC on {addr}: {e}");
             return ExitCode::FAILURE;

@@ -274,30 +274,43 @@ async fn an_endpoint_killed_during_a_continuous_export_loses_no_export() {
     assert!(!a.seen().is_empty() && b.seen().len() > 140, "a: {}, b: {}", a.seen().len(), b.seen().len());
 }
 
-/// A raw gRPC call over HTTP/2: the HTTP status, `grpc-status` and
-/// `grpc-message` (from the head or the trailers).
+/// A raw gRPC call over HTTP/2 as tenant acme: the HTTP status,
+/// `grpc-status` and `grpc-message` (from the head or the trailers).
 async fn raw_call(addr: SocketAddr, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Option<String>, String) {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = h2::client::handshake(tcp).await.unwrap();
+    call_over(tcp, &format!("http://{addr}{path}"), content_type, Some("acme"), body).await.unwrap()
+}
+
+/// A gRPC call over HTTP/2 on `io` (TCP, or a TLS stream), naming `tenant`
+/// in the metadata when given; why it failed when it did.
+async fn call_over<IO>(
+    io: IO,
+    uri: &str,
+    content_type: &str,
+    tenant: Option<&str>,
+    body: Vec<u8>,
+) -> Result<(u16, Option<String>, String), String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = h2::client::handshake(io).await.map_err(|e| e.to_string())?;
     tokio::spawn(connection);
-    let request = http::Request::post(format!("http://{addr}{path}"))
-        .header("content-type", content_type)
-        .header("te", "trailers")
-        .header("x-tenant-id", "acme")
-        .body(())
-        .unwrap();
-    let (response, mut stream) = sender.send_request(request, false).unwrap();
-    stream.send_data(body.into(), true).unwrap();
-    let response = response.await.unwrap();
+    let mut request = http::Request::post(uri).header("content-type", content_type).header("te", "trailers");
+    if let Some(tenant) = tenant {
+        request = request.header("x-tenant-id", tenant);
+    }
+    let (response, mut stream) = sender.send_request(request.body(()).unwrap(), false).map_err(|e| e.to_string())?;
+    stream.send_data(body.into(), true).map_err(|e| e.to_string())?;
+    let response = response.await.map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
     let head = response.headers().clone();
     let mut body = response.into_body();
     while let Some(chunk) = body.data().await {
-        let _ = chunk.unwrap();
+        chunk.map_err(|e| e.to_string())?;
     }
-    let trailers = body.trailers().await.unwrap().unwrap_or_default();
+    let trailers = body.trailers().await.map_err(|e| e.to_string())?.unwrap_or_default();
     let get = |name: &str| head.get(name).or_else(|| trailers.get(name)).map(|v| v.to_str().unwrap().to_string());
-    (status, get("grpc-status"), get("grpc-message").unwrap_or_default())
+    Ok((status, get("grpc-status"), get("grpc-message").unwrap_or_default()))
 }
 
 /// A gRPC length-prefixed message.
@@ -405,6 +418,89 @@ async fn the_sdk_retries_on_unavailable_and_the_data_arrives_once_the_deployment
     assert_eq!(resources, BTreeSet::from([("acme".to_string(), "svc-acme".to_string())]));
 }
 
+/// TLS on the gRPC listener (`otlp_grpc_tls`) with a `[[server.tls]]`
+/// listener's certificate and client CA: a verified client certificate
+/// names the tenant without any metadata, and without one the handshake
+/// fails (`client_cert = "required"`).
+#[tokio::test(flavor = "multi_thread")]
+async fn over_tls_a_client_certificate_names_the_tenant() {
+    use common::tls::{ca, issue, write_pair};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let dir = tempfile::tempdir().unwrap();
+    let (server_ca, client_ca) = (ca(), ca());
+    let up = Upstream::start("acme/metrics").await;
+    up.keep_bodies();
+    let (cert, key) = issue(&server_ca, "edge.test", &["edge.test"]);
+    let (cert, key) = write_pair(dir.path(), "edge", &cert, &key);
+    let clients = dir.path().join("clients-ca.pem");
+    std::fs::write(&clients, client_ca.cert.pem()).unwrap();
+    let tls_listen = common::free_addr();
+    let tls = format!(
+        "[[server.tls]]\nlisten = \"{tls_listen}\"\ncertificates = [{{ cert_file = \"{}\", key_file = \"{}\" }}]\n\
+         client_ca_file = \"{}\"\nclient_cert = \"required\"\n",
+        cert.display(),
+        key.display(),
+        clients.display()
+    );
+    let router = RouterProcess::builder()
+        .otlp_grpc()
+        .config_at(move |dir, text| {
+            let path = dir.join("router.toml");
+            let text = text.replacen("[server]\n", &format!("[server]\notlp_grpc_tls = \"{tls_listen}\"\n"), 1);
+            std::fs::write(&path, format!("{text}\n{tls}")).unwrap();
+            path
+        })
+        .tenants(format!(
+            "[tenants.acme.auth]\nclient_cert_subjects = [\"agent.acme.svc\"]\n[tenants.acme.metrics]\nendpoints = [\"{}\"]\n",
+            up.url()
+        ))
+        .start();
+    let addr = router.otlp_grpc.unwrap();
+    let connector = |identity: Option<(String, String)>| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(server_ca.cert.pem().as_bytes()).unwrap()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let mut config = match identity {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                    PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+                )
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    };
+    let export = "https://edge.test/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+    let message = gauge("over_tls").encode_to_vec();
+    let call = |identity, message: Vec<u8>| {
+        let connector = connector(identity);
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+            let name = ServerName::try_from("edge.test").unwrap();
+            let tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+            call_over(tls, export, "application/grpc", None, frame(&message)).await
+        }
+    };
+    let identity = issue(&client_ca, "agent.acme.svc", &["agent.acme.svc"]);
+    let answered = call(Some(identity), message.clone()).await.unwrap();
+    assert_eq!((answered.0, answered.1.as_deref()), (200, Some("0")), "{answered:?}");
+    let seen = up.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body.as_deref(), Some(&message[..]));
+
+    let refused =
+        tokio::time::timeout(Duration::from_secs(10), call(None, message)).await.expect("an answer or an error");
+    assert!(refused.is_err(), "no client certificate: {refused:?}");
+    assert_eq!(up.seen().len(), 1);
+}
+
 fn check(server_lines: &str) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("grpc.toml");
@@ -420,7 +516,8 @@ fn check(server_lines: &str) -> (Option<i32>, String) {
 }
 
 /// `--check` takes an address for `otlp_grpc_listen` and refuses anything
-/// else, or an address another listener has.
+/// else, or an address another listener has; `otlp_grpc_tls` names a
+/// `[[server.tls]]` listener and needs the gRPC listener.
 #[test]
 fn check_accepts_and_refuses_otlp_grpc_listen_values() {
     assert_eq!(check("otlp_grpc_listen = \"0.0.0.0:4317\""), (Some(0), "grpc.toml: ok (1 tenants)\n".to_string()));
@@ -437,6 +534,20 @@ fn check_accepts_and_refuses_otlp_grpc_listen_values() {
         (
             Some(1),
             "grpc.toml:3:1: server.otlp_grpc_listen: address 127.0.0.1:8080 is already used by another listener\ngrpc.toml: 1 error(s); nothing started\n".to_string()
+        )
+    );
+    assert_eq!(
+        check("otlp_grpc_listen = \"0.0.0.0:4317\"\notlp_grpc_tls = \"127.0.0.1:8443\""),
+        (
+            Some(1),
+            "grpc.toml:4:1: server.otlp_grpc_tls: no [[server.tls]] listener is on 127.0.0.1:8443: name the one whose certificates it serves\ngrpc.toml: 1 error(s); nothing started\n".to_string()
+        )
+    );
+    assert_eq!(
+        check("otlp_grpc_tls = \"127.0.0.1:8443\""),
+        (
+            Some(1),
+            "grpc.toml:3:1: server.otlp_grpc_tls: needs server.otlp_grpc_listen: the listener it puts TLS on\ngrpc.toml: 1 error(s); nothing started\n".to_string()
         )
     );
     assert_eq!(

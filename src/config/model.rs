@@ -56,8 +56,11 @@ pub struct Server {
     pub http2: bool,
     /// TLS listeners (unified): the path decides the signal.
     pub tls: Vec<TlsListener>,
-    /// The OTLP/gRPC listener (h2c), when on: the gRPC method decides the signal.
+    /// The OTLP/gRPC listener, when on: the gRPC method decides the signal.
     pub otlp_grpc_listen: Option<SocketAddr>,
+    /// The `[[server.tls]]` listener whose certificates and client CA the
+    /// OTLP/gRPC listener serves TLS with; h2c when `None`.
+    pub otlp_grpc_tls: Option<SocketAddr>,
 }
 
 /// A TLS listener: its certificates (the first the default, the others

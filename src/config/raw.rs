@@ -94,8 +94,11 @@ pub struct RawServer {
     pub http2: Option<bool>,
     /// TLS listeners (unified): `[[server.tls]]`.
     pub tls: Option<Vec<RawTlsListener>>,
-    /// OTLP over gRPC (h2c) for every signal; off when absent.
+    /// OTLP over gRPC for every signal; off when absent.
     pub otlp_grpc_listen: Option<String>,
+    /// TLS on the OTLP/gRPC listener with the certificates (and client CA)
+    /// of the `[[server.tls]]` listener at this address.
+    pub otlp_grpc_tls: Option<String>,
 }
 
 /// One TLS listener: its address and certificates (the first the default,

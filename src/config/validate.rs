@@ -110,10 +110,24 @@ fn server_settings(
         http2,
         tls,
         otlp_grpc_listen,
+        otlp_grpc_tls,
     } = raw;
+    let tls = edge::tls_listeners(tls.unwrap_or_default(), &path.key("tls"), inputs, problems, warnings);
     let otlp_grpc_listen =
         otlp_grpc_listen.and_then(|addr| listen_addr(&addr, &path.key("otlp_grpc_listen"), problems));
-    let tls = edge::tls_listeners(tls.unwrap_or_default(), &path.key("tls"), inputs, problems, warnings);
+    let otlp_grpc_tls = otlp_grpc_tls.and_then(|raw| {
+        let key = path.key("otlp_grpc_tls");
+        let addr = listen_addr(&raw, &key, problems)?;
+        if otlp_grpc_listen.is_none() {
+            problems.add(&key, "needs server.otlp_grpc_listen: the listener it puts TLS on");
+        } else if !tls.iter().any(|listener| listener.listen == addr) {
+            problems.add(
+                &key,
+                format!("no [[server.tls]] listener is on {addr}: name the one whose certificates it serves"),
+            );
+        }
+        Some(addr)
+    });
     let listen_raw = listen.unwrap_or_else(|| vec!["0.0.0.0:8080".to_string()]);
     let listen: Vec<SocketAddr> = listen_raw
         .iter()
@@ -152,6 +166,7 @@ fn server_settings(
         http2: http2.unwrap_or(false),
         tls,
         otlp_grpc_listen,
+        otlp_grpc_tls,
         clients: {
             let defaults = ClientLimits::default();
             let timeout = |raw: Option<String>, default, key: &str, problems: &mut Problems| {

@@ -1,6 +1,8 @@
 //! The OTLP/gRPC listener (`[server] otlp_grpc_listen`): the three OTLP
-//! collector services' `Export` for every signal, on one h2c port, on a
-//! tokio runtime of its own (Pingora runs its own).
+//! collector services' `Export` for every signal, on one port (h2c, or TLS
+//! with a `[[server.tls]]` listener's certificates and client CA:
+//! `otlp_grpc_tls`), on a tokio runtime of its own (Pingora runs its own).
+//! A verified client certificate's names identify the tenant as on HTTP.
 //!
 //! The gRPC method names the signal. Each call loads the routing table
 //! once and takes the pipeline of the signal's OTLP/HTTP request
@@ -17,6 +19,7 @@ pub mod status;
 
 use crate::api::Signal;
 use crate::config::{ClientLimits, Observability};
+use crate::edge::ClientNames;
 use crate::proxy::{self, RequestCtx};
 use crate::rejection::Rejection;
 use crate::reply::{ErrorReply, Refused};
@@ -55,14 +58,16 @@ struct Listener {
 }
 
 /// Binds `addr` and serves OTLP/gRPC on a thread with its own runtime of
-/// `threads` workers, until the process ends. A bind error is returned
-/// here, before anything runs.
+/// `threads` workers, until the process ends; over TLS with `tls` (the
+/// edge's config for the listener named by `otlp_grpc_tls`). A bind error
+/// is returned here, before anything runs.
 pub fn spawn(
     addr: SocketAddr,
     threads: usize,
     routes: Arc<RouteStore>,
     observability: Observability,
     clients: ClientLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
@@ -71,9 +76,10 @@ pub fn spawn(
         .build()?;
     let socket = runtime.block_on(async { bind(addr) })?;
     let listener = Arc::new(Listener { routes, observability, connector: Connector::new(None) });
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     std::thread::Builder::new()
         .name("otlp-grpc-accept".into())
-        .spawn(move || runtime.block_on(serve(socket, listener, clients)))?;
+        .spawn(move || runtime.block_on(serve(socket, listener, clients, tls)))?;
     Ok(())
 }
 
@@ -88,8 +94,14 @@ fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 }
 
 /// Accepts connections, at most `max_connections` at a time, each served
-/// as HTTP/2 with the listeners' stream bounds.
-async fn serve(socket: tokio::net::TcpListener, listener: Arc<Listener>, clients: ClientLimits) {
+/// as HTTP/2 (after the TLS handshake, within `request_header_timeout`,
+/// when `tls`).
+async fn serve(
+    socket: tokio::net::TcpListener,
+    listener: Arc<Listener>,
+    clients: ClientLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(clients.max_connections));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
@@ -102,21 +114,39 @@ async fn serve(socket: tokio::net::TcpListener, listener: Arc<Listener>, clients
             }
         };
         let _ = stream.set_nodelay(true);
-        let listener = listener.clone();
+        let (listener, tls) = (listener.clone(), tls.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let listener = listener.clone();
-                async move { Ok::<_, Infallible>(listener.call(request, peer.ip()).await) }
-            });
-            let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .max_concurrent_streams(256)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(error = %e, "OTLP/gRPC connection ended");
+            let Some(tls) = tls else { return connection(stream, listener, peer.ip(), None).await };
+            match tokio::time::timeout(clients.request_header_timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    // Only a verified certificate gets past the handshake.
+                    let leaf = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first());
+                    let names = leaf.and_then(|der| ClientNames::of(der)).map(Arc::new);
+                    connection(stream, listener, peer.ip(), names).await;
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "OTLP/gRPC TLS handshake failed"),
+                Err(_) => tracing::debug!("OTLP/gRPC TLS handshake timed out"),
             }
             drop(slot);
         });
+    }
+}
+
+/// One client connection as HTTP/2; `names`: its verified client certificate's.
+async fn connection<IO>(io: IO, listener: Arc<Listener>, client: IpAddr, names: Option<Arc<ClientNames>>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| {
+        let (listener, names) = (listener.clone(), names.clone());
+        async move { Ok::<_, Infallible>(listener.call(request, client, names.as_deref()).await) }
+    });
+    let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .max_concurrent_streams(256)
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+    if let Err(e) = served {
+        tracing::debug!(error = %e, "OTLP/gRPC connection ended");
     }
 }
 
@@ -124,7 +154,12 @@ type Answer = http::Response<tonic::body::Body>;
 
 impl Listener {
     /// One gRPC call: the method's signal, the route, the message, the delivery.
-    async fn call(self: Arc<Self>, request: http::Request<Incoming>, client: IpAddr) -> Answer {
+    async fn call(
+        self: Arc<Self>,
+        request: http::Request<Incoming>,
+        client: IpAddr,
+        certificate: Option<&ClientNames>,
+    ) -> Answer {
         let path = request.uri().path();
         let Some(&(method, signal)) = METHODS.iter().find(|(method, _)| *method == path) else {
             let message = format!("{path:?} is no OTLP collector method: {}", METHODS.map(|(m, _)| m).join(", "));
@@ -140,7 +175,13 @@ impl Listener {
         }
         let table = self.routes.load();
         let mut ctx = RequestCtx::new();
-        if let Err(reply) = proxy::resolve_export(&table, signal, request.headers(), None, &mut ctx) {
+        if let Err(reply) = proxy::resolve_export(
+            &table,
+            signal,
+            request.headers(),
+            certificate.map(|names| names.0.as_slice()),
+            &mut ctx,
+        ) {
             ctx.finish_export(method, reply.status, (0, 0), &self.observability);
             return status::status_of(reply.status, &reply.message, reply.retry_after).into_http();
         }
