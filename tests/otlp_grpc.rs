@@ -418,6 +418,27 @@ async fn the_sdk_retries_on_unavailable_and_the_data_arrives_once_the_deployment
     assert_eq!(resources, BTreeSet::from([("acme".to_string(), "svc-acme".to_string())]));
 }
 
+/// A reload applies to the gRPC listener at its next call: a tenant's new
+/// deployment takes its exports, a removed tenant is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_applies_to_the_grpc_listener() {
+    let (old, new) = (Upstream::start("old").await, Upstream::start("new").await);
+    let router = RouterProcess::builder()
+        .otlp_grpc()
+        .tenants(format!("[tenants.acme.metrics]\nendpoints = [\"{}\"]\n", old.url()))
+        .start();
+    let mut client = metrics_client(router.otlp_grpc.unwrap()).await;
+    export_metrics(&mut client, &[("x-tenant-id", "acme")], gauge("before")).await.unwrap();
+    router.write_tenants(&format!("[tenants.beta.metrics]\nendpoints = [\"{}\"]\n", new.url()));
+    router.signal("HUP");
+    router.wait_for_log("config reloaded", 1);
+    export_metrics(&mut client, &[("x-tenant-id", "beta")], gauge("after")).await.unwrap();
+    let refused =
+        export_metrics(&mut client, &[("x-tenant-id", "acme")], gauge("gone")).await.expect_err("acme is gone");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert_eq!((old.seen().len(), new.seen().len()), (1, 1));
+}
+
 /// TLS on the gRPC listener (`otlp_grpc_tls`) with a `[[server.tls]]`
 /// listener's certificate and client CA: a verified client certificate
 /// names the tenant without any metadata, and without one the handshake
