@@ -418,6 +418,40 @@ async fn the_sdk_retries_on_unavailable_and_the_data_arrives_once_the_deployment
     assert_eq!(resources, BTreeSet::from([("acme".to_string(), "svc-acme".to_string())]));
 }
 
+/// An export's access log line: `protocol` grpc, the gRPC method as the
+/// path, the tenant, signal, endpoint and HTTP status it stands for; a
+/// refusal's too. The per-tenant request counter counts it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_export_has_its_access_log_line_and_request_metrics() {
+    let up = Upstream::start("acme/metrics").await;
+    let router = RouterProcess::builder()
+        .otlp_grpc()
+        .tenants(format!(
+            "[observability]\naccess_log = \"json\"\n[tenants.acme.metrics]\nendpoints = [\"{}\"]\n",
+            up.url()
+        ))
+        .start();
+    let mut client = metrics_client(router.otlp_grpc.unwrap()).await;
+    export_metrics(&mut client, &[("x-tenant-id", "acme"), ("x-request-id", "req-7")], gauge("logged")).await.unwrap();
+    export_metrics(&mut client, &[("x-tenant-id", "nobody")], gauge("refused")).await.expect_err("unknown");
+    router.wait_for_log("{\"ts\":", 2);
+    let lines: Vec<serde_json::Value> =
+        router.log().lines().filter(|l| l.starts_with("{\"ts\":")).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let method = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+    let line = lines.iter().find(|l| l["tenant"] == "acme").expect("the export's line");
+    assert_eq!(
+        (&line["protocol"], &line["signal"], &line["method"], &line["path"], &line["status"], &line["endpoint"]),
+        (&"grpc".into(), &"metrics".into(), &"POST".into(), &method.into(), &200.into(), &up.url().into())
+    );
+    assert_eq!((&line["attempts"], &line["request_id"]), (&1.into(), &"req-7".into()));
+    assert!(line["bytes_in"].as_u64().unwrap() > 20, "{line}");
+    let refused = lines.iter().find(|l| l["tenant"] == "unknown").expect("the refusal's line");
+    assert_eq!((&refused["protocol"], &refused["status"]), (&"grpc".into(), &403.into()));
+    let (_, text) = admin_metrics(&router).await;
+    let series = "mirador_router_requests_total{signal=\"metrics\",status_class=\"2xx\",tenant=\"acme\"} 1";
+    assert!(text.lines().any(|l| l == series), "{series} in\n{text}");
+}
+
 /// A reload applies to the gRPC listener at its next call: a tenant's new
 /// deployment takes its exports, a removed tenant is refused.
 #[tokio::test(flavor = "multi_thread")]
