@@ -26,11 +26,20 @@ const METRICS_PATH: &str = "/opentelemetry/v1/metrics";
 const LOGS_PATH: &str = "/insert/opentelemetry/v1/logs";
 const TRACES_PATH: &str = "/insert/opentelemetry/v1/traces";
 
-/// Runs the SDK script for `tenant` against `addr`; its output when it failed.
-async fn sdk_export(addr: SocketAddr, tenant: &str, signals: &str) -> Result<(), String> {
+/// Runs the SDK script for `tenant` against `addr`, its exporters
+/// compressing with `compression` when given (`gzip`); its output when it failed.
+async fn sdk_export(addr: SocketAddr, tenant: &str, signals: &str, compression: Option<&str>) -> Result<(), String> {
     let (python, tenant, signals) = (common::venv_python(), tenant.to_string(), signals.to_string());
+    let compression = compression.map(str::to_string);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/otel_sdk_grpc.py");
-    let run = move || std::process::Command::new(&python).args([script, &addr.to_string(), &tenant, &signals]).output();
+    let run = move || {
+        let mut command = std::process::Command::new(&python);
+        command.args([script, &addr.to_string(), &tenant, &signals]).env_remove("OTEL_EXPORTER_OTLP_COMPRESSION");
+        if let Some(compression) = &compression {
+            command.env("OTEL_EXPORTER_OTLP_COMPRESSION", compression);
+        }
+        command.output()
+    };
     let output = tokio::task::spawn_blocking(run).await.unwrap().expect("python runs");
     match output.status.success() {
         true => Ok(()),
@@ -65,6 +74,15 @@ fn received(upstream: &Upstream, path: &str) -> (BTreeSet<(String, String)>, BTr
         assert_eq!(seen.headers["content-type"], "application/x-protobuf");
         assert!(seen.headers.get("authorization").is_none(), "the client's metadata stays at the router");
         let body = seen.body.expect("bodies kept");
+        let body: bytes::Bytes = match seen.headers.get("content-encoding") {
+            Some(encoding) if encoding == "gzip" => {
+                let mut decoded = Vec::new();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut decoded).unwrap();
+                decoded.into()
+            }
+            Some(other) => panic!("content-encoding {other:?}"),
+            None => body,
+        };
         match path {
             METRICS_PATH => {
                 for rm in ExportMetricsServiceRequest::decode(body).expect("a metrics export").resource_metrics {
@@ -91,8 +109,9 @@ fn received(upstream: &Upstream, path: &str) -> (BTreeSet<(String, String)>, BTr
 }
 
 /// The real OpenTelemetry Python SDK with its OTLP/gRPC exporters, for two
-/// tenants: each tenant's deployments of each signal receive that signal's
-/// OTLP/HTTP protobuf POST, decoding to exactly what the tenant sent.
+/// tenants (beta's compressing with gzip): each tenant's deployments of each
+/// signal receive that signal's OTLP/HTTP protobuf POST, decoding to exactly
+/// what the tenant sent.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_opentelemetry_sdk_exports_every_signal_over_grpc_each_tenant_to_its_own_deployments() {
     let fleet = common::Fleet::start(&["alpha", "beta"]).await;
@@ -101,8 +120,10 @@ async fn the_opentelemetry_sdk_exports_every_signal_over_grpc_each_tenant_to_its
     }
     let router = RouterProcess::builder().otlp_grpc().tenants(fleet.toml()).start();
     let addr = router.otlp_grpc.unwrap();
-    let (alpha, beta) =
-        tokio::join!(sdk_export(addr, "alpha", "traces,metrics,logs"), sdk_export(addr, "beta", "traces,metrics,logs"));
+    let (alpha, beta) = tokio::join!(
+        sdk_export(addr, "alpha", "traces,metrics,logs", None),
+        sdk_export(addr, "beta", "traces,metrics,logs", Some("gzip"))
+    );
     alpha.unwrap();
     beta.unwrap();
     for tenant in ["alpha", "beta"] {
@@ -114,6 +135,9 @@ async fn the_opentelemetry_sdk_exports_every_signal_over_grpc_each_tenant_to_its
         ] {
             let upstream = fleet.get(tenant, signal);
             assert!(!upstream.seen().is_empty(), "nothing of {tenant}'s {signal} arrived");
+            // beta's SDK compresses: its exports stay gzip.
+            let gzip = upstream.seen().iter().all(|seen| seen.headers.get("content-encoding").is_some());
+            assert_eq!(gzip, tenant == "beta", "{tenant} {signal}");
             assert_eq!(received(upstream, path), (resource.clone(), BTreeSet::from([name])), "{tenant} {signal}");
         }
     }
@@ -365,11 +389,11 @@ async fn malformed_calls_get_their_grpc_status_and_the_router_serves_on() {
     export_metrics(&mut client, &[("x-tenant-id", "acme")], gauge("tonic")).await.unwrap();
 }
 
-/// A gzip export (`grpc-encoding: gzip`) is decoded at the router and goes
-/// on as the plain protobuf; `max_body_bytes` bounds the decoded size, so a
+/// A gzip export (`grpc-encoding: gzip`) goes on with its gzip bytes and
+/// `Content-Encoding: gzip`; `max_body_bytes` bounds the decoded size, so a
 /// small message that inflates past it is refused.
 #[tokio::test(flavor = "multi_thread")]
-async fn gzip_exports_arrive_decoded_and_the_body_limit_is_on_the_decoded_size() {
+async fn gzip_exports_stay_compressed_and_the_body_limit_is_on_the_decoded_size() {
     let up = Upstream::start("acme/metrics").await;
     up.keep_bodies();
     let tenants = format!(
@@ -381,12 +405,12 @@ async fn gzip_exports_arrive_decoded_and_the_body_limit_is_on_the_decoded_size()
     export_metrics(&mut client, &[("x-tenant-id", "acme")], gauge("zipped")).await.unwrap();
     let seen = up.seen();
     assert_eq!(seen.len(), 1);
-    assert!(seen[0].headers.get("content-encoding").is_none(), "{:?}", seen[0].headers);
-    assert_eq!(
-        seen[0].body.as_deref(),
-        Some(&gauge("zipped").encode_to_vec()[..]),
-        "the message as the client encoded it"
-    );
+    assert_eq!(seen[0].headers["content-encoding"], "gzip");
+    let body = seen[0].body.clone().unwrap();
+    assert_eq!(&body[..2], b"\x1f\x8b", "gzip bytes");
+    let mut decoded = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut decoded).unwrap();
+    assert_eq!(decoded, gauge("zipped").encode_to_vec(), "the message as the client encoded it");
 
     let inflating = gauge(&"x".repeat(50_000));
     let refused = export_metrics(&mut client, &[("x-tenant-id", "acme")], inflating).await.expect_err("over the limit");
@@ -405,7 +429,7 @@ async fn the_sdk_retries_on_unavailable_and_the_data_arrives_once_the_deployment
     let tenants = format!("[tenants.acme.traces]\nendpoints = [\"{}\"]\n", up.url());
     let router = RouterProcess::builder().otlp_grpc().tenants(tenants).start();
     let addr = router.otlp_grpc.unwrap();
-    let exporting = tokio::spawn(sdk_export(addr, "acme", "traces"));
+    let exporting = tokio::spawn(sdk_export(addr, "acme", "traces", None));
     Wait::new("the first export to meet the 503", Duration::from_secs(20))
         .until(|| if up.seen().is_empty() { Err("no export yet".to_string()) } else { Ok(()) })
         .await;

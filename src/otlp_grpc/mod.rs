@@ -12,9 +12,10 @@
 //! OTLP/HTTP `POST` ([`proxy::deliver`]). The answer maps to a gRPC status
 //! in one place ([`status`]). Framing, gzip and status encoding are
 //! tonic's ([`tonic::server::Grpc`] with a pass-through codec), HTTP/2 is
-//! hyper's.
+//! hyper's. A gzip message stays compressed ([`gzip`]).
 
 mod codec;
+mod gzip;
 pub mod status;
 
 use crate::api::Signal;
@@ -22,10 +23,11 @@ use crate::config::{ClientLimits, Observability};
 use crate::edge::ClientNames;
 use crate::proxy::{self, RequestCtx};
 use crate::rejection::Rejection;
-use crate::reply::{ErrorReply, Refused};
-use crate::routing::RouteStore;
+use crate::reply::{ErrorKind, ErrorReply, Refused};
+use crate::routing::{RouteStore, RoutingTable};
 use bytes::Bytes;
 use codec::Raw;
+use gzip::KeepCompressed;
 use http::{HeaderValue, Method, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -34,6 +36,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tonic::codec::CompressionEncoding;
 use tonic::server::{Grpc, UnaryService};
@@ -173,7 +176,7 @@ impl Listener {
             let status = Status::invalid_argument("content-type must be application/grpc");
             return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, status);
         }
-        let table = self.routes.load();
+        let table = self.routes.load_full();
         let mut ctx = RequestCtx::new();
         if let Err(reply) = proxy::resolve_export(
             &table,
@@ -186,36 +189,42 @@ impl Listener {
             return status::status_of(reply.status, &reply.message, reply.retry_after).into_http();
         }
         let limit = ctx.max_body.map_or(MAX_MESSAGE, |max| max.min(MAX_MESSAGE as u64) as usize);
-        let tenant = ctx.tenant.clone();
-        let pool = ctx.pool.clone();
-        let call = Arc::new(Mutex::new(Some(Call { listener: self.clone(), ctx, signal, method, client })));
+        let (parts, body) = request.into_parts();
+        let (body, compressed) = KeepCompressed::new(body);
+        let request = http::Request::from_parts(parts, body);
+        let call = Call { listener: self.clone(), table, ctx, signal, method, client, compressed, limit: limit as u64 };
+        let call = Arc::new(Mutex::new(Some(call)));
         let mut grpc = Grpc::new(Raw)
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(limit)
             .max_encoding_message_size(MAX_MESSAGE);
         let mut answer = grpc.unary(Export(call.clone()), request).await;
         // The call was never made: the message did not decode (tonic answered).
-        let Some(Call { ctx, .. }) = call.lock().ok().and_then(|mut call| call.take()) else { return answer };
-        // tonic's message size limit: OUT_OF_RANGE for a frame over it,
-        // RESOURCE_EXHAUSTED for a gzip message that decompresses past it.
-        let over_limit = answer.headers().get("grpc-status").is_some_and(|code| code == "11" || code == "8");
-        let status = if over_limit {
-            let tenant = tenant.as_deref().unwrap_or_default();
-            if let Some(rejections) = table.rejections(tenant) {
-                rejections.get(Rejection::BodyTooLarge).inc();
-            }
-            if let Some(metrics) = pool.as_ref().and_then(|pool| pool.metrics()) {
-                metrics.body_too_large.inc();
-            }
-            let reply = ErrorReply::rejection(Rejection::BodyTooLarge, &Refused { tenant, ..Refused::default() });
+        let Some(Call { table, ctx, .. }) = call.lock().ok().and_then(|mut call| call.take()) else { return answer };
+        // tonic's message size limit: OUT_OF_RANGE for a frame over it.
+        let status = if answer.headers().get("grpc-status").is_some_and(|code| code == "11") {
+            let reply = body_too_large(&table, &ctx);
             answer = status::status_of(reply.status, &reply.message, None).into_http();
-            413
+            reply.status
         } else {
             400
         };
         ctx.finish_export(method, status, (0, 0), &self.observability);
         answer
     }
+}
+
+/// The refusal of a message over the tenant's `max_body_bytes`, counted as
+/// the HTTP pipeline counts a body cut off past it.
+fn body_too_large(table: &RoutingTable, ctx: &RequestCtx) -> ErrorReply {
+    let tenant = ctx.tenant.as_deref().unwrap_or_default();
+    if let Some(rejections) = table.rejections(tenant) {
+        rejections.get(Rejection::BodyTooLarge).inc();
+    }
+    if let Some(metrics) = ctx.pool.as_ref().and_then(|pool| pool.metrics()) {
+        metrics.body_too_large.inc();
+    }
+    ErrorReply::rejection(Rejection::BodyTooLarge, &Refused { tenant, ..Refused::default() })
 }
 
 /// A refusal of the request itself, with an HTTP status a gRPC client
@@ -230,17 +239,29 @@ fn plain(http: StatusCode, status: Status) -> Answer {
 /// One resolved export waiting for its message.
 struct Call {
     listener: Arc<Listener>,
+    /// The table the call was resolved on.
+    table: Arc<RoutingTable>,
     ctx: RequestCtx,
     signal: Signal,
     method: &'static str,
     client: IpAddr,
+    /// Set when the message came gzip-compressed (and stays so).
+    compressed: Arc<AtomicBool>,
+    /// The most bytes the decoded message may have.
+    limit: u64,
 }
 
 impl Call {
     async fn export(self, message: Bytes) -> Result<tonic::Response<Bytes>, Status> {
-        let Call { listener, mut ctx, signal, method, client } = self;
+        let Call { listener, table, mut ctx, signal, method, client, compressed, limit } = self;
         let bytes_in = message.len() as u64;
-        let delivered = proxy::deliver(&listener.connector, &mut ctx, signal, message, Some(client)).await;
+        let gzip = compressed.load(Ordering::Relaxed);
+        let decoded = if gzip { gzip::decoded_len(&message, limit) } else { Ok(Some(bytes_in)) };
+        let delivered = match decoded {
+            Ok(Some(_)) => proxy::deliver(&listener.connector, &mut ctx, signal, message, gzip, Some(client)).await,
+            Ok(None) => Err(body_too_large(&table, &ctx)),
+            Err(_) => Err(ErrorReply::new(ErrorKind::BadData, "the message is not valid gzip")),
+        };
         let (status, result) = match delivered {
             Ok(answer) if (200..300).contains(&answer.status) => {
                 // An ExportServiceResponse (partial success) passes back; any

@@ -63,15 +63,16 @@ pub fn resolve_export(
     resolve(table, Listener::Unified, &request, certificate, ctx)
 }
 
-/// Sends `body` (an OTLP protobuf message, uncompressed) to the pool
-/// resolved in `ctx` as the OTLP/HTTP `POST` of `signal`, trying endpoints
-/// as the retry decision allows; the endpoint's answer, or the router's
-/// own when no endpoint answered.
+/// Sends `body` (an OTLP protobuf message, `gzip` compressed or not) to the
+/// pool resolved in `ctx` as the OTLP/HTTP `POST` of `signal`, trying
+/// endpoints as the retry decision allows; the endpoint's answer, or the
+/// router's own when no endpoint answered.
 pub async fn deliver(
     connector: &Connector,
     ctx: &mut RequestCtx,
     signal: Signal,
     body: Bytes,
+    gzip: bool,
     client: Option<IpAddr>,
 ) -> Result<Answer, ErrorReply> {
     let Some(pool) = ctx.pool.clone() else {
@@ -100,7 +101,7 @@ pub async fn deliver(
             }
         };
         ctx.attempt(index);
-        let request = request(target, body.len(), &pool, index, client, ctx).map_err(|e| fail(&e))?;
+        let request = request(target, (body.len(), gzip), &pool, index, client, ctx).map_err(|e| fail(&e))?;
         match pool.post(connector, index, request, body.clone(), MAX_ANSWER).await {
             Ok(answer) => {
                 let status = answer.status;
@@ -142,7 +143,7 @@ pub async fn deliver(
 /// headers [`headers::rewrite_upstream`] sets on every proxied request.
 fn request(
     target: &str,
-    length: usize,
+    (length, gzip): (usize, bool),
     pool: &crate::upstream::Pool,
     index: usize,
     client: Option<IpAddr>,
@@ -151,6 +152,9 @@ fn request(
     let mut request = RequestHeader::build("POST", target.as_bytes(), Some(8))?;
     request.insert_header(http::header::CONTENT_TYPE, "application/x-protobuf")?;
     request.insert_header(http::header::CONTENT_LENGTH, length)?;
+    if gzip {
+        request.insert_header(http::header::CONTENT_ENCODING, "gzip")?;
+    }
     headers::rewrite_upstream(&mut request, Some((pool, index)), client, ctx.request_id.as_ref(), "http")?;
     Ok(request)
 }
