@@ -1,5 +1,7 @@
-//! Keeping a gzip export compressed: the deployment gets the client's gzip
-//! bytes with `Content-Encoding: gzip`, the router never recompresses.
+//! The request body as tonic reads it: bounded in time (`body_timeout`
+//! between two reads, as on the HTTP listeners), and a gzip export kept
+//! compressed: the deployment gets the client's gzip bytes with
+//! `Content-Encoding: gzip`, the router never recompresses.
 //!
 //! tonic decompresses a message whose gRPC frame has the compressed flag
 //! set; [`KeepCompressed`] clears that flag on the way in (it only reads the
@@ -10,15 +12,22 @@
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
+use std::future::Future;
 use std::io::Read;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-/// A request body whose gRPC messages pass with the compressed flag cleared.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body whose gRPC messages pass with the compressed flag
+/// cleared, failing when the client sends nothing for `timeout`.
 pub struct KeepCompressed<B> {
     inner: B,
+    timeout: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
     /// The bytes of the current message prefix read so far.
     prefix: [u8; 5],
     seen: usize,
@@ -28,10 +37,21 @@ pub struct KeepCompressed<B> {
 }
 
 impl<B> KeepCompressed<B> {
-    /// `inner`, and the flag set once a compressed message went through.
-    pub fn new(inner: B) -> (Self, Arc<AtomicBool>) {
+    /// `inner` with `timeout` between reads, and the flag set once a
+    /// compressed message went through.
+    pub fn new(inner: B, timeout: Duration) -> (Self, Arc<AtomicBool>) {
         let compressed = Arc::new(AtomicBool::new(false));
-        (KeepCompressed { inner, prefix: [0; 5], seen: 0, left: 0, compressed: compressed.clone() }, compressed)
+        let deadline = Box::pin(tokio::time::sleep(timeout));
+        let body = KeepCompressed {
+            inner,
+            timeout,
+            deadline,
+            prefix: [0; 5],
+            seen: 0,
+            left: 0,
+            compressed: compressed.clone(),
+        };
+        (body, compressed)
     }
 
     fn clear_flags(&mut self, chunk: Bytes) -> Bytes {
@@ -64,18 +84,30 @@ impl<B> KeepCompressed<B> {
 impl<B> Body for KeepCompressed<B>
 where
     B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_pending() {
+            return match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    Poll::Ready(Some(Err("the client sent no more of the message within body_timeout".into())))
+                }
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        let next = tokio::time::Instant::now() + self.timeout;
+        self.deadline.as_mut().reset(next);
         polled.map(|frame| {
-            frame.map(|frame| {
-                frame.map(|frame| match frame.into_data() {
+            frame.map(|frame| match frame {
+                Ok(frame) => Ok(match frame.into_data() {
                     Ok(data) => Frame::data(self.clear_flags(data)),
                     Err(frame) => frame,
-                })
+                }),
+                Err(e) => Err(e.into()),
             })
         })
     }
@@ -109,17 +141,18 @@ mod tests {
         framed
     }
 
-    #[test]
-    fn the_compressed_flag_is_cleared_wherever_the_chunks_split() {
+    #[tokio::test]
+    async fn the_compressed_flag_is_cleared_wherever_the_chunks_split() {
         let message = framed(1, b"\x01\x01compressed bytes\x01");
         for split in 0..message.len() {
-            let (mut body, compressed) = KeepCompressed::new(http_body_util::Empty::<Bytes>::new());
+            let (mut body, compressed) =
+                KeepCompressed::new(http_body_util::Empty::<Bytes>::new(), Duration::from_secs(1));
             let mut out = body.clear_flags(Bytes::copy_from_slice(&message[..split])).to_vec();
             out.extend_from_slice(&body.clear_flags(Bytes::copy_from_slice(&message[split..])));
             assert_eq!(out, framed(0, b"\x01\x01compressed bytes\x01"), "split at {split}");
             assert!(compressed.load(Ordering::Relaxed));
         }
-        let (mut body, compressed) = KeepCompressed::new(http_body_util::Empty::<Bytes>::new());
+        let (mut body, compressed) = KeepCompressed::new(http_body_util::Empty::<Bytes>::new(), Duration::from_secs(1));
         let plain = framed(0, b"\x01plain");
         assert_eq!(&body.clear_flags(Bytes::from(plain.clone()))[..], &plain[..]);
         assert!(!compressed.load(Ordering::Relaxed));

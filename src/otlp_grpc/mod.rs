@@ -58,6 +58,8 @@ struct Listener {
     routes: Arc<RouteStore>,
     observability: Observability,
     connector: Connector,
+    /// Longest wait for the next bytes of a message (`server.body_timeout`).
+    body_timeout: std::time::Duration,
 }
 
 /// Binds `addr` and serves OTLP/gRPC on a thread with its own runtime of
@@ -78,7 +80,8 @@ pub fn spawn(
         .enable_all()
         .build()?;
     let socket = runtime.block_on(async { bind(addr) })?;
-    let listener = Arc::new(Listener { routes, observability, connector: Connector::new(None) });
+    let body_timeout = clients.body_timeout;
+    let listener = Arc::new(Listener { routes, observability, connector: Connector::new(None), body_timeout });
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     std::thread::Builder::new()
         .name("otlp-grpc-accept".into())
@@ -190,7 +193,7 @@ impl Listener {
         }
         let limit = ctx.max_body.map_or(MAX_MESSAGE, |max| max.min(MAX_MESSAGE as u64) as usize);
         let (parts, body) = request.into_parts();
-        let (body, compressed) = KeepCompressed::new(body);
+        let (body, compressed) = KeepCompressed::new(body, self.body_timeout);
         let request = http::Request::from_parts(parts, body);
         let call = Call { listener: self.clone(), table, ctx, signal, method, client, compressed, limit: limit as u64 };
         let call = Arc::new(Mutex::new(Some(call)));
