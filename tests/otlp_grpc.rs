@@ -389,6 +389,13 @@ async fn malformed_calls_get_their_grpc_status_and_the_router_serves_on() {
     assert_eq!(up.seen().len(), 1);
     let mut client = metrics_client(addr).await;
     export_metrics(&mut client, &[("x-tenant-id", "acme")], gauge("tonic")).await.unwrap();
+    let (_, text) = admin_metrics(&router).await;
+    for series in [
+        "mirador_router_rejections_total{reason=\"unroutable\",tenant=\"unknown\"} 1",
+        "mirador_router_rejections_total{reason=\"body_too_large\",tenant=\"acme\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == series), "{series} in\n{text}");
+    }
 }
 
 /// A gzip export (`grpc-encoding: gzip`) goes on with its gzip bytes and

@@ -24,7 +24,7 @@ use crate::edge::ClientNames;
 use crate::proxy::{self, RequestCtx};
 use crate::rejection::Rejection;
 use crate::reply::{ErrorKind, ErrorReply, Refused};
-use crate::routing::{RouteStore, RoutingTable};
+use crate::routing::RouteStore;
 use bytes::Bytes;
 use codec::Raw;
 use gzip::KeepCompressed;
@@ -167,11 +167,20 @@ impl Listener {
         certificate: Option<&ClientNames>,
     ) -> Answer {
         let path = request.uri().path();
+        // Counted as the HTTP listeners count a path or method they do not
+        // serve, under the tenant `unknown` (no tenant is read yet).
+        let unserved = |rejection| {
+            if let Some(rejections) = self.routes.load().rejections("") {
+                rejections.get(rejection).inc();
+            }
+        };
         let Some(&(method, signal)) = METHODS.iter().find(|(method, _)| *method == path) else {
+            unserved(Rejection::Unroutable);
             let message = format!("{path:?} is no OTLP collector method: {}", METHODS.map(|(m, _)| m).join(", "));
             return Status::unimplemented(message).into_http();
         };
         if request.method() != Method::POST {
+            unserved(Rejection::MethodNotAllowed);
             return plain(StatusCode::METHOD_NOT_ALLOWED, Status::unimplemented("gRPC calls are POST"));
         }
         let content_type = request.headers().get(http::header::CONTENT_TYPE).map(HeaderValue::as_bytes);
@@ -179,7 +188,7 @@ impl Listener {
             let status = Status::invalid_argument("content-type must be application/grpc");
             return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, status);
         }
-        let table = self.routes.load_full();
+        let table = self.routes.load();
         let mut ctx = RequestCtx::new();
         if let Err(reply) = proxy::resolve_export(
             &table,
@@ -191,11 +200,13 @@ impl Listener {
             ctx.finish_export(method, reply.status, (0, 0), &self.observability);
             return status::status_of(reply.status, &reply.message, reply.retry_after).into_http();
         }
+        // The call holds its pool (and its table's handles) from here on.
+        drop(table);
         let limit = ctx.max_body.map_or(MAX_MESSAGE, |max| max.min(MAX_MESSAGE as u64) as usize);
         let (parts, body) = request.into_parts();
         let (body, compressed) = KeepCompressed::new(body, self.body_timeout);
         let request = http::Request::from_parts(parts, body);
-        let call = Call { listener: self.clone(), table, ctx, signal, method, client, compressed, limit: limit as u64 };
+        let call = Call { listener: self.clone(), ctx, signal, method, client, compressed, limit: limit as u64 };
         let call = Arc::new(Mutex::new(Some(call)));
         let mut grpc = Grpc::new(Raw)
             .accept_compressed(CompressionEncoding::Gzip)
@@ -203,10 +214,10 @@ impl Listener {
             .max_encoding_message_size(MAX_MESSAGE);
         let mut answer = grpc.unary(Export(call.clone()), request).await;
         // The call was never made: the message did not decode (tonic answered).
-        let Some(Call { table, ctx, .. }) = call.lock().ok().and_then(|mut call| call.take()) else { return answer };
+        let Some(Call { ctx, .. }) = call.lock().ok().and_then(|mut call| call.take()) else { return answer };
         // tonic's message size limit: OUT_OF_RANGE for a frame over it.
         let status = if answer.headers().get("grpc-status").is_some_and(|code| code == "11") {
-            let reply = body_too_large(&table, &ctx);
+            let reply = body_too_large(&ctx);
             answer = status::status_of(reply.status, &reply.message, None).into_http();
             reply.status
         } else {
@@ -218,15 +229,13 @@ impl Listener {
 }
 
 /// The refusal of a message over the tenant's `max_body_bytes`, counted as
-/// the HTTP pipeline counts a body cut off past it.
-fn body_too_large(table: &RoutingTable, ctx: &RequestCtx) -> ErrorReply {
-    let tenant = ctx.tenant.as_deref().unwrap_or_default();
-    if let Some(rejections) = table.rejections(tenant) {
-        rejections.get(Rejection::BodyTooLarge).inc();
-    }
+/// the HTTP pipeline counts a body cut off past it (the pool's handle of
+/// the tenant's `rejections_total{reason="body_too_large"}`).
+fn body_too_large(ctx: &RequestCtx) -> ErrorReply {
     if let Some(metrics) = ctx.pool.as_ref().and_then(|pool| pool.metrics()) {
         metrics.body_too_large.inc();
     }
+    let tenant = ctx.tenant.as_deref().unwrap_or_default();
     ErrorReply::rejection(Rejection::BodyTooLarge, &Refused { tenant, ..Refused::default() })
 }
 
@@ -242,8 +251,6 @@ fn plain(http: StatusCode, status: Status) -> Answer {
 /// One resolved export waiting for its message.
 struct Call {
     listener: Arc<Listener>,
-    /// The table the call was resolved on.
-    table: Arc<RoutingTable>,
     ctx: RequestCtx,
     signal: Signal,
     method: &'static str,
@@ -256,13 +263,13 @@ struct Call {
 
 impl Call {
     async fn export(self, message: Bytes) -> Result<tonic::Response<Bytes>, Status> {
-        let Call { listener, table, mut ctx, signal, method, client, compressed, limit } = self;
+        let Call { listener, mut ctx, signal, method, client, compressed, limit } = self;
         let bytes_in = message.len() as u64;
         let gzip = compressed.load(Ordering::Relaxed);
         let decoded = if gzip { gzip::decoded_len(&message, limit) } else { Ok(Some(bytes_in)) };
         let delivered = match decoded {
             Ok(Some(_)) => proxy::deliver(&listener.connector, &mut ctx, signal, message, gzip, Some(client)).await,
-            Ok(None) => Err(body_too_large(&table, &ctx)),
+            Ok(None) => Err(body_too_large(&ctx)),
             Err(_) => Err(ErrorReply::new(ErrorKind::BadData, "the message is not valid gzip")),
         };
         let (status, result) = match delivered {
