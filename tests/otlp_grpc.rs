@@ -193,8 +193,10 @@ fn sha256_hex(secret: &str) -> String {
     sha2::Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Each refusal of the HTTP pipeline as its gRPC code, counted in the same
-/// rejection metrics; nothing of a refused export reaches an endpoint.
+/// Each refusal of the HTTP pipeline as its gRPC code (no tenant, unknown,
+/// suspended, no or wrong credential, read-only, `features.signals`, no
+/// deployment of the signal, over the rate), counted in the same rejection
+/// metrics; nothing of a refused export reaches an endpoint.
 #[tokio::test(flavor = "multi_thread")]
 async fn refusals_are_grpc_codes_and_reach_no_endpoint() {
     let up = Upstream::start("acme/metrics").await;
@@ -210,6 +212,16 @@ endpoints = ["{url}"]
 [tenants.locked.auth]
 bearer_tokens_sha256 = ["{token}"]
 [tenants.locked.metrics]
+endpoints = ["{url}"]
+[tenants.reader.features]
+read_only = true
+[tenants.reader.metrics]
+endpoints = ["{url}"]
+[tenants.logsonly.features]
+signals = ["logs"]
+[tenants.logsonly.metrics]
+endpoints = ["{url}"]
+[tenants.logsonly.logs]
 endpoints = ["{url}"]
 [tenants.slow.quotas]
 requests_per_second = 1
@@ -228,6 +240,8 @@ endpoints = ["{url}"]
         ("suspended", vec![("x-tenant-id", "frozen")], Code::PermissionDenied),
         ("no credential", vec![("x-tenant-id", "locked")], Code::Unauthenticated),
         ("wrong credential", vec![("authorization", "Bearer wrong-token")], Code::Unauthenticated),
+        ("read-only", vec![("x-tenant-id", "reader")], Code::PermissionDenied),
+        ("features.signals without metrics", vec![("x-tenant-id", "logsonly")], Code::PermissionDenied),
     ] {
         let refused = export_metrics(&mut client, &metadata, gauge("refused")).await.expect_err(what);
         assert_eq!(refused.code(), code, "{what}: {refused:?}");
@@ -260,6 +274,8 @@ endpoints = ["{url}"]
         ("unknown", "unknown_tenant"),
         ("frozen", "suspended"),
         ("acme", "signal_not_enabled"),
+        ("reader", "read_only"),
+        ("logsonly", "signal_not_enabled"),
         ("slow", "rate_limited"),
     ] {
         let series = format!("mirador_router_rejections_total{{reason=\"{reason}\",tenant=\"{tenant}\"}}");
