@@ -11,7 +11,11 @@ use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsSe
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{metric, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -644,6 +648,120 @@ async fn over_tls_a_client_certificate_names_the_tenant() {
         tokio::time::timeout(Duration::from_secs(10), call(None, message)).await.expect("an answer or an error");
     assert!(refused.is_err(), "no client certificate: {refused:?}");
     assert_eq!(up.seen().len(), 1);
+}
+
+/// What the gRPC stand-in for VictoriaTraces' OTLP/gRPC port received:
+/// each call's metadata and span names.
+#[derive(Default)]
+struct TracesSeen {
+    calls: std::sync::Mutex<Vec<(tonic::metadata::MetadataMap, Vec<String>)>>,
+    /// Answer UNAVAILABLE instead (the deployment's own status passes back).
+    unavailable: std::sync::atomic::AtomicBool,
+}
+
+struct TracesStandIn(std::sync::Arc<TracesSeen>);
+
+#[tonic::async_trait]
+impl TraceService for TracesStandIn {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let (metadata, _, message) = request.into_parts();
+        let names = message.resource_spans.iter().flat_map(|rs| rs.scope_spans.iter()).flat_map(|s| s.spans.iter());
+        self.0.calls.lock().unwrap().push((metadata, names.map(|span| span.name.clone()).collect()));
+        if self.0.unavailable.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(tonic::Status::unavailable("stand-in is draining"));
+        }
+        let partial = ExportTracePartialSuccess { rejected_spans: 1, error_message: "one span too old".into() };
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: Some(partial) }))
+    }
+}
+
+/// A tonic `TraceService` server on 127.0.0.1:0 (h2c).
+async fn traces_stand_in() -> (SocketAddr, std::sync::Arc<TracesSeen>) {
+    use tonic::codegen::Service;
+    let seen = std::sync::Arc::new(TracesSeen::default());
+    let server = TraceServiceServer::new(TracesStandIn(seen.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else { return };
+            let server = server.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let mut server = server.clone();
+                    async move { server.call(request).await }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A traces deployment with `otlp_grpc_endpoints` gets the call as gRPC
+/// (tonic's server standing in for VictoriaTraces' gRPC port): the message,
+/// the pool's credential and no client credential in its metadata, its
+/// partial success and its error status passed back; a call whose endpoint
+/// is down goes to the next; nothing goes to the HTTP endpoint.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_with_otlp_grpc_endpoints_gets_the_call_as_grpc() {
+    let http = Upstream::start("acme/traces").await;
+    let (grpc, seen) = traces_stand_in().await;
+    // A second gRPC endpoint that is down: calls that start there fail over.
+    let dead = common::free_addr();
+    let router = RouterProcess::builder()
+        .otlp_grpc()
+        .tenants(format!(
+            "[tenants.acme.auth]\nbearer_tokens_sha256 = [\"{}\"]\n[tenants.acme.traces]\nendpoints = [\"{}\"]\n\
+             otlp_grpc_endpoints = [\"http://{dead}\", \"http://{grpc}\"]\nupstream_auth = {{ bearer_token_env = \"HOME\" }}\n",
+            sha256_hex("acme-token"),
+            http.url()
+        ))
+        .start();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", router.otlp_grpc.unwrap()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = TraceServiceClient::new(channel);
+    let span = opentelemetry_proto::tonic::trace::v1::Span { name: "passed-through".into(), ..Default::default() };
+    let message = ExportTraceServiceRequest {
+        resource_spans: vec![opentelemetry_proto::tonic::trace::v1::ResourceSpans {
+            scope_spans: vec![opentelemetry_proto::tonic::trace::v1::ScopeSpans {
+                spans: vec![span],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    for _ in 0..4 {
+        let mut request = tonic::Request::new(message.clone());
+        request.metadata_mut().insert("authorization", "Bearer acme-token".parse().unwrap());
+        let answer = client.export(request).await.unwrap().into_inner();
+        let partial = answer.partial_success.map(|p| (p.rejected_spans, p.error_message));
+        assert_eq!(partial, Some((1, "one span too old".into())));
+    }
+    {
+        let calls = seen.calls.lock().unwrap();
+        assert_eq!(calls.len(), 4, "every call, some after failing over from the dead endpoint");
+        let (metadata, names) = &calls[0];
+        assert_eq!(names, &["passed-through".to_string()]);
+        let home = std::env::var("HOME").unwrap();
+        assert_eq!(metadata.get("authorization").unwrap().to_str().unwrap(), format!("Bearer {home}"));
+        assert!(metadata.get("x-request-id").is_some(), "{metadata:?}");
+    }
+    assert!(http.seen().is_empty(), "nothing went as OTLP/HTTP");
+
+    seen.unavailable.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", "Bearer acme-token".parse().unwrap());
+    let refused = client.export(request).await.expect_err("the deployment's status");
+    assert_eq!((refused.code(), refused.message()), (Code::Unavailable, "stand-in is draining"));
 }
 
 fn check(server_lines: &str) -> (Option<i32>, String) {

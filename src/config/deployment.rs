@@ -59,6 +59,7 @@ pub(super) fn deployment(
         select_backup_endpoints,
         share_tenant_id_with,
         http2,
+        otlp_grpc_endpoints,
     } = raw;
     let mut lists = EndpointLists { path, context, seen: HashSet::new() };
     let tenant = victoria_tenant(account_id, project_id, path, problems);
@@ -101,6 +102,7 @@ pub(super) fn deployment(
             problems.add(&path.key("share_tenant_id_with"), "needs an account_id (a shared cluster deployment)");
         }
     }
+    let otlp_grpc_endpoints = lists.list(otlp_grpc_endpoints.unwrap_or_default(), "otlp_grpc_endpoints", problems);
     let (timeout, max_attempts) = attempts(timeout.as_deref(), max_attempts, path, problems);
     Deployment {
         endpoints,
@@ -126,6 +128,7 @@ pub(super) fn deployment(
         tls: tls.and_then(|raw| secrets::upstream_tls(raw, &path.key("tls"), context.inputs, problems)),
         http2: http2.unwrap_or(false),
         cluster: tenant.map(|tenant| SharedCluster { tenant, select, share_tenant_id_with }),
+        otlp_grpc_endpoints,
     }
 }
 

@@ -363,6 +363,9 @@ pub struct Deployment {
     /// On a shared multi-tenant cluster: the tenant's ids there (and, for
     /// metrics, vmselect: `endpoints` are then vminsert). `None`: dedicated.
     pub cluster: Option<SharedCluster>,
+    /// The deployment's OTLP/gRPC port(s): OTLP/gRPC exports are proxied
+    /// there as gRPC; empty: re-sent as OTLP/HTTP to `endpoints`.
+    pub otlp_grpc_endpoints: Vec<Endpoint>,
 }
 
 /// A tenant's place in a shared multi-tenant Victoria* cluster.

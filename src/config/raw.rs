@@ -273,6 +273,9 @@ pub struct RawDeployment {
     pub share_tenant_id_with: Option<String>,
     /// Speak HTTP/2 to the endpoints: ALPN h2 for `https://`, prior knowledge (h2c) for `http://`.
     pub http2: Option<bool>,
+    /// The deployment's own OTLP/gRPC port (VictoriaTraces' `-otlpGRPCListenAddr`):
+    /// OTLP/gRPC exports are proxied there as gRPC instead of re-sent as OTLP/HTTP.
+    pub otlp_grpc_endpoints: Option<Vec<String>>,
 }
 
 /// How the router verifies `https://` endpoints, and proves itself to them.

@@ -9,7 +9,8 @@
 //! ([`proxy::resolve_export`]: the tenant from the metadata, the same
 //! refusals, quotas and shared-cluster forms), then the message, as the
 //! same protobuf bytes and never decoded here, goes to the pool as that
-//! OTLP/HTTP `POST` ([`proxy::deliver`]). The answer maps to a gRPC status
+//! OTLP/HTTP `POST` ([`proxy::deliver`]), or as gRPC to a deployment's
+//! `otlp_grpc_endpoints` ([`proxy::deliver_grpc`]). The answer maps to a gRPC status
 //! in one place ([`status`]). Framing, gzip and status encoding are
 //! tonic's ([`tonic::server::Grpc`] with a pass-through codec), HTTP/2 is
 //! hyper's. A gzip message stays compressed ([`gzip`]).
@@ -267,7 +268,20 @@ impl Call {
         let bytes_in = message.len() as u64;
         let gzip = compressed.load(Ordering::Relaxed);
         let decoded = if gzip { gzip::decoded_len(&message, limit) } else { Ok(Some(bytes_in)) };
+        let passthrough = ctx.pool.as_ref().is_some_and(|pool| !pool.otlp_grpc_endpoints().is_empty());
         let delivered = match decoded {
+            Ok(Some(_)) if passthrough => {
+                let called = proxy::deliver_grpc(&listener.connector, &mut ctx, method, message, gzip, Some(client));
+                let (status, result) = match called.await {
+                    Ok(answer) => status::of_grpc_answer(answer),
+                    Err(reply) => {
+                        (reply.status, Err(status::status_of(reply.status, &reply.message, reply.retry_after)))
+                    }
+                };
+                let bytes_out = result.as_ref().map_or(0, |body| body.len() as u64);
+                ctx.finish_export(method, status, (bytes_in, bytes_out), &listener.observability);
+                return result.map(tonic::Response::new);
+            }
             Ok(Some(_)) => proxy::deliver(&listener.connector, &mut ctx, signal, message, gzip, Some(client)).await,
             Ok(None) => Err(body_too_large(&ctx)),
             Err(_) => Err(ErrorReply::new(ErrorKind::BadData, "the message is not valid gzip")),

@@ -41,6 +41,44 @@ pub fn status_of(status: u16, message: &str, retry_after: Option<u64>) -> Status
     Status::with_details(code, message, retry_info(code, message, delay))
 }
 
+/// The HTTP status a gRPC code stands for (metrics and the access log
+/// count a passed-through call by it).
+pub fn http_of(code: Code) -> u16 {
+    match code {
+        Code::Ok => 200,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => 400,
+        Code::Unauthenticated => 401,
+        Code::PermissionDenied => 403,
+        Code::NotFound | Code::Unimplemented => 404,
+        Code::DeadlineExceeded => 504,
+        Code::ResourceExhausted => 429,
+        Code::Unavailable => 503,
+        _ => 500,
+    }
+}
+
+/// A gRPC deployment's answer as passed back: its status (code, message,
+/// details) as it sent it, the HTTP status it stands for, and on `OK` the
+/// response message. An answer without `grpc-status` maps by its HTTP status.
+pub fn of_grpc_answer(answer: crate::upstream::GrpcAnswer) -> (u16, Result<Bytes, Status>) {
+    match answer.code {
+        Some(0) => (200, Ok(answer.body)),
+        Some(code) => {
+            let code = Code::from_i32(code);
+            (http_of(code), Err(Status::with_details(code, answer.message, answer.details)))
+        }
+        None => {
+            let status = match answer.http_status {
+                200 => 502,
+                other => other,
+            };
+            let message =
+                format!("the deployment's gRPC endpoint answered HTTP {} without grpc-status", answer.http_status);
+            (status, Err(status_of(status, &message, None)))
+        }
+    }
+}
+
 /// `google.rpc.Status { code, message, details: [RetryInfo { retry_delay }] }`,
 /// the content of `grpc-status-details-bin`.
 fn retry_info(code: Code, message: &str, delay: Duration) -> Bytes {

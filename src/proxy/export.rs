@@ -6,18 +6,21 @@
 //! retry decision and the same passive health, and [`RequestCtx::finish_export`]
 //! records the same metrics and access log line.
 //!
+//! A deployment with `otlp_grpc_endpoints` gets the call as gRPC instead
+//! ([`deliver_grpc`]).
+//!
 //! The export is a write: it goes to another endpoint only when the retry
 //! decision says so ([`super::retry::decide`]: nothing reached the
 //! upstream, a stale keep-alive connection, or the deployment's
 //! `retry_ingest`).
 
-use super::retry::Outcome;
+use super::retry::{self, Attempt, Outcome};
 use super::{headers, resolve, RequestCtx};
 use crate::api::{Listener, Signal};
 use crate::metrics::UpstreamErrorKind;
 use crate::reply::{ErrorKind, ErrorReply, NO_HEALTHY_ENDPOINT};
 use crate::routing::RoutingTable;
-use crate::upstream::{Answer, Pick};
+use crate::upstream::{Answer, GrpcAnswer, Pick};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName};
 use pingora::connectors::http::Connector;
@@ -155,10 +158,91 @@ fn request(
     if gzip {
         request.insert_header(http::header::CONTENT_ENCODING, "gzip")?;
     }
-    headers::rewrite_upstream(&mut request, Some((pool, index)), client, ctx.request_id.as_ref(), "http")?;
+    let authority = &pool.endpoint(index).authority;
+    headers::rewrite_upstream(&mut request, Some((pool, authority)), client, ctx.request_id.as_ref(), "http")?;
     Ok(request)
 }
 
 fn internal() -> ErrorReply {
     ErrorReply::new(ErrorKind::Internal, "internal error")
+}
+
+/// Proxies the call as gRPC to the pool's OTLP/gRPC endpoints (a
+/// deployment's `otlp_grpc_endpoints`): `method` with the message `body`
+/// (`gzip` compressed or not) framed again, with the headers of every
+/// proxied request (the pool's credential, a shared deployment's
+/// `AccountID`/`ProjectID`, `X-Forwarded-For`, `X-Request-ID`). Endpoints
+/// take turns; the retry decision moves a call to the next one.
+pub async fn deliver_grpc(
+    connector: &Connector,
+    ctx: &mut RequestCtx,
+    method: &str,
+    body: Bytes,
+    gzip: bool,
+    client: Option<IpAddr>,
+) -> Result<GrpcAnswer, ErrorReply> {
+    let Some(pool) = ctx.pool.clone() else { return Err(internal()) };
+    let endpoints = pool.otlp_grpc_endpoints();
+    let mut framed = bytes::BytesMut::with_capacity(body.len() + 5);
+    framed.extend_from_slice(&[u8::from(gzip)]);
+    framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&body);
+    let framed = framed.freeze();
+    let turn = pool.grpc_turn();
+    let mut attempt = 0;
+    loop {
+        let index = (turn + attempt) % endpoints.len().max(1);
+        let Some(endpoint) = endpoints.get(index) else { return Err(internal()) };
+        attempt += 1;
+        let mut request = RequestHeader::build("POST", method.as_bytes(), Some(8)).map_err(|_| internal())?;
+        let built = (|| {
+            request.insert_header(http::header::CONTENT_TYPE, "application/grpc")?;
+            request.insert_header(http::header::TE, "trailers")?;
+            if gzip {
+                request.insert_header("grpc-encoding", "gzip")?;
+            }
+            headers::rewrite_upstream(
+                &mut request,
+                Some((&pool, &endpoint.authority)),
+                client,
+                ctx.request_id.as_ref(),
+                "http",
+            )
+        })();
+        built.map_err(|_| internal())?;
+        let failed = match pool.call_grpc(connector, index, request, framed.clone(), MAX_ANSWER).await {
+            Ok(answer) => return Ok(answer),
+            Err(failed) => failed,
+        };
+        let error = failed.error.into_up();
+        let outcome = match failed.connected {
+            false => Outcome::ConnectFailed,
+            true => Outcome::Failed {
+                upstream: true,
+                stale_connection: failed.reused && matches!(error.retry, RetryType::ReusedOnly),
+            },
+        };
+        let decision = retry::decide(&Attempt {
+            outcome,
+            read: false,
+            replay_ingest: ctx.replay_ingest,
+            replayable: true,
+            attempts: attempt as u32,
+            max_attempts: pool.max_attempts,
+            elapsed: ctx.started.elapsed(),
+            timeout: pool.timeout,
+            endpoint_left: attempt < endpoints.len(),
+        });
+        tracing::warn!(
+            tenant = &*pool.tenant,
+            signal = %pool.signal,
+            endpoint = &*endpoint.url,
+            error = %error,
+            retry = decision.retry,
+            "OTLP/gRPC call to the deployment failed"
+        );
+        if !decision.retry {
+            return Err(ErrorReply::from_error(&error).unwrap_or_else(internal));
+        }
+    }
 }

@@ -20,7 +20,7 @@ mod resolve;
 mod retry;
 
 pub use ctx::RequestCtx;
-pub use export::{deliver, otlp_path, resolve_export};
+pub use export::{deliver, deliver_grpc, otlp_path, resolve_export};
 pub use resolve::resolve;
 pub use retry::{decide, Attempt, Decision, Outcome, Why};
 
@@ -217,7 +217,7 @@ impl ProxyHttp for Router {
         if let Some(uri) = &ctx.upstream_uri {
             upstream.set_uri(uri.clone());
         }
-        let pool = ctx.pool.as_deref().zip(ctx.endpoint);
+        let pool = ctx.pool.as_deref().zip(ctx.endpoint).map(|(pool, index)| (pool, &pool.endpoint(index).authority));
         let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         headers::rewrite_upstream(upstream, pool, client, ctx.request_id.as_ref(), self.scheme)
     }

@@ -101,7 +101,7 @@ impl Pool {
             reused: false,
         })?;
         session.write_request_header(Box::new(request)).await.map_err(|e| failed(e, reused))?;
-        session.write_request_body(body, true).await.map_err(|e| failed(e, reused))?;
+        session.write_request_body(body, false).await.map_err(|e| failed(e, reused))?;
         session.finish_request_body().await.map_err(|e| failed(e, reused))?;
         session.read_response_header().await.map_err(|e| failed(e, reused))?;
         let (status, retry_after, content_type) = session.response_header().map_or((0, None, None), |r| {
@@ -119,4 +119,105 @@ impl Pool {
         connector.release_http_session(session, &*peer, peer.options.idle_timeout).await;
         Ok(Answer { status, retry_after, content_type, body: answer.into() })
     }
+}
+
+/// A gRPC endpoint's answer to a [`Pool::call_grpc`]: the gRPC status
+/// (from the trailers, or the head of a trailers-only answer) and the
+/// response message's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcAnswer {
+    pub http_status: u16,
+    /// `grpc-status`; `None` when the endpoint sent none.
+    pub code: Option<i32>,
+    pub message: String,
+    /// `grpc-status-details-bin`, decoded.
+    pub details: bytes::Bytes,
+    /// The first response message, without its 5-byte prefix.
+    pub body: bytes::Bytes,
+}
+
+impl Pool {
+    /// The gRPC call `request` with the framed message `body` to OTLP/gRPC
+    /// endpoint `index`, over HTTP/2 on a pooled connection when one is
+    /// idle. The answer is read up to `max_answer` bytes.
+    pub async fn call_grpc(
+        &self,
+        connector: &Connector,
+        index: usize,
+        mut request: RequestHeader,
+        body: bytes::Bytes,
+        max_answer: usize,
+    ) -> Result<GrpcAnswer, PostFailed> {
+        use pingora::protocols::http::client::HttpSession;
+        let endpoint = &self.otlp_grpc_endpoints()[index];
+        let peer = self.grpc_peer(index);
+        let failed = |error, reused| PostFailed { error, connected: true, reused };
+        let scheme = if endpoint.url.starts_with("https://") { "https" } else { "http" };
+        let path = request.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let authority = endpoint.authority.to_str().unwrap_or_default();
+        let uri = http::Uri::builder().scheme(scheme).authority(authority).path_and_query(path).build();
+        let uri = uri.map_err(|e| pingora::Error::because(pingora::ErrorType::InternalError, "target", e));
+        request.set_uri(uri.map_err(|error| PostFailed { error, connected: false, reused: false })?);
+        let (mut session, reused) = connector.get_http_session(&*peer).await.map_err(|error| PostFailed {
+            error,
+            connected: false,
+            reused: false,
+        })?;
+        session.write_request_header(Box::new(request)).await.map_err(|e| failed(e, reused))?;
+        session.write_request_body(body, false).await.map_err(|e| failed(e, reused))?;
+        session.finish_request_body().await.map_err(|e| failed(e, reused))?;
+        session.read_response_header().await.map_err(|e| failed(e, reused))?;
+        let head = session.response_header().map(|r| (r.status.as_u16(), r.headers.clone()));
+        let (http_status, head) = head.unwrap_or_default();
+        let mut answer = Vec::new();
+        while let Some(chunk) = session.read_response_body().await.map_err(|e| failed(e, reused))? {
+            if answer.len() + chunk.len() > max_answer {
+                let error = pingora::Error::explain(pingora::ErrorType::Custom("answer too large"), "answer too large");
+                return Err(failed(error, reused));
+            }
+            answer.extend_from_slice(&chunk);
+        }
+        let trailers = match &mut session {
+            HttpSession::H2(h2) => h2.read_trailers().await.map_err(|e| failed(e, reused))?,
+            _ => None,
+        };
+        connector.release_http_session(session, &*peer, peer.options.idle_timeout).await;
+        let status = trailers.as_ref().filter(|t| t.contains_key("grpc-status")).unwrap_or(&head);
+        let text = |name: &str| status.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let code = text("grpc-status").parse().ok();
+        let message = percent_decode(&text("grpc-message"));
+        let details = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD_NO_PAD,
+            text("grpc-status-details-bin").trim_end_matches('='),
+        )
+        .unwrap_or_default();
+        // One message: a 5-byte prefix (compressed flag, length), then its bytes.
+        let body = match answer.get(1..5) {
+            Some(len) => {
+                let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+                answer.get(5..5 + len).map(bytes::Bytes::copy_from_slice).unwrap_or_default()
+            }
+            None => bytes::Bytes::new(),
+        };
+        Ok(GrpcAnswer { http_status, code, message, details: details.into(), body })
+    }
+}
+
+/// `grpc-message` is percent-encoded (gRPC over HTTP/2: `%XX`).
+fn percent_decode(text: &str) -> String {
+    let (bytes, mut out, mut i) = (text.as_bytes(), Vec::with_capacity(text.len()), 0);
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -11,7 +11,7 @@ mod schedule;
 mod tls;
 mod version;
 
-pub use fetch::{Answer, PostFailed};
+pub use fetch::{Answer, GrpcAnswer, PostFailed};
 pub use health::{EndpointHealth, HealthSnapshot};
-pub use pool::{Pick, Pool, Role, Tried, UpstreamEndpoint};
+pub use pool::{GrpcEndpoint, Pick, Pool, Role, Tried, UpstreamEndpoint};
 pub use registry::HealthRegistry;
