@@ -80,45 +80,69 @@ impl Pool {
         &self,
         connector: &Connector,
         index: usize,
-        mut request: RequestHeader,
+        request: RequestHeader,
         body: bytes::Bytes,
         max_answer: usize,
     ) -> Result<Answer, PostFailed> {
         let endpoint = self.endpoint(index);
+        let target = self.http2.then(|| (endpoint.url.starts_with("https://"), &endpoint.authority));
         let peer = self.peer(index);
-        let failed = |error, reused| PostFailed { error, connected: true, reused };
-        if self.http2 {
-            let scheme = if endpoint.url.starts_with("https://") { "https" } else { "http" };
-            let authority = endpoint.authority.to_str().unwrap_or_default();
-            let path = request.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-            let uri = http::Uri::builder().scheme(scheme).authority(authority).path_and_query(path).build();
-            let uri = uri.map_err(|e| pingora::Error::because(pingora::ErrorType::InternalError, "target", e));
-            request.set_uri(uri.map_err(|error| PostFailed { error, connected: false, reused: false })?);
-        }
-        let (mut session, reused) = connector.get_http_session(&*peer).await.map_err(|error| PostFailed {
-            error,
-            connected: false,
-            reused: false,
-        })?;
-        session.write_request_header(Box::new(request)).await.map_err(|e| failed(e, reused))?;
-        session.write_request_body(body, false).await.map_err(|e| failed(e, reused))?;
-        session.finish_request_body().await.map_err(|e| failed(e, reused))?;
-        session.read_response_header().await.map_err(|e| failed(e, reused))?;
-        let (status, retry_after, content_type) = session.response_header().map_or((0, None, None), |r| {
-            let retry_after = r.headers.get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()?.parse().ok());
-            (r.status.as_u16(), retry_after, r.headers.get(http::header::CONTENT_TYPE).cloned())
-        });
-        let mut answer = Vec::new();
-        while let Some(chunk) = session.read_response_body().await.map_err(|e| failed(e, reused))? {
-            if answer.len() + chunk.len() > max_answer {
-                let error = pingora::Error::explain(pingora::ErrorType::Custom("answer too large"), "answer too large");
-                return Err(failed(error, reused));
-            }
-            answer.extend_from_slice(&chunk);
-        }
+        let (session, exchanged) = exchange(connector, &peer, target, request, body, max_answer).await?;
         connector.release_http_session(session, &*peer, peer.options.idle_timeout).await;
-        Ok(Answer { status, retry_after, content_type, body: answer.into() })
+        let Exchanged { status, head, body, .. } = exchanged;
+        let retry_after = head.get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()?.parse().ok());
+        Ok(Answer { status, retry_after, content_type: head.get(http::header::CONTENT_TYPE).cloned(), body })
     }
+}
+
+/// What came back on a session: the answer's status, head and body.
+struct Exchanged {
+    status: u16,
+    head: http::HeaderMap,
+    body: bytes::Bytes,
+    reused: bool,
+}
+
+/// `request` and `body` out on a session to `peer` (pooled when one is
+/// idle), the answer's head and body (at most `max_answer` bytes) in; the
+/// session, for trailers and to give back. `absolute`: HTTP/2 takes the
+/// target with its scheme (`https` when true) and this authority.
+async fn exchange(
+    connector: &Connector,
+    peer: &pingora::upstreams::peer::HttpPeer,
+    absolute: Option<(bool, &http::HeaderValue)>,
+    mut request: RequestHeader,
+    body: bytes::Bytes,
+    max_answer: usize,
+) -> Result<(pingora::protocols::http::client::HttpSession, Exchanged), PostFailed> {
+    let failed = |error, reused| PostFailed { error, connected: true, reused };
+    if let Some((tls, authority)) = absolute {
+        let scheme = if tls { "https" } else { "http" };
+        let path = request.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let uri =
+            http::Uri::builder().scheme(scheme).authority(authority.to_str().unwrap_or_default()).path_and_query(path);
+        let uri = uri.build().map_err(|e| pingora::Error::because(pingora::ErrorType::InternalError, "target", e));
+        request.set_uri(uri.map_err(|error| PostFailed { error, connected: false, reused: false })?);
+    }
+    let (mut session, reused) = connector.get_http_session(peer).await.map_err(|error| PostFailed {
+        error,
+        connected: false,
+        reused: false,
+    })?;
+    session.write_request_header(Box::new(request)).await.map_err(|e| failed(e, reused))?;
+    session.write_request_body(body, false).await.map_err(|e| failed(e, reused))?;
+    session.finish_request_body().await.map_err(|e| failed(e, reused))?;
+    session.read_response_header().await.map_err(|e| failed(e, reused))?;
+    let (status, head) = session.response_header().map(|r| (r.status.as_u16(), r.headers.clone())).unwrap_or_default();
+    let mut answer = Vec::new();
+    while let Some(chunk) = session.read_response_body().await.map_err(|e| failed(e, reused))? {
+        if answer.len() + chunk.len() > max_answer {
+            let error = pingora::Error::explain(pingora::ErrorType::Custom("answer too large"), "answer too large");
+            return Err(failed(error, reused));
+        }
+        answer.extend_from_slice(&chunk);
+    }
+    Ok((session, Exchanged { status, head, body: answer.into(), reused }))
 }
 
 /// A gRPC endpoint's answer to a [`Pool::call_grpc`]: the gRPC status
@@ -144,41 +168,20 @@ impl Pool {
         &self,
         connector: &Connector,
         index: usize,
-        mut request: RequestHeader,
+        request: RequestHeader,
         body: bytes::Bytes,
         max_answer: usize,
     ) -> Result<GrpcAnswer, PostFailed> {
         use pingora::protocols::http::client::HttpSession;
         let endpoint = &self.otlp_grpc_endpoints()[index];
         let peer = self.grpc_peer(index);
-        let failed = |error, reused| PostFailed { error, connected: true, reused };
-        let scheme = if endpoint.url.starts_with("https://") { "https" } else { "http" };
-        let path = request.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-        let authority = endpoint.authority.to_str().unwrap_or_default();
-        let uri = http::Uri::builder().scheme(scheme).authority(authority).path_and_query(path).build();
-        let uri = uri.map_err(|e| pingora::Error::because(pingora::ErrorType::InternalError, "target", e));
-        request.set_uri(uri.map_err(|error| PostFailed { error, connected: false, reused: false })?);
-        let (mut session, reused) = connector.get_http_session(&*peer).await.map_err(|error| PostFailed {
-            error,
-            connected: false,
-            reused: false,
-        })?;
-        session.write_request_header(Box::new(request)).await.map_err(|e| failed(e, reused))?;
-        session.write_request_body(body, false).await.map_err(|e| failed(e, reused))?;
-        session.finish_request_body().await.map_err(|e| failed(e, reused))?;
-        session.read_response_header().await.map_err(|e| failed(e, reused))?;
-        let head = session.response_header().map(|r| (r.status.as_u16(), r.headers.clone()));
-        let (http_status, head) = head.unwrap_or_default();
-        let mut answer = Vec::new();
-        while let Some(chunk) = session.read_response_body().await.map_err(|e| failed(e, reused))? {
-            if answer.len() + chunk.len() > max_answer {
-                let error = pingora::Error::explain(pingora::ErrorType::Custom("answer too large"), "answer too large");
-                return Err(failed(error, reused));
-            }
-            answer.extend_from_slice(&chunk);
-        }
+        let target = Some((endpoint.url.starts_with("https://"), &endpoint.authority));
+        let (mut session, Exchanged { status: http_status, head, body: answer, reused }) =
+            exchange(connector, &peer, target, request, body, max_answer).await?;
         let trailers = match &mut session {
-            HttpSession::H2(h2) => h2.read_trailers().await.map_err(|e| failed(e, reused))?,
+            HttpSession::H2(h2) => {
+                h2.read_trailers().await.map_err(|error| PostFailed { error, connected: true, reused })?
+            }
             _ => None,
         };
         connector.release_http_session(session, &*peer, peer.options.idle_timeout).await;
