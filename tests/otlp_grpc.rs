@@ -717,7 +717,8 @@ async fn a_deployment_with_otlp_grpc_endpoints_gets_the_call_as_grpc() {
     let router = RouterProcess::builder()
         .otlp_grpc()
         .tenants(format!(
-            "[tenants.acme.auth]\nbearer_tokens_sha256 = [\"{}\"]\n[tenants.acme.traces]\nendpoints = [\"{}\"]\n\
+            "[observability]\naccess_log = \"json\"\n\
+             [tenants.acme.auth]\nbearer_tokens_sha256 = [\"{}\"]\n[tenants.acme.traces]\nendpoints = [\"{}\"]\n\
              otlp_grpc_endpoints = [\"http://{dead}\", \"http://{grpc}\"]\nupstream_auth = {{ bearer_token_env = \"HOME\" }}\n",
             sha256_hex("acme-token"),
             http.url()
@@ -756,6 +757,10 @@ async fn a_deployment_with_otlp_grpc_endpoints_gets_the_call_as_grpc() {
         assert!(metadata.get("x-request-id").is_some(), "{metadata:?}");
     }
     assert!(http.seen().is_empty(), "nothing went as OTLP/HTTP");
+    // The access log names the gRPC endpoint that answered.
+    router.wait_for_log("{\"ts\":", 4);
+    let endpoint = format!("\"endpoint\":\"http://{grpc}\"");
+    assert_eq!(router.log().lines().filter(|l| l.starts_with("{\"ts\":") && l.contains(&endpoint)).count(), 4);
 
     seen.unavailable.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut request = tonic::Request::new(message);

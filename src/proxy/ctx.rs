@@ -39,6 +39,8 @@ pub struct RequestCtx {
     /// The target sent upstream when it is not the client's: the canonical
     /// path (and the query) of a path that was not canonical already.
     pub upstream_uri: Option<http::Uri>,
+    /// The OTLP/gRPC endpoint of the pool a passed-through call last went to.
+    pub grpc_endpoint: Option<usize>,
 }
 
 impl RequestCtx {
@@ -57,6 +59,7 @@ impl RequestCtx {
             max_body: None,
             body_bytes: 0,
             upstream_uri: None,
+            grpc_endpoint: None,
         }
     }
 
@@ -183,7 +186,11 @@ impl RequestCtx {
                 method,
                 path,
                 status: status.unwrap_or(0),
-                endpoint: self.endpoint.zip(self.pool.as_ref()).map_or("-", |(i, p)| &p.endpoint(i).url),
+                endpoint: match (self.pool.as_ref(), self.endpoint, self.grpc_endpoint) {
+                    (Some(pool), Some(i), _) => &pool.endpoint(i).url,
+                    (Some(pool), None, Some(i)) => pool.otlp_grpc_endpoints().get(i).map_or("-", |e| &e.url),
+                    _ => "-",
+                },
                 attempts: self.tried.count(),
                 duration_ms: duration.as_secs_f64() * 1000.0,
                 bytes_in,

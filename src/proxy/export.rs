@@ -194,6 +194,7 @@ pub async fn deliver_grpc(
         let index = (turn + attempt) % endpoints.len().max(1);
         let Some(endpoint) = endpoints.get(index) else { return Err(internal()) };
         attempt += 1;
+        ctx.grpc_endpoint = Some(index);
         let mut request = RequestHeader::build("POST", method.as_bytes(), Some(8)).map_err(|_| internal())?;
         let built = (|| {
             request.insert_header(http::header::CONTENT_TYPE, "application/grpc")?;
