@@ -21,6 +21,8 @@ pub const TARGET: &str = "mirador_router::access";
 pub struct AccessRecord<'a> {
     pub tenant: &'a str,
     pub signal: &'a str,
+    /// `http`, or `grpc` for an OTLP/gRPC export.
+    pub protocol: &'a str,
     pub method: &'a str,
     pub path: &'a str,
     /// 0 when no answer was sent (the client went away).
@@ -39,6 +41,7 @@ pub fn record(r: &AccessRecord) {
         target: TARGET,
         tenant = r.tenant,
         signal = r.signal,
+        protocol = r.protocol,
         method = r.method,
         path = r.path,
         status = r.status,

@@ -11,7 +11,9 @@
 //! needs one) through a [`ClientAuth`] verifier, also swapped on reload;
 //! after the handshake, [`Names`] reads the verified leaf's names (SAN URIs,
 //! SAN DNS names, CN) into the connection's TLS digest, where the proxy
-//! finds them for every request of the connection.
+//! finds them for every request of the connection. The OTLP/gRPC listener
+//! gets a rustls config over the same resolver and verifier
+//! ([`Edge::grpc_server_config`]) and reads the names itself.
 
 use crate::config::{ClientCertificates, ServedCertificate, TlsListener};
 use crate::metrics::Metrics;
@@ -226,6 +228,22 @@ impl Edge {
             settings.enable_h2();
         }
         Some(settings)
+    }
+
+    /// A rustls server config with `listen`'s resolver and client
+    /// certificate verifier (so a reload swaps them here too), offering
+    /// HTTP/2 only: the OTLP/gRPC listener's TLS. `None` when no TLS
+    /// listener is on `listen`.
+    pub fn grpc_server_config(&self, listen: SocketAddr) -> Option<Arc<rustls::ServerConfig>> {
+        let running = self.listeners.get(&listen)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .ok()?;
+        let mut config =
+            builder.with_client_cert_verifier(running.clients.clone()).with_cert_resolver(running.certificates.clone());
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Some(Arc::new(config))
     }
 
     /// Swaps in the certificates of `listeners` (a reload's) for the TLS

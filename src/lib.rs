@@ -6,9 +6,11 @@
 //! path table), `rejection` and `reply` (why the router answers itself, and
 //! how), `config` (TOML → validated model), `metrics`, `quota`, `access_log`,
 //! `upstream` (pools, endpoint health and probes), `routing` (tenant,
-//! routing table), `proxy` (the Pingora phases), `reload` (build aside, swap
-//! once), `activity` (each pool's last minute) and `usage` (what deployments hold),
-//! `admin` (the admin listener and its status page) and `server` (assembly).
+//! routing table), `proxy` (the Pingora phases), `otlp_grpc` (the OTLP/gRPC
+//! listener, through the proxy's pipeline), `reload` (build aside, swap
+//! once), `activity` (each pool's last minute) and `usage` (what deployments
+//! hold), `admin` (the admin listener and its status page) and `server`
+//! (assembly).
 
 pub mod access_log;
 pub mod activity;
@@ -19,6 +21,7 @@ pub mod connection;
 pub mod edge;
 pub mod metrics;
 pub mod migration;
+pub mod otlp_grpc;
 pub mod proxy;
 pub mod quota;
 pub mod rejection;

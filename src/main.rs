@@ -7,6 +7,7 @@ use mirador_router::admin::Readings;
 use mirador_router::config::{AccessLogFormat, Source};
 use mirador_router::edge::Edge;
 use mirador_router::metrics::Metrics;
+use mirador_router::otlp_grpc;
 use mirador_router::reload::{self, Reloader};
 use mirador_router::routing::{self, RouteStore, Shared};
 use mirador_router::upstream::HealthRegistry;
@@ -120,6 +121,17 @@ fn main() -> ExitCode {
     let usage = Arc::new(Usage::default());
     if let Some(interval) = config.observability.usage_interval {
         health_runtime.spawn(usage::collect_forever(routes.clone(), usage.clone(), interval, metrics.clone()));
+    }
+    // OTLP over gRPC, on a runtime of its own beside Pingora's.
+    if let Some(addr) = config.server.otlp_grpc_listen {
+        let settings = &config.server;
+        let tls = settings.otlp_grpc_tls.and_then(|tls| edge.grpc_server_config(tls));
+        let observability = config.observability.clone();
+        let spawned = otlp_grpc::spawn(addr, settings.threads, routes.clone(), observability, settings.clients, tls);
+        if let Err(e) = spawned {
+            eprintln!("cannot serve OTLP/gRPC on {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
     }
     // Each pool's last minute, for the status page.
     let activity = Arc::new(Activity::default());

@@ -321,11 +321,7 @@ async fn log_shippers_and_the_otel_collector_reach_their_signal_with_the_body_as
 /// of that signal, as protobuf.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_opentelemetry_sdk_exports_traces_metrics_and_logs_through_the_router() {
-    let python = std::env::var("MIRADOR_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv").into())
-        .join("bin/python");
-    assert!(python.exists(), "{} is missing: scripts/test makes the venv with the OpenTelemetry SDK", python.display());
+    let python = common::venv_python();
     let fleet = Fleet::start(&["alpha", "beta"]).await;
     let router = RouterProcess::start(&fleet.toml());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/otel_sdk.py");

@@ -60,6 +60,7 @@ pub(super) fn deployment(
         share_tenant_id_with,
         http2,
         migration,
+        otlp_grpc_endpoints,
     } = raw;
     let mut lists = EndpointLists { path, context, seen: HashSet::new() };
     let tenant = victoria_tenant(account_id, project_id, path, problems);
@@ -102,6 +103,7 @@ pub(super) fn deployment(
             problems.add(&path.key("share_tenant_id_with"), "needs an account_id (a shared cluster deployment)");
         }
     }
+    let otlp_grpc_endpoints = lists.list(otlp_grpc_endpoints.unwrap_or_default(), "otlp_grpc_endpoints", problems);
     let (timeout, max_attempts) = attempts(timeout.as_deref(), max_attempts, path, problems);
     let migration = migration.map(|raw| self::migration(*raw, signal, &path.key("migration"), context, problems));
     if let Some(m) = &migration {
@@ -141,6 +143,7 @@ pub(super) fn deployment(
         http2: http2.unwrap_or(false),
         cluster: tenant.map(|tenant| SharedCluster { tenant, select, share_tenant_id_with }),
         migration: migration.map(Box::new),
+        otlp_grpc_endpoints,
     }
 }
 

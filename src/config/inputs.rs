@@ -68,7 +68,8 @@ impl Inputs {
             &deployment.select_endpoints,
             &deployment.select_backup_endpoints,
         ];
-        let urls = deployment.endpoints.iter().chain(&deployment.backup_endpoints);
+        let grpc = deployment.otlp_grpc_endpoints.iter().flatten();
+        let urls = deployment.endpoints.iter().chain(&deployment.backup_endpoints).chain(grpc);
         for url in urls.chain(cluster.into_iter().flatten().flatten()) {
             let Some((host, port)) = url::Url::parse(url).ok().as_ref().and_then(host_to_resolve) else { continue };
             if let Ok(Some(addr)) = (host.as_str(), port).to_socket_addrs().map(|mut found| found.next()) {

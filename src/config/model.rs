@@ -56,6 +56,11 @@ pub struct Server {
     pub http2: bool,
     /// TLS listeners (unified): the path decides the signal.
     pub tls: Vec<TlsListener>,
+    /// The OTLP/gRPC listener, when on: the gRPC method decides the signal.
+    pub otlp_grpc_listen: Option<SocketAddr>,
+    /// The `[[server.tls]]` listener whose certificates and client CA the
+    /// OTLP/gRPC listener serves TLS with; h2c when `None`.
+    pub otlp_grpc_tls: Option<SocketAddr>,
 }
 
 /// A TLS listener: its certificates (the first the default, the others
@@ -360,6 +365,9 @@ pub struct Deployment {
     pub cluster: Option<SharedCluster>,
     /// The move of this signal to another deployment, when one is under way.
     pub migration: Option<Box<Migration>>,
+    /// The deployment's OTLP/gRPC port(s): OTLP/gRPC exports are proxied
+    /// there as gRPC; empty: re-sent as OTLP/HTTP to `endpoints`.
+    pub otlp_grpc_endpoints: Vec<Endpoint>,
 }
 
 /// A signal's move from its deployment to `to`.

@@ -94,6 +94,11 @@ pub struct RawServer {
     pub http2: Option<bool>,
     /// TLS listeners (unified): `[[server.tls]]`.
     pub tls: Option<Vec<RawTlsListener>>,
+    /// OTLP over gRPC for every signal; off when absent.
+    pub otlp_grpc_listen: Option<String>,
+    /// TLS on the OTLP/gRPC listener with the certificates (and client CA)
+    /// of the `[[server.tls]]` listener at this address.
+    pub otlp_grpc_tls: Option<String>,
 }
 
 /// One TLS listener: its address and certificates (the first the default,
@@ -270,6 +275,9 @@ pub struct RawDeployment {
     pub http2: Option<bool>,
     /// Carrying this signal to another deployment.
     pub migration: Option<Box<RawMigration>>,
+    /// The deployment's own OTLP/gRPC port (VictoriaTraces' `-otlpGRPCListenAddr`):
+    /// OTLP/gRPC exports are proxied there as gRPC instead of re-sent as OTLP/HTTP.
+    pub otlp_grpc_endpoints: Option<Vec<String>>,
 }
 
 /// `[tenants.<id>.<signal>.migration]`: the deployment the signal moves to,

@@ -44,6 +44,7 @@ pub fn validate(raw: RawConfig, inputs: &Inputs) -> Result<Config, Vec<Problem>>
         .copied()
         .chain(server.signal_listeners.iter().map(|(_, addr)| *addr))
         .chain(server.tls.iter().map(|tls| tls.listen))
+        .chain(server.otlp_grpc_listen)
         .collect();
     let mut model_tenants = BTreeMap::new();
     for (id, mut raw_tenant) in tenants {
@@ -108,8 +109,25 @@ fn server_settings(
         max_request_header_bytes,
         http2,
         tls,
+        otlp_grpc_listen,
+        otlp_grpc_tls,
     } = raw;
     let tls = edge::tls_listeners(tls.unwrap_or_default(), &path.key("tls"), inputs, problems, warnings);
+    let otlp_grpc_listen =
+        otlp_grpc_listen.and_then(|addr| listen_addr(&addr, &path.key("otlp_grpc_listen"), problems));
+    let otlp_grpc_tls = otlp_grpc_tls.and_then(|raw| {
+        let key = path.key("otlp_grpc_tls");
+        let addr = listen_addr(&raw, &key, problems)?;
+        if otlp_grpc_listen.is_none() {
+            problems.add(&key, "needs server.otlp_grpc_listen: the listener it puts TLS on");
+        } else if !tls.iter().any(|listener| listener.listen == addr) {
+            problems.add(
+                &key,
+                format!("no [[server.tls]] listener is on {addr}: name the one whose certificates it serves"),
+            );
+        }
+        Some(addr)
+    });
     let listen_raw = listen.unwrap_or_else(|| vec!["0.0.0.0:8080".to_string()]);
     let listen: Vec<SocketAddr> = listen_raw
         .iter()
@@ -147,6 +165,8 @@ fn server_settings(
         work_stealing: work_stealing.unwrap_or(false),
         http2: http2.unwrap_or(false),
         tls,
+        otlp_grpc_listen,
+        otlp_grpc_tls,
         clients: {
             let defaults = ClientLimits::default();
             let timeout = |raw: Option<String>, default, key: &str, problems: &mut Problems| {
@@ -239,6 +259,7 @@ fn listeners_distinct(server: &Server, admin: &Admin, problems: &mut Problems) {
                 .enumerate()
                 .map(|(i, tls)| (KeyPath::root().key("server").key("tls").index(i).key("listen"), tls.listen)),
         )
+        .chain(server.otlp_grpc_listen.map(|a| (KeyPath::root().key("server").key("otlp_grpc_listen"), a)))
         .chain([(KeyPath::root().key("admin").key("listen"), admin.listen)]);
     for (path, addr) in all {
         if !seen.insert(addr) {

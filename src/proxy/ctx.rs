@@ -45,6 +45,8 @@ pub struct RequestCtx {
     pub migrating: Option<Box<Migrating>>,
     /// Whether the client's body ended (the request arrived whole).
     pub body_ended: bool,
+    /// The OTLP/gRPC endpoint of the pool a passed-through call last went to.
+    pub grpc_endpoint: Option<usize>,
 }
 
 impl RequestCtx {
@@ -65,6 +67,7 @@ impl RequestCtx {
             upstream_uri: None,
             migrating: None,
             body_ended: false,
+            grpc_endpoint: None,
         }
     }
 
@@ -135,8 +138,37 @@ impl RequestCtx {
 
     /// The request is over: its metrics, and its access log line when on.
     pub fn finish(&self, session: &pingora::proxy::Session, status: Option<u16>, observability: &Observability) {
-        let bytes_in = session.body_bytes_read() as u64;
-        let bytes_out = session.body_bytes_sent() as u64;
+        let request = session.req_header();
+        let path = match (observability.access_log_query, request.uri.path_and_query()) {
+            (true, Some(full)) => full.as_str(),
+            _ => request.uri.path(),
+        };
+        let exchange = Exchange {
+            protocol: "http",
+            method: request.method.as_str(),
+            path,
+            bytes_in: session.body_bytes_read() as u64,
+            bytes_out: session.body_bytes_sent() as u64,
+        };
+        self.record(&exchange, status, observability);
+    }
+
+    /// An OTLP/gRPC export is over: the metrics and access log line of a
+    /// request, `status` the HTTP status it stands for (the endpoint's, or
+    /// the router's own refusal), `method` the gRPC method's path.
+    pub fn finish_export(
+        &self,
+        method: &str,
+        status: u16,
+        (bytes_in, bytes_out): (u64, u64),
+        observability: &Observability,
+    ) {
+        let exchange = Exchange { protocol: "grpc", method: "POST", path: method, bytes_in, bytes_out };
+        self.record(&exchange, Some(status), observability);
+    }
+
+    fn record(&self, exchange: &Exchange, status: Option<u16>, observability: &Observability) {
+        let Exchange { protocol, method, path, bytes_in, bytes_out } = *exchange;
         let duration = self.started.elapsed();
         if let Some(metrics) = self.pool.as_ref().and_then(|p| p.metrics()) {
             if let Some(status) = status {
@@ -155,18 +187,18 @@ impl RequestCtx {
             }
         }
         if observability.access_log != AccessLogFormat::Off {
-            let request = session.req_header();
-            let path = match (observability.access_log_query, request.uri.path_and_query()) {
-                (true, Some(full)) => full.as_str(),
-                _ => request.uri.path(),
-            };
             access_log::record(&AccessRecord {
                 tenant: self.tenant.as_deref().unwrap_or(crate::metrics::UNKNOWN_TENANT),
                 signal: self.pool.as_ref().map_or("-", |p| p.signal.as_str()),
-                method: request.method.as_str(),
+                protocol,
+                method,
                 path,
                 status: status.unwrap_or(0),
-                endpoint: self.endpoint.zip(self.pool.as_ref()).map_or("-", |(i, p)| &p.endpoint(i).url),
+                endpoint: match (self.pool.as_ref(), self.endpoint, self.grpc_endpoint) {
+                    (Some(pool), Some(i), _) => &pool.endpoint(i).url,
+                    (Some(pool), None, Some(i)) => pool.otlp_grpc_endpoints().get(i).map_or("-", |e| &e.url),
+                    _ => "-",
+                },
                 attempts: self.tried.count(),
                 duration_ms: duration.as_secs_f64() * 1000.0,
                 bytes_in,
@@ -175,6 +207,17 @@ impl RequestCtx {
             });
         }
     }
+}
+
+/// What a finished request was on the wire, for its metrics and log line.
+#[derive(Clone, Copy)]
+struct Exchange<'a> {
+    /// `http` or `grpc`.
+    protocol: &'static str,
+    method: &'a str,
+    path: &'a str,
+    bytes_in: u64,
+    bytes_out: u64,
 }
 
 impl Default for RequestCtx {

@@ -31,16 +31,16 @@ static PROJECT_ID: HeaderName = HeaderName::from_static("projectid");
 /// Longest client-sent `X-Request-ID` that is propagated as is.
 const MAX_REQUEST_ID: usize = 128;
 
-/// Rewrites the request for endpoint `index` of `pool`, sent by `client`.
+/// Rewrites the request for `pool`'s endpoint of `authority`, sent by `client`.
 pub fn rewrite_upstream(
     upstream: &mut RequestHeader,
-    pool: Option<(&Pool, usize)>,
+    pool: Option<(&Pool, &HeaderValue)>,
     client: Option<IpAddr>,
     request_id: Option<&HeaderValue>,
     scheme: &'static str,
 ) -> pingora::Result<()> {
-    if let Some((pool, index)) = pool {
-        upstream.insert_header(http::header::HOST, pool.endpoint(index).authority.clone())?;
+    if let Some((_, authority)) = pool {
+        upstream.insert_header(http::header::HOST, authority.clone())?;
     }
     upstream.remove_header(&ACCOUNT_ID);
     upstream.remove_header(&PROJECT_ID);

@@ -9,15 +9,19 @@
 //! connecting go to `error_while_proxy`, and a request that fails for good
 //! to `fail_to_proxy`. Whether a failed attempt goes to another endpoint is
 //! decided in one place ([`retry::decide`]). The request path loads the
-//! table once and keeps the pool's `Arc` for the whole request.
+//! table once and keeps the pool's `Arc` for the whole request. An OTLP
+//! export from the gRPC listener takes the same pipeline without Pingora's
+//! phases ([`export`]).
 
 mod ctx;
+mod export;
 mod headers;
 mod migrating;
 mod resolve;
 mod retry;
 
 pub use ctx::RequestCtx;
+pub use export::{deliver, deliver_grpc, otlp_path, resolve_export};
 use migrating::Migrating;
 pub use resolve::resolve;
 pub use retry::{decide, Attempt, Decision, Outcome, Why};
@@ -232,7 +236,7 @@ impl ProxyHttp for Router {
             // without compression (the client takes identity too).
             upstream.remove_header(&http::header::ACCEPT_ENCODING);
         }
-        let pool = ctx.pool.as_deref().zip(ctx.endpoint);
+        let pool = ctx.pool.as_deref().zip(ctx.endpoint).map(|(pool, index)| (pool, &pool.endpoint(index).authority));
         let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         headers::rewrite_upstream(upstream, pool, client, ctx.request_id.as_ref(), self.scheme)
     }

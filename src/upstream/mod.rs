@@ -12,6 +12,7 @@ mod tls;
 mod version;
 
 pub use fetch::Sent;
+pub use fetch::{Answer, GrpcAnswer, PostFailed};
 pub use health::{EndpointHealth, HealthSnapshot};
-pub use pool::{Pick, Pool, Role, Tried, UpstreamEndpoint};
+pub use pool::{GrpcEndpoint, Pick, Pool, Role, Tried, UpstreamEndpoint};
 pub use registry::HealthRegistry;

@@ -103,6 +103,18 @@ pub struct Pool {
     tls: TlsMaterial,
     /// Whether endpoints are spoken to in HTTP/2 ([`version`]).
     pub(super) http2: bool,
+    otlp_grpc: Vec<GrpcEndpoint>,
+}
+
+/// A deployment's OTLP/gRPC endpoint (VictoriaTraces' gRPC port).
+#[derive(Debug)]
+pub struct GrpcEndpoint {
+    pub url: Arc<str>,
+    /// The `:authority` of a call.
+    pub authority: HeaderValue,
+    addr: SocketAddr,
+    tls: bool,
+    sni: Arc<str>,
 }
 
 impl Pool {
@@ -132,6 +144,7 @@ impl Pool {
             http2,
             cluster,
             migration: _,
+            otlp_grpc_endpoints,
         } = deployment;
         let tls_material = TlsMaterial::new(tls.as_ref());
         let make = |endpoint: &Endpoint, role: Role| {
@@ -179,7 +192,43 @@ impl Pool {
             connect_timeout: *connect_timeout,
             tls: tls_material,
             http2: *http2,
+            otlp_grpc: otlp_grpc_endpoints
+                .iter()
+                .map(|endpoint| GrpcEndpoint {
+                    url: endpoint.url.as_str().into(),
+                    authority: HeaderValue::from_str(&endpoint.authority())
+                        .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+                    addr: endpoint.addr,
+                    tls: endpoint.tls,
+                    sni: if endpoint.tls { endpoint.host.as_str().into() } else { "".into() },
+                })
+                .collect(),
         }
+    }
+
+    /// The deployment's OTLP/gRPC endpoints (no health state: a connect
+    /// failure moves a call to the next one).
+    pub fn otlp_grpc_endpoints(&self) -> &[GrpcEndpoint] {
+        &self.otlp_grpc
+    }
+
+    /// The gRPC endpoint for the `attempt`-th try of a call (round robin
+    /// from a turn taken once per call).
+    pub fn grpc_turn(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The peer for one call at OTLP/gRPC endpoint `index`: HTTP/2 (h2c for
+    /// `http://`), the pool's TLS and timeouts.
+    pub fn grpc_peer(&self, index: usize) -> Box<HttpPeer> {
+        let endpoint = &self.otlp_grpc[index];
+        let mut peer = Box::new(HttpPeer::new(endpoint.addr, endpoint.tls, endpoint.sni.to_string()));
+        self.tls.apply(&mut peer);
+        version::apply(&mut peer, true);
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.read_timeout = Some(self.timeout);
+        peer.options.write_timeout = Some(self.timeout);
+        peer
     }
 
     /// The endpoint for the next attempt: a healthy untried primary, round
@@ -277,6 +326,7 @@ mod tests {
             http2: false,
             cluster: None,
             migration: None,
+            otlp_grpc_endpoints: Vec::new(),
         }
     }
 

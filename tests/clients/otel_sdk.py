@@ -17,27 +17,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
+from otel_checked import Checked, failed
+
 base, tenant = sys.argv[1], sys.argv[2]
 headers = {"X-Tenant-ID": tenant}
 resource = Resource.create({"service.name": "mirador-otel-sdk"})
-failed = []
-
-
-class Checked:
-    """Wraps an exporter and records a failed export."""
-
-    def __init__(self, name, exporter):
-        self.name, self.exporter = name, exporter
-
-    def __getattr__(self, attr):
-        return getattr(self.exporter, attr)
-
-    def export(self, *args, **kwargs):
-        result = self.exporter.export(*args, **kwargs)
-        if getattr(result, "name", "SUCCESS") != "SUCCESS":
-            failed.append(self.name)
-        return result
-
 
 tracer_provider = TracerProvider(resource=resource)
 spans = Checked("traces", OTLPSpanExporter(endpoint=f"{base}/insert/opentelemetry/v1/traces", headers=headers))

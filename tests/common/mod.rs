@@ -61,6 +61,17 @@ pub fn ingest_path(signal: &str) -> &'static str {
     }
 }
 
+/// The Python of the venv `scripts/test` makes with the OpenTelemetry SDK
+/// (`$MIRADOR_VENV`, else `.venv`).
+pub fn venv_python() -> std::path::PathBuf {
+    let python = std::env::var("MIRADOR_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv").into())
+        .join("bin/python");
+    assert!(python.exists(), "{} is missing: scripts/test makes the venv with the OpenTelemetry SDK", python.display());
+    python
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }

@@ -47,6 +47,8 @@ pub struct RouterProcess {
     pub unified: SocketAddr,
     pub drop_in: HashMap<&'static str, SocketAddr>,
     pub admin: SocketAddr,
+    /// The OTLP/gRPC listener, after [`RouterBuilder::otlp_grpc`].
+    pub otlp_grpc: Option<SocketAddr>,
     /// Shared with a process started by [`RouterBuilder::upgrade_of`].
     pub dir: Arc<tempfile::TempDir>,
     pub config_path: PathBuf,
@@ -72,6 +74,7 @@ pub struct RouterBuilder {
     config_at: Option<ConfigAt>,
     wait: bool,
     upgrade_of: Option<Inherited>,
+    otlp_grpc: bool,
 }
 
 /// What a `--upgrade` process takes over from the running one.
@@ -79,6 +82,7 @@ struct Inherited {
     unified: SocketAddr,
     drop_in: HashMap<&'static str, SocketAddr>,
     admin: SocketAddr,
+    otlp_grpc: Option<SocketAddr>,
     dir: Arc<tempfile::TempDir>,
     config_path: PathBuf,
     admin_extra: Vec<String>,
@@ -106,6 +110,12 @@ impl RouterBuilder {
         self
     }
 
+    /// An OTLP/gRPC listener too (`[server] otlp_grpc_listen`) on a free port.
+    pub fn otlp_grpc(mut self) -> Self {
+        self.otlp_grpc = true;
+        self
+    }
+
     /// Returns as soon as the process is spawned, before it listens (to
     /// signal it during start-up); [`RouterProcess::pid`] names it.
     pub fn no_wait(mut self) -> Self {
@@ -121,6 +131,7 @@ impl RouterBuilder {
             unified: running.unified,
             drop_in: running.drop_in.clone(),
             admin: running.admin,
+            otlp_grpc: running.otlp_grpc,
             dir: running.dir.clone(),
             config_path: running.config_path.clone(),
             admin_extra: running.admin_extra.clone(),
@@ -134,15 +145,26 @@ impl RouterBuilder {
             assert!(self.config_at.is_none() && self.tenants.is_empty(), "an upgrade runs on the running config");
             let log_path = from.dir.path().join("upgrade.log");
             let child = spawn(&from.config_path, &log_path, &["--upgrade"]);
-            let Inherited { unified, drop_in, admin, dir, config_path, admin_extra } = from;
-            return RouterProcess { child, unified, drop_in, admin, dir, config_path, admin_extra, log_path };
+            let Inherited { unified, drop_in, admin, otlp_grpc, dir, config_path, admin_extra } = from;
+            return RouterProcess {
+                child,
+                unified,
+                drop_in,
+                admin,
+                otlp_grpc,
+                dir,
+                config_path,
+                admin_extra,
+                log_path,
+            };
         }
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let unified = free_addr();
         let drop_in: HashMap<&'static str, SocketAddr> =
             ["metrics", "logs", "traces"].into_iter().map(|s| (s, free_addr())).collect();
         let admin = free_addr();
-        let text = config_text(dir.path(), unified, &drop_in, admin, &self.admin_extra, &self.tenants);
+        let otlp_grpc = self.otlp_grpc.then(free_addr);
+        let text = config_text(dir.path(), unified, &drop_in, admin, otlp_grpc, &self.admin_extra, &self.tenants);
         let config_path = match self.config_at {
             Some(lay_out) => lay_out(dir.path(), &text),
             None => {
@@ -154,7 +176,8 @@ impl RouterBuilder {
         let log_path = dir.path().join("router.log");
         let child = spawn(&config_path, &log_path, &[]);
         let admin_extra = self.admin_extra;
-        let router = RouterProcess { child, unified, drop_in, admin, dir, config_path, admin_extra, log_path };
+        let router =
+            RouterProcess { child, unified, drop_in, admin, otlp_grpc, dir, config_path, admin_extra, log_path };
         if self.wait {
             router.wait_listening();
         }
@@ -164,7 +187,14 @@ impl RouterBuilder {
 
 impl RouterProcess {
     pub fn builder() -> RouterBuilder {
-        RouterBuilder { tenants: String::new(), admin_extra: Vec::new(), config_at: None, wait: true, upgrade_of: None }
+        RouterBuilder {
+            tenants: String::new(),
+            admin_extra: Vec::new(),
+            config_at: None,
+            wait: true,
+            upgrade_of: None,
+            otlp_grpc: false,
+        }
     }
 
     /// Starts the router with the unified listener, all three drop-in
@@ -177,7 +207,15 @@ impl RouterProcess {
     /// The config text this router was started with, with other `tenants`:
     /// the same listeners and `[admin]` lines.
     pub fn text_with_tenants(&self, tenants: &str) -> String {
-        config_text(self.dir.path(), self.unified, &self.drop_in, self.admin, &self.admin_extra, tenants)
+        config_text(
+            self.dir.path(),
+            self.unified,
+            &self.drop_in,
+            self.admin,
+            self.otlp_grpc,
+            &self.admin_extra,
+            tenants,
+        )
     }
 
     /// Rewrites the tenants part of the config file (listeners unchanged).
@@ -286,6 +324,7 @@ impl RouterProcess {
     pub fn wait_listening(&self) {
         let mut addrs = vec![self.unified, self.admin];
         addrs.extend(self.drop_in.values());
+        addrs.extend(self.otlp_grpc);
         let mut next = 0;
         Wait::new(format!("the router to listen on {addrs:?}"), Duration::from_secs(30))
             .every(Duration::from_millis(20))
@@ -333,10 +372,12 @@ fn config_text(
     unified: SocketAddr,
     drop_in: &HashMap<&str, SocketAddr>,
     admin: SocketAddr,
+    otlp_grpc: Option<SocketAddr>,
     admin_extra: &[String],
     tenants: &str,
 ) -> String {
     let admin_extra: String = admin_extra.iter().map(|line| format!("{line}\n")).collect();
+    let otlp_grpc = otlp_grpc.map_or(String::new(), |addr| format!("otlp_grpc_listen = \"{addr}\"\n"));
     format!(
         r#"[server]
 listen = ["{unified}"]
@@ -344,7 +385,7 @@ threads = 2
 grace_period = "1s"
 pid_file = "{pid}"
 upgrade_sock = "{sock}"
-
+{otlp_grpc}
 [server.signal_listeners]
 metrics = "{metrics}"
 logs = "{logs}"

@@ -36,6 +36,8 @@ pub struct Seen {
     pub body_complete: bool,
     /// The router-side address of the connection: tells connection reuse.
     pub peer: SocketAddr,
+    /// The body itself, after [`Upstream::keep_bodies`].
+    pub body: Option<Bytes>,
 }
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
@@ -58,6 +60,10 @@ struct Shared {
     /// The server the admin API's deployment checks see ([`Upstream::set_kind`]).
     kind: Mutex<Option<&'static str>>,
     validations: AtomicU64,
+    /// Keep each request's body in its [`Seen`] (small bodies only).
+    keep_bodies: std::sync::atomic::AtomicBool,
+    /// The status of every answer when not 0 (else `status=N` or 200).
+    status: AtomicU16,
 }
 
 /// A strict stand-in's rule: the status and message for a path (with its
@@ -169,6 +175,16 @@ impl Upstream {
         self.shared.probe_status.store(status, Ordering::SeqCst);
     }
 
+    /// Keeps the body of every request from now on, in [`Seen::body`].
+    pub fn keep_bodies(&self) {
+        self.shared.keep_bodies.store(true, Ordering::SeqCst);
+    }
+
+    /// Answers every request with `status` from now on (0: as before).
+    pub fn set_status(&self, status: u16) {
+        self.shared.status.store(status, Ordering::SeqCst);
+    }
+
     /// Stops accepting and drops every open connection: the endpoint is dead.
     pub fn kill(&self) {
         let _ = self.stop.send(true);
@@ -247,10 +263,15 @@ async fn handle(
     let mut hasher = DefaultHasher::new();
     let mut body_len = 0u64;
     let mut body_complete = true;
+    let keep = shared.keep_bodies.load(Ordering::SeqCst);
+    let mut kept = Vec::new();
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
                 if let Some(data) = frame.data_ref() {
+                    if keep {
+                        kept.extend_from_slice(data);
+                    }
                     hasher.write(data);
                     body_len += data.len() as u64;
                 }
@@ -269,6 +290,7 @@ async fn handle(
         body_hash: hasher.finish(),
         body_complete,
         peer,
+        body: keep.then(|| kept.into()),
     });
     if let Some(ms) = param("delay_ms") {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
@@ -298,7 +320,10 @@ async fn handle(
         }
         None => BodyExt::boxed(Full::new(Bytes::from(name.to_string()))),
     };
-    let status = param("status").unwrap_or(200) as u16;
+    let status = match shared.status.load(Ordering::SeqCst) {
+        0 => param("status").unwrap_or(200) as u16,
+        status => status,
+    };
     let response = Response::builder()
         .status(status)
         .header("x-upstream", &*name)
