@@ -151,7 +151,11 @@ impl AdminApp {
             (&Method::GET, ["api", "v1", "tenants", id, "migration"]) => match self.routes.load().tenant(id) {
                 Some(route) => {
                     let signals = migrations(route).unwrap_or_else(|| json!({}));
-                    Answer::Json(StatusCode::OK, json!({ "tenant": id, "migrations": signals }))
+                    let fanouts: serde_json::Map<String, Value> = crate::api::Signal::ALL
+                        .into_iter()
+                        .filter_map(|signal| Some((signal.as_str().to_string(), route.fanout(signal)?.status())))
+                        .collect();
+                    Answer::Json(StatusCode::OK, json!({ "tenant": id, "migrations": signals, "fanout": fanouts }))
                 }
                 None => error(ErrorKind::NotFound, format!("unknown tenant {id:?}")),
             },

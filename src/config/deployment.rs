@@ -61,6 +61,7 @@ pub(super) fn deployment(
         http2,
         migration,
         otlp_grpc_endpoints,
+        write_policy,
     } = raw;
     let mut lists = EndpointLists { path, context, seen: HashSet::new() };
     let tenant = victoria_tenant(account_id, project_id, path, problems);
@@ -144,6 +145,7 @@ pub(super) fn deployment(
         cluster: tenant.map(|tenant| SharedCluster { tenant, select, share_tenant_id_with }),
         migration: migration.map(Box::new),
         otlp_grpc_endpoints,
+        write_policy: write_policy.unwrap_or_default(),
     }
 }
 

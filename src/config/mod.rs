@@ -25,7 +25,7 @@ pub use error::{ConfigError, KeyPath, Problem};
 pub use inputs::{read_jwks, Inputs};
 pub use jwt::key_set;
 pub use model::*;
-pub use raw::{AccessLogFormat, MigrationPhase, TenantStatus};
+pub use raw::{AccessLogFormat, MigrationPhase, TenantStatus, WritePolicy};
 pub use tiers::effective_tenant;
 
 use std::path::{Path, PathBuf};

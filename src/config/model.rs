@@ -4,7 +4,7 @@
 //! of [`super::validate`]: addresses parsed, durations positive, every
 //! enabled signal has a deployment, every endpoint resolved.
 
-use super::raw::{AccessLogFormat, MigrationPhase, TenantStatus};
+use super::raw::{AccessLogFormat, MigrationPhase, TenantStatus, WritePolicy};
 use crate::api::{AdminOp, Signal, VictoriaTenant};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -368,6 +368,8 @@ pub struct Deployment {
     /// The deployment's OTLP/gRPC port(s): OTLP/gRPC exports are proxied
     /// there as gRPC; empty: re-sent as OTLP/HTTP to `endpoints`.
     pub otlp_grpc_endpoints: Vec<Endpoint>,
+    /// Ingest to one endpoint or to every primary, and which answers count.
+    pub write_policy: WritePolicy,
 }
 
 /// A signal's move from its deployment to `to`.

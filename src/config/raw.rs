@@ -278,6 +278,8 @@ pub struct RawDeployment {
     /// The deployment's own OTLP/gRPC port (VictoriaTraces' `-otlpGRPCListenAddr`):
     /// OTLP/gRPC exports are proxied there as gRPC instead of re-sent as OTLP/HTTP.
     pub otlp_grpc_endpoints: Option<Vec<String>>,
+    /// Ingest to one endpoint, or to every primary (`all`, `quorum`).
+    pub write_policy: Option<WritePolicy>,
 }
 
 /// `[tenants.<id>.<signal>.migration]`: the deployment the signal moves to,
@@ -291,6 +293,37 @@ pub struct RawMigration {
     pub mirror_max_body: Option<i64>,
     pub mirror_queue: Option<i64>,
     pub mirror_queue_bytes: Option<i64>,
+}
+
+/// Which of a deployment's primaries an ingest request goes to, and which
+/// answers make it a success: `one` (any one endpoint, as reads), `all`
+/// (every primary took it), `quorum` (a majority of the primaries did).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WritePolicy {
+    #[default]
+    One,
+    All,
+    Quorum,
+}
+
+impl WritePolicy {
+    /// Answers of `primaries` needed for a success.
+    pub fn needed(self, primaries: usize) -> usize {
+        match self {
+            WritePolicy::One => 1,
+            WritePolicy::All => primaries,
+            WritePolicy::Quorum => primaries / 2 + 1,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WritePolicy::One => "one",
+            WritePolicy::All => "all",
+            WritePolicy::Quorum => "quorum",
+        }
+    }
 }
 
 /// Where a migration is: `mirror` (writes copied to `to`), `shadow` (and a

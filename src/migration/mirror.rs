@@ -249,7 +249,7 @@ impl MirrorRegistry {
 
 /// The connector copies and shadow reads go through (Pingora's pooled
 /// upstream connections).
-pub(super) fn connector() -> &'static Connector {
+pub fn connector() -> &'static Connector {
     static CONNECTOR: OnceLock<Connector> = OnceLock::new();
     CONNECTOR.get_or_init(|| Connector::new(None))
 }

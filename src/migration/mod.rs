@@ -21,11 +21,11 @@ mod mirror;
 mod shadow;
 
 pub use compare::{normalise, same_answer, Normalised};
-pub use mirror::{Copy, Counts, Dropped, MirrorQueue, MirrorRegistry, Target, MAX_AGE};
+pub use mirror::{connector, Copy, Counts, Dropped, MirrorQueue, MirrorRegistry, Target, MAX_AGE};
 pub use shadow::{Mismatch, Replay, Shadow, ShadowCounts, MAX_ANSWER};
 
 use crate::api::Signal;
-use crate::config::{Deployment, MigrationPhase};
+use crate::config::{Deployment, MigrationPhase, WritePolicy};
 use crate::metrics::Metrics;
 use crate::quota::QuotaRegistry;
 use crate::upstream::{HealthRegistry, Pool};
@@ -88,22 +88,7 @@ impl SignalMigration {
 
     /// The migration as the admin API shows it.
     pub fn status(&self) -> Value {
-        let mirror = self.mirror.as_ref().map(|queue| {
-            let c = queue.counts();
-            let get = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
-            let pool = queue.target();
-            let target: Vec<&str> = pool.endpoints().iter().map(|e| &*e.url).collect();
-            json!({
-                "target": target,
-                "queued": get(&c.queued),
-                "queued_bytes": get(&c.queued_bytes),
-                "oldest_seconds": queue.oldest_seconds(),
-                "ok": get(&c.ok),
-                "failed": get(&c.failed),
-                "dropped_queue_full": get(&c.dropped_queue_full),
-                "dropped_too_large": get(&c.dropped_too_large),
-            })
-        });
+        let mirror = self.mirror.as_deref().map(queue_status);
         let shadow = self.shadow.as_ref().map(|shadow| {
             json!({
                 "sample": shadow.sample,
@@ -114,6 +99,63 @@ impl SignalMigration {
         });
         json!({ "phase": self.phase.as_str(), "from": self.from, "to": self.to, "mirror": mirror, "shadow": shadow })
     }
+}
+
+/// A deployment's write fan-out (`write_policy = "all" | "quorum"`): each
+/// primary endpoint's own retry queue, in the pool's order, for the copies
+/// an endpoint did not take at once.
+pub struct FanOut {
+    pub policy: WritePolicy,
+    pub retries: Vec<Arc<MirrorQueue>>,
+}
+
+impl FanOut {
+    /// The fan-out of `deployment` (the serving one), when its policy asks for one.
+    pub fn build(tenant: &Arc<str>, signal: Signal, deployment: &Deployment, with: &Registries) -> Option<Self> {
+        if deployment.write_policy == WritePolicy::One {
+            return None;
+        }
+        let retries = deployment
+            .endpoints
+            .iter()
+            .map(|endpoint| {
+                let alone = Deployment {
+                    endpoints: vec![endpoint.clone()],
+                    backup_endpoints: Vec::new(),
+                    ..deployment.clone()
+                };
+                let pool = Arc::new(Pool::new(tenant.clone(), signal, &alone, with.health, with.quotas, None));
+                let target =
+                    Target { deployment: &alone, pool, capacity: 10_000, max_bytes: 256 << 20, max_body: 8 << 20 };
+                with.mirrors.queue(tenant, signal, target)
+            })
+            .collect();
+        Some(FanOut { policy: deployment.write_policy, retries })
+    }
+
+    /// The fan-out as the admin API shows it: each primary's retry queue.
+    pub fn status(&self) -> Value {
+        let endpoints: Vec<Value> = self.retries.iter().map(|queue| queue_status(queue)).collect();
+        json!({ "write_policy": self.policy.as_str(), "endpoints": endpoints })
+    }
+}
+
+/// A copy queue's target, depth and counts.
+fn queue_status(queue: &MirrorQueue) -> Value {
+    let c = queue.counts();
+    let get = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+    let pool = queue.target();
+    let target: Vec<&str> = pool.endpoints().iter().map(|e| &*e.url).collect();
+    json!({
+        "target": target,
+        "queued": get(&c.queued),
+        "queued_bytes": get(&c.queued_bytes),
+        "oldest_seconds": queue.oldest_seconds(),
+        "ok": get(&c.ok),
+        "failed": get(&c.failed),
+        "dropped_queue_full": get(&c.dropped_queue_full),
+        "dropped_too_large": get(&c.dropped_too_large),
+    })
 }
 
 /// The client headers a copy or a replay carries: all but the connection's

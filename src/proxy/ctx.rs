@@ -11,6 +11,7 @@ use super::retry::{self, Attempt, Decision, Outcome, Why};
 use crate::access_log::{self, AccessRecord};
 use crate::config::{AccessLogFormat, Observability};
 use crate::metrics::UpstreamErrorKind;
+use crate::migration::FanOut;
 use crate::quota::InFlight;
 use crate::upstream::{Pool, Role, Tried};
 use http::HeaderValue;
@@ -45,6 +46,8 @@ pub struct RequestCtx {
     pub migrating: Option<Box<Migrating>>,
     /// Whether the client's body ended (the request arrived whole).
     pub body_ended: bool,
+    /// An ingest request of a deployment that writes to every primary.
+    pub fanout: Option<Arc<FanOut>>,
     /// The OTLP/gRPC endpoint of the pool a passed-through call last went to.
     pub grpc_endpoint: Option<usize>,
 }
@@ -67,6 +70,7 @@ impl RequestCtx {
             upstream_uri: None,
             migrating: None,
             body_ended: false,
+            fanout: None,
             grpc_endpoint: None,
         }
     }

@@ -15,6 +15,7 @@
 
 mod ctx;
 mod export;
+mod fanout;
 mod headers;
 mod migrating;
 mod resolve;
@@ -112,7 +113,16 @@ impl ProxyHttp for Router {
             }
         };
         match resolved {
-            Ok(()) => Ok(false),
+            Ok(()) => match ctx.fanout.clone() {
+                // Every primary takes the write: the router answers itself.
+                Some(fanout) => {
+                    let tenant_header = table.tenant_header().clone();
+                    drop(table);
+                    fanout::fan_out(session, ctx, &fanout, &tenant_header).await?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            },
             Err(reply) => {
                 tracing::debug!(status = reply.status, error = %reply.message, "request refused");
                 send(&reply, session, false).await?;

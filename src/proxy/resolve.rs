@@ -110,6 +110,9 @@ pub fn resolve(
     let _ = (pool.metrics(), route.rejections());
     ctx.pool = Some(pool.clone());
     ctx.migrating = migrating(route, &classified, request, header);
+    if classified.access == Access::Ingest {
+        ctx.fanout = route.fanout(classified.signal).cloned();
+    }
     ctx.read = retry::is_read(classified.access);
     ctx.replay_ingest = classified.access == Access::Ingest && pool.retry_ingest;
     Ok(())

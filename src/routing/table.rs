@@ -10,7 +10,7 @@ use super::Tokens;
 use crate::api::{cluster_form, Access, Endpoint, Service, Signal};
 use crate::config::{Config, TenantStatus};
 use crate::metrics::{Metrics, Rejections, TenantSeries, UNKNOWN_TENANT};
-use crate::migration::{MirrorRegistry, Registries, SignalMigration};
+use crate::migration::{FanOut, MirrorRegistry, Registries, SignalMigration};
 use crate::quota::{Limits, QuotaRegistry};
 use crate::rejection::Rejection;
 use crate::upstream::{EndpointHealth, HealthRegistry, Pool};
@@ -58,6 +58,8 @@ pub struct TenantRoute {
     select: Option<Arc<Pool>>,
     /// Indexed by [`Signal::index`]: a migration under way.
     migrations: [Option<Arc<SignalMigration>>; 3],
+    /// Indexed by [`Signal::index`]: ingest fanned out to every primary.
+    fanouts: [Option<Arc<FanOut>>; 3],
     /// Whether the tenant has credentials (and so refuses the header alone).
     pub has_credentials: bool,
     /// Quota state of the tenant as a whole.
@@ -86,6 +88,7 @@ impl TenantRoute {
             let deployment = tenant.deployment(signal).filter(|_| tenant.features.allows(signal))?;
             SignalMigration::build(&id, signal, deployment, &registries).map(Arc::new)
         });
+        let fanouts = Signal::ALL.map(|signal| FanOut::build(&id, signal, serving(signal)?, &registries).map(Arc::new));
         let select = serving(Signal::Metrics).and_then(|deployment| deployment.select_service()).map(|select| {
             let (health, quotas) = (&shared.health, &shared.quotas);
             Arc::new(Pool::new(id.clone(), Signal::Metrics, &select, health, quotas, series.as_ref()))
@@ -99,6 +102,7 @@ impl TenantRoute {
             pools,
             select,
             migrations,
+            fanouts,
             has_credentials: tenant.auth.is_some(),
             limits: shared.quotas.limits(&tenant.id, &tenant.quotas),
             series,
@@ -108,6 +112,11 @@ impl TenantRoute {
     /// The tenant's rejection counters, when metrics are on.
     pub fn rejections(&self) -> Option<&Rejections> {
         self.series.as_ref()?.rejections()
+    }
+
+    /// The write fan-out of `signal`'s deployment, if its policy asks for one.
+    pub fn fanout(&self, signal: Signal) -> Option<&Arc<FanOut>> {
+        self.fanouts[signal.index()].as_ref()
     }
 
     /// The migration of `signal` under way, if any.

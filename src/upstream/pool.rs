@@ -145,6 +145,7 @@ impl Pool {
             cluster,
             migration: _,
             otlp_grpc_endpoints,
+            write_policy: _,
         } = deployment;
         let tls_material = TlsMaterial::new(tls.as_ref());
         let make = |endpoint: &Endpoint, role: Role| {
@@ -327,6 +328,7 @@ mod tests {
             cluster: None,
             migration: None,
             otlp_grpc_endpoints: Vec::new(),
+            write_policy: Default::default(),
         }
     }
 
