@@ -102,6 +102,14 @@ sed -e 's/18610/18680/; s/18611/18681/; s/18612/18682/; s/mirador\.pid/mirador-s
 grep -q '^account_id = 1$' "$WORK/mirador-shared.toml"
 RUST_LOG=warn taskset -c 0 target/release/mirador-router --config "$WORK/mirador-shared.toml" > "$WORK/mirador-shared.log" 2>&1 &
 MIRADOR_SHARED_PID=$!
+# And with the tenant's metrics migrating (phase mirror): every POST is also
+# copied, off the request path, to the backend's second address; its CPU is
+# in the same process, so the figure includes the copy.
+sed -e 's/18610/18690/; s/18611/18691/; s/18612/18692/; s/mirador\.pid/mirador-mirror.pid/; s/mirador\.sock/mirador-mirror.sock/' \
+    "$WORK/mirador.toml" > "$WORK/mirador-mirror.toml"
+printf '[tenants.bench.metrics.migration]\nto = { endpoints = ["http://%s"] }\nphase = "mirror"\n' "$BACKEND_SELECT" >> "$WORK/mirador-mirror.toml"
+RUST_LOG=warn taskset -c 0 target/release/mirador-router --config "$WORK/mirador-mirror.toml" > "$WORK/mirador-mirror.log" 2>&1 &
+MIRADOR_MIRROR_PID=$!
 # A baseline build (say, of the commit before a change), for a before/after
 # A/B in the same run:
 #   BASELINE_BIN=/tmp/mirador-before PROXIES="mirador mirador-base floor" benches/load.sh 10 2
@@ -158,12 +166,12 @@ taskset -c 0 haproxy -f "$WORK/haproxy.cfg" > "$WORK/haproxy.log" 2>&1 &
 HAPROXY_PID=$!
 
 wait_up() { for _ in $(seq 200); do curl -s -o /dev/null -H 'X-Tenant-ID: bench' "http://$1/api/v1/query" && return; sleep 0.05; done; echo "no $1" >&2; exit 1; }
-for addr in "$BACKEND" 127.0.0.1:18610 127.0.0.1:18650 127.0.0.1:18660 127.0.0.1:18680 127.0.0.1:18620 127.0.0.1:18630 127.0.0.1:18640; do wait_up "$addr"; done
+for addr in "$BACKEND" 127.0.0.1:18610 127.0.0.1:18650 127.0.0.1:18660 127.0.0.1:18680 127.0.0.1:18690 127.0.0.1:18620 127.0.0.1:18630 127.0.0.1:18640; do wait_up "$addr"; done
 if [ "$MIRADOR_BASE_PID" != 0 ]; then wait_up 127.0.0.1:18670; fi
 NGINX_PROXY_PID=$(pgrep -P "$(cat "$WORK/proxy.pid")" | head -1)
 
-declare -A PORT=([mirador]=18610 [mirador-ws]=18650 [mirador-nometrics]=18660 [mirador-base]=18670 [mirador-shared]=18680 [floor]=18620 [nginx]=18630 [haproxy]=18640)
-declare -A PID=([mirador]=$MIRADOR_PID [mirador-ws]=$MIRADOR_WS_PID [mirador-nometrics]=$MIRADOR_NM_PID [mirador-base]=$MIRADOR_BASE_PID [mirador-shared]=$MIRADOR_SHARED_PID [floor]=$FLOOR_PID [nginx]=$NGINX_PROXY_PID [haproxy]=$HAPROXY_PID)
+declare -A PORT=([mirador]=18610 [mirador-ws]=18650 [mirador-nometrics]=18660 [mirador-base]=18670 [mirador-shared]=18680 [mirador-mirror]=18690 [floor]=18620 [nginx]=18630 [haproxy]=18640)
+declare -A PID=([mirador]=$MIRADOR_PID [mirador-ws]=$MIRADOR_WS_PID [mirador-nometrics]=$MIRADOR_NM_PID [mirador-base]=$MIRADOR_BASE_PID [mirador-shared]=$MIRADOR_SHARED_PID [mirador-mirror]=$MIRADOR_MIRROR_PID [floor]=$FLOOR_PID [nginx]=$NGINX_PROXY_PID [haproxy]=$HAPROXY_PID)
 cat > "$WORK/post.lua" <<'EOF'
 wrk.method = "POST"
 wrk.body = string.rep("x", 4096)
@@ -199,7 +207,8 @@ run() { # proxy scenario round
 # PROXIES="mirador nginx" benches/load.sh runs a subset (nginx and floor are the
 # references). Variants for A/Bs: mirador-ws (Pingora's work stealing on),
 # mirador-nometrics (`[observability] metrics = false`), mirador-shared (the
-# tenant on a shared cluster: every path rewritten to its cluster form):
+# tenant on a shared cluster: every path rewritten to its cluster form),
+# mirador-mirror (the tenant's metrics in migration phase mirror):
 #   PROXIES="mirador mirador-nometrics" benches/load.sh 10 4
 read -r -a ORDER <<< "${PROXIES:-mirador floor nginx haproxy}"
 for round in $(seq "$ROUNDS"); do
@@ -215,11 +224,11 @@ done
 rss() { [ "$1" != 0 ] && awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status" || echo -; }
 echo "machine: $(nproc) CPUs, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs); ${SECONDS_PER_RUN}s x ${ROUNDS} rounds per cell"
 echo
-awk -v hz="$TICKS" -v rss_mirador="$(rss "$MIRADOR_PID")" -v rss_ws="$(rss "$MIRADOR_WS_PID")" -v rss_nm="$(rss "$MIRADOR_NM_PID")" -v rss_base="$(rss "$MIRADOR_BASE_PID")" -v rss_shared="$(rss "$MIRADOR_SHARED_PID")" -v rss_floor="$(rss "$FLOOR_PID")" \
+awk -v hz="$TICKS" -v rss_mirador="$(rss "$MIRADOR_PID")" -v rss_ws="$(rss "$MIRADOR_WS_PID")" -v rss_nm="$(rss "$MIRADOR_NM_PID")" -v rss_base="$(rss "$MIRADOR_BASE_PID")" -v rss_shared="$(rss "$MIRADOR_SHARED_PID")" -v rss_mirror="$(rss "$MIRADOR_MIRROR_PID")" -v rss_floor="$(rss "$FLOOR_PID")" \
     -v rss_nginx="$(rss "$NGINX_PROXY_PID")" -v rss_haproxy="$(rss "$HAPROXY_PID")" -v proxies="${ORDER[*]}" '
   { req[$2" "$1] += $4; ticks[$2" "$1] += $5; rps[$2" "$1] = rps[$2" "$1] " " $6; p50[$2" "$1] = p50[$2" "$1] " " $7; p99[$2" "$1] = p99[$2" "$1] " " $8; if ($9 != "ok") err[$2" "$1] = err[$2" "$1] " " $9 }
   END {
-    rssof["mirador"] = rss_mirador; rssof["mirador-ws"] = rss_ws; rssof["mirador-nometrics"] = rss_nm; rssof["mirador-base"] = rss_base; rssof["mirador-shared"] = rss_shared; rssof["floor"] = rss_floor; rssof["nginx"] = rss_nginx; rssof["haproxy"] = rss_haproxy
+    rssof["mirador"] = rss_mirador; rssof["mirador-ws"] = rss_ws; rssof["mirador-nometrics"] = rss_nm; rssof["mirador-base"] = rss_base; rssof["mirador-shared"] = rss_shared; rssof["mirador-mirror"] = rss_mirror; rssof["floor"] = rss_floor; rssof["nginx"] = rss_nginx; rssof["haproxy"] = rss_haproxy
     split("small big post", scenarios, " "); n = split(proxies, list, " ")
     printf "%-8s %-17s %-24s %-20s %-20s %10s %9s %9s %8s\n", "scenario", "proxy", "req/s (rounds)", "p50 (rounds)", "p99 (rounds)", "cpu us/req", "x nginx", "x floor", "rss MiB"
     for (s = 1; s <= 3; s++) {
@@ -234,3 +243,16 @@ awk -v hz="$TICKS" -v rss_mirador="$(rss "$MIRADOR_PID")" -v rss_ws="$(rss "$MIR
       }
     }
   }' "$RESULTS"
+# The mirror's own throughput: copies delivered and dropped over the POST runs.
+if [[ " ${ORDER[*]} " == *" mirador-mirror "* ]]; then
+  sleep 2
+  posts=$(awk '$1=="mirador-mirror" && $2=="post" {n += $4} END {print n+0}' "$RESULTS")
+  curl -s http://127.0.0.1:18692/api/v1/tenants/bench/migration | python3 -c '
+import json, sys
+m = json.load(sys.stdin)["migrations"]["metrics"]["mirror"]
+posts, seconds = int(sys.argv[1]), float(sys.argv[2])
+ok, full, failed, queued = m["ok"], m["dropped_queue_full"], m["failed"], m["queued"]
+print(f"mirror: {posts} POSTs answered, {ok} copies delivered ({ok / seconds:.0f}/s over the POST runs), "
+      f"{full} dropped (queue full), {failed} failed, {queued} still queued")
+' "$posts" "$(( SECONDS_PER_RUN * ROUNDS ))"
+fi

@@ -14,13 +14,14 @@ const RUNBOOKS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/runbooks");
 
 /// The runbooks in the order they run (each starts from where the one
 /// before left the router).
-const ORDER: [&str; 6] = [
+const ORDER: [&str; 7] = [
     "add-a-tenant.md",
     "move-a-tenants-endpoints.md",
     "an-endpoint-is-down.md",
     "a-reload-was-refused.md",
     "rotate-a-tenants-credential.md",
     "suspend-and-resume-a-tenant.md",
+    "migrate-a-tenant.md",
 ];
 
 /// The `sh` blocks of a markdown text, in order.
@@ -103,6 +104,7 @@ async fn the_runbooks_run_against_a_real_router_and_victoriametrics() {
     let dir = tempfile::tempdir().unwrap();
     let (_a, vm_a) = start_victoria_metrics(dir.path(), "vm-a").await;
     let (_b, vm_b) = start_victoria_metrics(dir.path(), "vm-b").await;
+    let (_new, vm_new) = start_victoria_metrics(dir.path(), "vm-new").await;
     // What newco's data on its new instance will be (copied there beforehand).
     let put = client().post(format!("http://{vm_a}/api/v1/import/prometheus")).body("runbook_moved 1\n").send().await;
     assert_eq!(put.unwrap().status(), 204);
@@ -135,6 +137,7 @@ async fn the_runbooks_run_against_a_real_router_and_victoriametrics() {
             ("CONFIG", router.config_path.display().to_string()),
             ("VM_A", format!("http://{vm_a}")),
             ("VM_B", format!("http://{vm_b}")),
+            ("VM_NEW", format!("http://{vm_new}")),
             ("ACME_TOKENS", acme_tokens.display().to_string()),
             ("OLD_TOKEN", old_token.into()),
         ],
@@ -196,6 +199,19 @@ async fn the_runbooks_run_against_a_real_router_and_victoriametrics() {
     let (_, newco) = admin("/api/v1/tenants/newco").await;
     assert!(newco.get("status").is_none_or(|s| s == "active"), "resumed: {newco}");
     assert_eq!(served(&router, "newco").await, 200);
+
+    run(ORDER[6], &env);
+    let (_, newco) = admin("/api/v1/tenants/newco").await;
+    assert_eq!(newco["metrics"]["endpoints"], serde_json::json!([format!("http://{vm_new}")]), "migrated");
+    assert!(newco["metrics"].get("migration").is_none(), "{newco}");
+    // The history came along: what was on A is on the new instance.
+    let series = |vm: std::net::SocketAddr| async move {
+        let url = format!("http://{vm}/api/v1/series?match[]=runbook_moved");
+        let r = client().get(url).send().await.unwrap();
+        serde_json::from_slice::<serde_json::Value>(&r.bytes().await.unwrap()).unwrap()["data"].clone()
+    };
+    assert_eq!(series(vm_new).await.as_array().map(Vec::len), Some(1));
+    assert_eq!(series(vm_a).await, series(vm_new).await);
 }
 
 async fn served(router: &RouterProcess, tenant: &str) -> u16 {
