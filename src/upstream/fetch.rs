@@ -67,14 +67,9 @@ impl Pool {
             request.insert_header("AccountID", account.clone()).map_err(e)?;
             request.insert_header("ProjectID", project.clone()).map_err(e)?;
         }
-        let target = self.http2.then(|| (endpoint.url.starts_with("https://"), &endpoint.authority));
-        let peer = self.peer(index);
         let body = bytes::Bytes::copy_from_slice(body);
-        let (session, exchanged) = exchange(connector, &peer, target, request, body, max_bytes)
-            .await
-            .map_err(|failed| failed.error.to_string())?;
-        connector.release_http_session(session, &*peer, peer.options.idle_timeout).await;
-        Ok((exchanged.status, exchanged.body))
+        let answer = self.post(connector, index, request, body, max_bytes).await.map_err(|f| f.error.to_string())?;
+        Ok((answer.status, answer.body))
     }
 }
 
