@@ -29,5 +29,6 @@ pub mod reload;
 pub mod reply;
 pub mod routing;
 pub mod server;
+pub mod store;
 pub mod upstream;
 pub mod usage;

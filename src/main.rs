@@ -1,15 +1,16 @@
 //! The `mirador-router` command: load the config, then serve or check it.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use mirador_router::access_log::{self, AccessLogLayer};
 use mirador_router::activity::{self, Activity};
 use mirador_router::admin::Readings;
-use mirador_router::config::{AccessLogFormat, Source};
+use mirador_router::config::{AccessLogFormat, Source, Store};
 use mirador_router::edge::Edge;
 use mirador_router::metrics::Metrics;
 use mirador_router::otlp_grpc;
 use mirador_router::reload::{self, Reloader};
 use mirador_router::routing::{self, RouteStore, Shared};
+use mirador_router::store::{self, EtcdStore};
 use mirador_router::upstream::HealthRegistry;
 use mirador_router::usage::{self, Usage};
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 #[command(version, about = "Multi-tenant reverse proxy for VictoriaMetrics, VictoriaLogs and VictoriaTraces")]
 struct Cli {
     /// Config file; default conf/mirador-router.toml, else the embedded default.
-    #[arg(short, long)]
+    #[arg(short, long, global = true)]
     config: Option<PathBuf>,
     /// Validate the config, print every error, and exit (1 on errors).
     #[arg(long)]
@@ -28,6 +29,35 @@ struct Cli {
     /// Take the listening sockets over from a running instance (send it SIGQUIT).
     #[arg(short, long)]
     upgrade: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The tenant store of `[store] kind = "etcd"`.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreAction {
+    /// Write the [tenants] and [tiers] of a TOML file to etcd (validated first).
+    Import {
+        /// The TOML file holding the tenants (a router config of `[store] kind = "file"` will do).
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace tenants and tiers that exist in etcd already.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Print every tenant and tier in etcd as TOML (or write it to --to).
+    Export {
+        #[arg(long)]
+        to: Option<PathBuf>,
+    },
 }
 
 /// glibc malloc/free were the top user-space functions in a profile of the
@@ -71,6 +101,23 @@ fn main() -> ExitCode {
             eprintln!("{}: {} error(s); nothing started", source.name(), errors.len());
             return ExitCode::FAILURE;
         }
+    };
+    if let Some(Command::Store { action }) = cli.command {
+        return store_command(&config, &source, &text, action);
+    }
+    // With tenants in etcd: the file's settings with every tenant and tier read there.
+    let (config, text, store) = match &config.store {
+        Store::File => (config, text, None),
+        Store::Etcd(settings) => match store::transfer::open(settings, &source.name(), &text) {
+            Ok(opened) => (opened.config, opened.text, Some((opened.store, opened.snapshot))),
+            Err(errors) => {
+                for error in &errors {
+                    eprintln!("{error}");
+                }
+                eprintln!("{}: {} error(s) with the tenants in etcd; nothing started", source.name(), errors.len());
+                return ExitCode::FAILURE;
+            }
+        },
     };
     for warning in &config.warnings {
         eprintln!("warning: {warning}");
@@ -116,7 +163,19 @@ fn main() -> ExitCode {
     }
     let edge = Arc::new(Edge::new(&config.server.tls, metrics.clone()));
     let reloader = Reloader::new(source, routes.clone(), shared, config.clone(), text).with_memory_trim(release_memory);
-    let reloader = Arc::new(reloader.with_edge(edge.clone()));
+    let reloader = reloader.with_edge(edge.clone());
+    let reloader = Arc::new(match &store {
+        Some((store, snapshot)) => reloader.with_store(store.clone(), snapshot.clone()),
+        None => reloader,
+    });
+    if let Some((store, _)) = store {
+        if let Some(metrics) = &metrics {
+            metrics.register(Box::new(store.up_gauge()));
+        }
+        store.up_gauge().set(1);
+        let watched = reloader.clone();
+        store::etcd::watch(store, Arc::new(move || watched.reload("etcd", "etcd watch").is_ok()));
+    }
     // Tenant usage from the deployments' own /metrics, on the probes' runtime.
     let usage = Arc::new(Usage::default());
     if let Some(interval) = config.observability.usage_interval {
@@ -148,6 +207,64 @@ fn main() -> ExitCode {
         reload::watch_file(reloader, std::time::Duration::from_secs(1));
     }
     server.run_forever()
+}
+
+/// `mirador-router store import|export`: between a TOML file and etcd.
+fn store_command(
+    config: &mirador_router::config::Config,
+    source: &Source,
+    text: &str,
+    action: StoreAction,
+) -> ExitCode {
+    let Store::Etcd(settings) = &config.store else {
+        eprintln!("{}: [store] kind is not \"etcd\": there is no store to import to or export from", source.name());
+        return ExitCode::FAILURE;
+    };
+    let store = match EtcdStore::connect(settings.clone()) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match action {
+        StoreAction::Import { from, overwrite } => std::fs::read_to_string(&from)
+            .map_err(|e| vec![format!("cannot read {}: {e}", from.display())])
+            .and_then(|from_text| {
+                store::transfer::import(
+                    &store,
+                    &source.name(),
+                    text,
+                    &from.display().to_string(),
+                    &from_text,
+                    overwrite,
+                )
+            })
+            .map(|written| format!("imported {} key(s) into etcd: {}", written.len(), written.join(" "))),
+        StoreAction::Export { to } => store::transfer::export(&store).map_err(|e| vec![e]).and_then(|toml| match to {
+            None => {
+                print!("{toml}");
+                Ok(String::new())
+            }
+            Some(path) => std::fs::write(&path, toml)
+                .map(|_| format!("exported to {}", path.display()))
+                .map_err(|e| vec![format!("cannot write {}: {e}", path.display())]),
+        }),
+    };
+    match result {
+        Ok(said) => {
+            if !said.is_empty() {
+                eprintln!("{said}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("{error}");
+            }
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Logs to stderr (filtered by `RUST_LOG`, default `info`); access log lines,

@@ -8,10 +8,11 @@
 //! restart and are reported as "restart required", never half-applied. One
 //! mutex serialises reloads and mutations, so no update is lost.
 
-use crate::config::{self, Config, ConfigError, Source};
+use crate::config::{self, Config, ConfigError, Layer, Section, Source};
 use crate::edge::Edge;
 use crate::metrics::Metrics;
 use crate::routing::{RouteStore, RoutingTable, Shared};
+use crate::store::{self, EtcdStore, Snapshot, StoreError};
 use serde::Serialize;
 use signal_hook::consts::SIGHUP;
 use signal_hook::iterator::Signals;
@@ -65,9 +66,13 @@ pub enum MutationError {
     /// The edited config does not validate; nothing was written.
     #[error("the edited config is not valid ({} error(s))", .0.len())]
     Invalid(Vec<ConfigError>),
-    /// The file could not be read or written.
+    /// The file could not be read or written, or etcd answered nothing.
     #[error("{0}")]
     Storage(String),
+    /// The tenant changed in the store (another replica) after this router
+    /// read it: nothing was written.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// What a mutation leaves of the tenant it names.
@@ -95,12 +100,38 @@ pub struct Reloader {
     trim: Option<fn()>,
     /// The TLS listeners' certificates, swapped on each reload.
     edge: Option<Arc<Edge>>,
+    /// With `[store] kind = "etcd"`: where tenants and tiers are read and written.
+    store: Option<Arc<EtcdStore>>,
+}
+
+/// Where a mutation is written.
+enum Write<'a> {
+    File(&'a std::path::Path),
+    /// One key, compared against the revision the table in force was built from.
+    Etcd {
+        key: String,
+        value: Option<String>,
+        expected: i64,
+        snapshot: Snapshot,
+    },
 }
 
 impl Reloader {
     pub fn new(source: Source, routes: Arc<RouteStore>, shared: Arc<Shared>, applied: Config, text: String) -> Self {
         let state = Mutex::new(State { applied, text, last: None });
-        Reloader { source, routes, shared, state, trim: None, edge: None }
+        Reloader { source, routes, shared, state, trim: None, edge: None, store: None }
+    }
+
+    /// Reads tenants and tiers from `store` (with the file's other settings)
+    /// and writes mutations there; `snapshot` is what `applied` was built from.
+    pub fn with_store(mut self, store: Arc<EtcdStore>, snapshot: Snapshot) -> Self {
+        store.set_applied(snapshot);
+        self.store = Some(store);
+        self
+    }
+
+    pub fn store(&self) -> Option<&Arc<EtcdStore>> {
+        self.store.as_ref()
     }
 
     /// Runs `trim` after every reload and mutation, to return the parse's
@@ -136,14 +167,34 @@ impl Reloader {
     pub fn reload(&self, trigger: &'static str, from: &str) -> Result<ReloadReport, Vec<ConfigError>> {
         let mut state = self.lock();
         let started = Instant::now();
-        let result = self.source.read().and_then(|text| {
-            let next = config::parse(&self.source.name(), &text)?;
-            Ok(self.apply(&mut state, next, text, started))
+        let result = self.read_config().map(|(next, text, snapshot)| {
+            let report = self.apply(&mut state, next, text, started);
+            if let (Some(store), Some(snapshot)) = (&self.store, snapshot) {
+                store.set_applied(snapshot);
+            }
+            report
         });
         self.record(&mut state, trigger, from, None, &result);
         drop(state);
         self.trim();
         result
+    }
+
+    /// The config as the source and the store hold it now: validated, its
+    /// text (the file with the store's tables merged in) and the store's
+    /// snapshot it was read from.
+    fn read_config(&self) -> Result<(Config, String, Option<Snapshot>), Vec<ConfigError>> {
+        let name = self.source.name();
+        let text = self.source.read()?;
+        let Some(store) = &self.store else {
+            return Ok((config::parse(&name, &text)?, text, None));
+        };
+        let whole = |message: String| ConfigError { file: name.clone(), position: None, key: String::new(), message };
+        let snapshot = store.snapshot().map_err(|e| vec![whole(e.to_string())])?;
+        let layers = snapshot.layers(store.settings());
+        let next = config::parse_layered(&name, &text, &layers)?;
+        let merged = store::merged_document(&text, &layers).map_err(|e| vec![whole(e)])?;
+        Ok((next, merged.to_string(), Some(snapshot)))
     }
 
     /// Edits the config file under the reload lock: `edit` changes the
@@ -184,10 +235,24 @@ impl Reloader {
         edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), MutationError>,
     ) -> Result<ReloadReport, MutationError> {
         let started = Instant::now();
-        let (path, text, next) = self.edited(tenant, outcome, edit)?;
-        config::write_atomically(path, &text)
-            .map_err(|e| MutationError::Storage(format!("cannot write {}: {e}", path.display())))?;
-        Ok(self.apply(state, next, text, started))
+        let (write, text, next) = self.edited(tenant, outcome, edit)?;
+        match (write, &self.store) {
+            (Write::File(path), _) => {
+                config::write_atomically(path, &text)
+                    .map_err(|e| MutationError::Storage(format!("cannot write {}: {e}", path.display())))?;
+                Ok(self.apply(state, next, text, started))
+            }
+            (Write::Etcd { key, value, expected, snapshot }, Some(store)) => {
+                let revision = store.write(&key, value.as_deref(), expected).map_err(|e| match e {
+                    StoreError::Conflict { .. } => MutationError::Conflict(e.to_string()),
+                    other => MutationError::Storage(other.to_string()),
+                })?;
+                let report = self.apply(state, next, text, started);
+                store.set_applied(snapshot.with(&key, value, revision));
+                Ok(report)
+            }
+            (Write::Etcd { .. }, None) => Err(MutationError::NoFile),
+        }
     }
 
     /// What a mutation would make of the config, without writing or
@@ -210,12 +275,15 @@ impl Reloader {
         tenant: &str,
         outcome: Outcome,
         edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), MutationError>,
-    ) -> Result<(&std::path::Path, String, Config), MutationError> {
+    ) -> Result<(Write<'_>, String, Config), MutationError> {
         let Source::File(path) = &self.source else {
             return Err(MutationError::NoFile);
         };
         let on_disk = std::fs::read_to_string(path)
             .map_err(|e| MutationError::Storage(format!("cannot read {}: {e}", path.display())))?;
+        if let Some(store) = &self.store {
+            return self.edited_in_store(store, &on_disk, tenant, outcome, edit);
+        }
         let mut doc: toml_edit::DocumentMut = on_disk
             .parse()
             .map_err(|e| MutationError::Storage(format!("{} is not valid TOML: {e}", path.display())))?;
@@ -225,7 +293,41 @@ impl Reloader {
         if outcome == Outcome::Routes && !next.tenants.get(tenant).is_some_and(|t| t.routes_something()) {
             return Err(MutationError::RoutesNothing(tenant.to_string()));
         }
-        Ok((path, text, next))
+        Ok((Write::File(path), text, next))
+    }
+
+    /// [`Self::edited`] with tenants in etcd: the edit runs on the file
+    /// merged with the snapshot in force, and what it leaves of `tenant` is
+    /// the one key to write.
+    fn edited_in_store(
+        &self,
+        store: &EtcdStore,
+        on_disk: &str,
+        tenant: &str,
+        outcome: Outcome,
+        edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), MutationError>,
+    ) -> Result<(Write<'_>, String, Config), MutationError> {
+        let snapshot = store.applied();
+        let mut layers = snapshot.layers(store.settings());
+        let mut doc = store::merged_document(on_disk, &layers).map_err(MutationError::Storage)?;
+        edit(&mut doc)?;
+        let key = store.settings().tenant_key(tenant);
+        let value = doc.get("tenants").and_then(|tenants| tenants.get(tenant)).and_then(store::table_text);
+        layers.retain(|layer| !(layer.section == Section::Tenants && layer.id == tenant));
+        if let Some(text) = &value {
+            layers.push(Layer {
+                name: format!("etcd:{key}"),
+                section: Section::Tenants,
+                id: tenant.to_string(),
+                text: text.clone(),
+            });
+        }
+        let next = config::parse_layered(&self.source.name(), on_disk, &layers).map_err(MutationError::Invalid)?;
+        if outcome == Outcome::Routes && !next.tenants.get(tenant).is_some_and(|t| t.routes_something()) {
+            return Err(MutationError::RoutesNothing(tenant.to_string()));
+        }
+        let expected = snapshot.mod_revision(&key);
+        Ok((Write::Etcd { key, value, expected, snapshot }, doc.to_string(), next))
     }
 
     /// Swaps in the table of a validated config parsed from `text`; `started`
@@ -258,6 +360,7 @@ impl Reloader {
         }
         next.admin = state.applied.admin.clone();
         next.observability = state.applied.observability.clone();
+        next.store = state.applied.store.clone();
         state.applied = next;
         state.text = text;
         report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -358,6 +461,9 @@ fn diff(old: &Config, new: &Config) -> ReloadReport {
     }
     if old.observability != new.observability {
         report.restart_required.push("observability");
+    }
+    if old.store != new.store {
+        report.restart_required.push("store");
     }
     report
 }

@@ -103,7 +103,9 @@ impl AdminApp {
             (&Method::GET, ["health"]) => return Answer::Json(StatusCode::OK, json!({"status": "ok"})),
             (&Method::GET, ["ready"]) => {
                 let tenants = self.routes.load().tenant_count();
-                return Answer::Json(StatusCode::OK, json!({"status": "ready", "tenants": tenants}));
+                // The table in force serves while etcd is away: still ready, and said.
+                let store = self.reloader.store().map(|store| store.health());
+                return Answer::Json(StatusCode::OK, json!({"status": "ready", "tenants": tenants, "store": store}));
             }
             _ => {}
         }
@@ -326,6 +328,7 @@ fn mutation_answer(
         MutationError::TenantExists(_) | MutationError::NoFile | MutationError::NotATable => ErrorKind::Conflict,
         MutationError::Invalid(_) => ErrorKind::BadData,
         MutationError::Storage(_) => ErrorKind::Internal,
+        MutationError::Conflict(_) => ErrorKind::Conflict,
     };
     error(kind, e.to_string())
 }

@@ -37,6 +37,11 @@ impl KeyPath {
         KeyPath(segments)
     }
 
+    /// The path below its first `n` segments.
+    pub fn below(&self, n: usize) -> KeyPath {
+        KeyPath(self.0.iter().skip(n).cloned().collect())
+    }
+
     pub fn segments(&self) -> &[Segment] {
         &self.0
     }
@@ -78,6 +83,13 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// The same error under another key path (a layer's error under its
+    /// full path in the config).
+    pub fn with_key(mut self, key: String) -> Self {
+        self.key = key;
+        self
+    }
+
     fn render(&self) -> String {
         let place = match self.position {
             Some((line, column)) => format!("{}:{line}:{column}", self.file),

@@ -49,6 +49,7 @@ impl Inputs {
                 inputs.files.insert(url.clone(), fetch(url));
             }
         }
+        raw.store.gather(&mut inputs);
         for tenant in raw.tenants.values() {
             if let Some(file) = tenant.auth.as_ref().and_then(|auth| auth.bearer_tokens_sha256_file.as_ref()) {
                 inputs.read_file(file);
@@ -96,7 +97,13 @@ impl Inputs {
         }
     }
 
-    fn read_file(&mut self, path: &str) {
+    pub(super) fn read_env(&mut self, name: Option<&str>) {
+        if let Some(value) = name.and_then(|name| std::env::var(name).ok()) {
+            self.env.insert(name.unwrap_or_default().to_string(), value);
+        }
+    }
+
+    pub(super) fn read_file(&mut self, path: &str) {
         if !self.files.contains_key(path) {
             let read = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"));
             self.files.insert(path.to_string(), read);

@@ -16,6 +16,7 @@ mod jwt;
 mod model;
 mod raw;
 mod secrets;
+mod store;
 mod tiers;
 mod validate;
 
@@ -26,6 +27,7 @@ pub use inputs::{read_jwks, Inputs};
 pub use jwt::key_set;
 pub use model::*;
 pub use raw::{AccessLogFormat, MigrationPhase, TenantStatus, WritePolicy};
+pub use store::{EtcdSettings, Store, StoreKind};
 pub use tiers::effective_tenant;
 
 use std::path::{Path, PathBuf};
@@ -103,6 +105,86 @@ pub fn compile(file: &str, text: &str, inputs: &Inputs) -> Result<Config, Vec<Co
     validate_raw(&locator, parse_raw(&locator, text)?, inputs)
 }
 
+/// Tenants and tiers kept outside the config file (in etcd, one entry
+/// each): the name errors give (the etcd key), and the TOML of one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    pub name: String,
+    pub section: Section,
+    pub id: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Tenants,
+    Tiers,
+}
+
+impl Section {
+    pub fn key(self) -> &'static str {
+        match self {
+            Section::Tenants => "tenants",
+            Section::Tiers => "tiers",
+        }
+    }
+}
+
+/// Parses the config file `text` with the tenants and tiers of `layers`
+/// (the file itself may then hold none), and validates the whole. An error
+/// in a layer is placed in that layer: its name, line and column.
+pub fn parse_layered(file: &str, text: &str, layers: &[Layer]) -> Result<Config, Vec<ConfigError>> {
+    let locator = error::Locator::new(file, text);
+    let mut raw = parse_raw(&locator, text)?;
+    let mut errors = Vec::new();
+    for section in [Section::Tenants, Section::Tiers] {
+        let in_file = match section {
+            Section::Tenants => raw.tenants.is_empty(),
+            Section::Tiers => raw.tiers.is_empty(),
+        };
+        if !in_file {
+            errors.push(locator.place(Problem {
+                path: KeyPath::root().key(section.key()),
+                message: format!(
+                    "with [store] kind = \"etcd\" {} live in etcd, not in the file: move them with `mirador-router store import`",
+                    section.key()
+                ),
+            }));
+        }
+    }
+    let layer_locators: Vec<error::Locator> = layers.iter().map(|l| error::Locator::new(&l.name, &l.text)).collect();
+    for (layer, at) in layers.iter().zip(&layer_locators) {
+        let parsed = match layer.section {
+            Section::Tenants => toml::from_str(&layer.text).map(|t| drop(raw.tenants.insert(layer.id.clone(), t))),
+            Section::Tiers => toml::from_str(&layer.text).map(|t| drop(raw.tiers.insert(layer.id.clone(), t))),
+        };
+        if let Err(e) = parsed {
+            errors.push(at.parse_error(&e));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let inputs = Inputs::gather(&raw);
+    validate::validate(raw, &inputs).map_err(|problems| {
+        let place = |problem: Problem| {
+            let layer = layers.iter().position(|l| {
+                let segments = problem.path.segments();
+                segments.len() >= 2
+                    && segments[0] == error::Segment::Key(l.section.key().to_string())
+                    && segments[1] == error::Segment::Key(l.id.clone())
+            });
+            match layer {
+                Some(i) => layer_locators[i]
+                    .place(Problem { path: problem.path.below(2), message: problem.message })
+                    .with_key(problem.path.to_string()),
+                None => locator.place(problem),
+            }
+        };
+        problems.into_iter().map(place).collect()
+    })
+}
+
 fn parse_raw(locator: &error::Locator, text: &str) -> Result<raw::RawConfig, Vec<ConfigError>> {
     toml::from_str(text).map_err(|e| vec![locator.parse_error(&e)])
 }
@@ -135,5 +217,7 @@ pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     result
 }
 
+#[cfg(test)]
+mod store_tests;
 #[cfg(test)]
 mod tests;

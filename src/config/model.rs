@@ -18,6 +18,8 @@ pub struct Config {
     pub tenancy: Tenancy,
     pub health_check: HealthCheck,
     pub observability: Observability,
+    /// Where tenants live: the file or etcd (a restart applies a change).
+    pub store: super::store::Store,
     /// Boxed in an `Arc`: a `Tenant` is over a kilobyte, and B-tree nodes
     /// filled in key order are half empty (README, Performance).
     pub tenants: BTreeMap<String, std::sync::Arc<Tenant>>,

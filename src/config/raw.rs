@@ -26,6 +26,8 @@ pub struct RawConfig {
     pub tenants: BTreeMap<String, RawTenant>,
     #[serde(default)]
     pub tiers: BTreeMap<String, RawTier>,
+    #[serde(default)]
+    pub store: super::store::RawStore,
 }
 
 /// Settings tenants inherit by naming the tier: each key the tenant does

@@ -21,13 +21,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub fn validate(raw: RawConfig, inputs: &Inputs) -> Result<Config, Vec<Problem>> {
-    let RawConfig { server, admin, tenancy, health_check, observability, tenants, tiers } = raw;
+    let RawConfig { server, admin, tenancy, health_check, observability, tenants, tiers, store } = raw;
     let mut problems = Problems::default();
     let root = KeyPath::root();
 
     let mut warnings = Vec::new();
     let server = server_settings(server, &root.key("server"), inputs, &mut problems, &mut warnings);
     let admin = admin_settings(admin, &root.key("admin"), inputs, &mut problems);
+    let store = super::store::store(store, &root.key("store"), inputs, &mut problems);
     listeners_distinct(&server, &admin, &mut problems);
     let default_tier = tenancy.default_tier.clone();
     let tenancy = tenancy_settings(tenancy, &root.key("tenancy"), inputs, &mut problems, &mut warnings);
@@ -82,7 +83,7 @@ pub fn validate(raw: RawConfig, inputs: &Inputs) -> Result<Config, Vec<Problem>>
         access_log_query: access_log_query.unwrap_or(false),
         usage_interval: Some(usage_interval).filter(|d| !d.is_zero()),
     };
-    Ok(Config { server, admin, tenancy, health_check, observability, tenants: model_tenants, warnings })
+    Ok(Config { server, admin, tenancy, health_check, observability, store, tenants: model_tenants, warnings })
 }
 
 fn server_settings(
