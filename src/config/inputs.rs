@@ -49,7 +49,10 @@ impl Inputs {
                 inputs.files.insert(url.clone(), fetch(url));
             }
         }
-        raw.store.gather(&mut inputs);
+        inputs.read_env(raw.store.password_env.as_deref());
+        if let Some(file) = &raw.store.password_file {
+            inputs.read_file(file);
+        }
         for tenant in raw.tenants.values() {
             if let Some(file) = tenant.auth.as_ref().and_then(|auth| auth.bearer_tokens_sha256_file.as_ref()) {
                 inputs.read_file(file);

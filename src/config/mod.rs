@@ -26,8 +26,8 @@ pub use error::{ConfigError, KeyPath, Problem};
 pub use inputs::{read_jwks, Inputs};
 pub use jwt::key_set;
 pub use model::*;
+pub use raw::StoreKind;
 pub use raw::{AccessLogFormat, MigrationPhase, TenantStatus, WritePolicy};
-pub use store::{EtcdSettings, Store, StoreKind};
 pub use tiers::effective_tenant;
 
 use std::path::{Path, PathBuf};

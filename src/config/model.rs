@@ -19,7 +19,7 @@ pub struct Config {
     pub health_check: HealthCheck,
     pub observability: Observability,
     /// Where tenants live: the file or etcd (a restart applies a change).
-    pub store: super::store::Store,
+    pub store: Store,
     /// Boxed in an `Arc`: a `Tenant` is over a kilobyte, and B-tree nodes
     /// filled in key order are half empty (README, Performance).
     pub tenants: BTreeMap<String, std::sync::Arc<Tenant>>,
@@ -534,5 +534,33 @@ pub struct Features {
 impl Features {
     pub fn allows(&self, signal: Signal) -> bool {
         self.signals[signal.index()]
+    }
+}
+
+/// Where tenants live.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Store {
+    #[default]
+    File,
+    Etcd(EtcdSettings),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EtcdSettings {
+    /// `http://host:port` of each member.
+    pub endpoints: Vec<String>,
+    /// Keys are `<prefix>tenants/<id>` and `<prefix>tiers/<name>`.
+    pub prefix: String,
+    pub credentials: Option<(String, Secret)>,
+    pub timeout: Duration,
+}
+
+impl EtcdSettings {
+    pub fn tenant_key(&self, id: &str) -> String {
+        format!("{}tenants/{id}", self.prefix)
+    }
+
+    pub fn tier_key(&self, name: &str) -> String {
+        format!("{}tiers/{name}", self.prefix)
     }
 }

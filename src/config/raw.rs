@@ -27,7 +27,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub tiers: BTreeMap<String, RawTier>,
     #[serde(default)]
-    pub store: super::store::RawStore,
+    pub store: RawStore,
 }
 
 /// Settings tenants inherit by naming the tier: each key the tenant does
@@ -378,4 +378,26 @@ pub struct RawFeatures {
     pub read_only: Option<bool>,
     /// Admin operations of the deployments the tenant may call.
     pub admin_api: Option<Vec<AdminOp>>,
+}
+
+/// `[store]`: where tenants and tiers live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    File,
+    Etcd,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub kind: Option<StoreKind>,
+    pub endpoints: Option<Vec<String>>,
+    pub prefix: Option<String>,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    /// Deadline of each etcd call (connect, read, write).
+    pub timeout: Option<String>,
 }

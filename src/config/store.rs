@@ -6,72 +6,14 @@
 use super::check::{duration, Problems, UP_TO_FIVE_MINUTES};
 use super::error::KeyPath;
 use super::inputs::Inputs;
-use super::model::Secret;
-use serde::Deserialize;
+use super::model::{EtcdSettings, Secret, Store};
+use super::raw::{RawStore, StoreKind};
 use std::time::Duration;
 
 /// At most this many etcd endpoints: a cluster has 3 or 5 members.
 pub const MAX_STORE_ENDPOINTS: usize = 16;
 /// The longest key prefix accepted.
 pub const MAX_PREFIX_BYTES: usize = 256;
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreKind {
-    #[default]
-    File,
-    Etcd,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawStore {
-    pub kind: Option<StoreKind>,
-    pub endpoints: Option<Vec<String>>,
-    pub prefix: Option<String>,
-    pub username: Option<String>,
-    pub password_env: Option<String>,
-    pub password_file: Option<String>,
-    /// Deadline of each etcd call (connect, read, write).
-    pub timeout: Option<String>,
-}
-
-/// Where tenants live.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub enum Store {
-    #[default]
-    File,
-    Etcd(EtcdSettings),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct EtcdSettings {
-    /// `http://host:port` of each member.
-    pub endpoints: Vec<String>,
-    /// Keys are `<prefix>tenants/<id>` and `<prefix>tiers/<name>`.
-    pub prefix: String,
-    pub credentials: Option<(String, Secret)>,
-    pub timeout: Duration,
-}
-
-impl EtcdSettings {
-    pub fn tenant_key(&self, id: &str) -> String {
-        format!("{}tenants/{id}", self.prefix)
-    }
-
-    pub fn tier_key(&self, name: &str) -> String {
-        format!("{}tiers/{name}", self.prefix)
-    }
-}
-
-impl RawStore {
-    pub(super) fn gather(&self, inputs: &mut Inputs) {
-        inputs.read_env(self.password_env.as_deref());
-        if let Some(file) = &self.password_file {
-            inputs.read_file(file);
-        }
-    }
-}
 
 pub(super) fn store(raw: RawStore, path: &KeyPath, inputs: &Inputs, problems: &mut Problems) -> Store {
     let RawStore { kind, endpoints, prefix, username, password_env, password_file, timeout } = raw;

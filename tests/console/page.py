@@ -38,8 +38,11 @@ try:
     def text(element_id):
         return driver.find_element(By.ID, element_id).text
 
+    # The page re-renders on its refresh timer, so rows are read in one script
+    # (a row found by one WebDriver call may be gone by the next: stale).
     def rows():
-        return [r.get_attribute("data-tenant") for r in driver.find_elements(By.CSS_SELECTOR, "#tenants tbody tr.tenant")]
+        return driver.execute_script(
+            "return [...document.querySelectorAll('#tenants tbody tr.tenant')].map(r => r.dataset.tenant)")
 
     driver.get(base + "/")
     wait("the first render", lambda: driver.execute_script("return document.body.dataset.rendered") and text("tenant-count").isdigit())
@@ -49,8 +52,9 @@ try:
         seen[key] = text(key)
     seen["rows"] = rows()
     driver.save_screenshot(screenshot.replace(".png", "-table.png"))
-    seen["cells"] = [[c.text for c in r.find_elements(By.TAG_NAME, "td")]
-                     for r in driver.find_elements(By.CSS_SELECTOR, "#tenants tbody tr.tenant")[:20]]
+    seen["cells"] = driver.execute_script(
+        "return [...document.querySelectorAll('#tenants tbody tr.tenant')].slice(0, 20)"
+        ".map(r => [...r.querySelectorAll('td')].map(c => c.innerText.trim()))")
 
     before = driver.execute_script("return document.body.dataset.rendered")
     box = driver.find_element(By.ID, "search")
@@ -63,15 +67,14 @@ try:
     seen["search_page_info"] = text("page-info")
 
     if open_first and seen["search_rows"]:
-        driver.find_element(By.CSS_SELECTOR, "#tenants tbody tr.tenant").click()
+        driver.execute_script("document.querySelector('#tenants tbody tr.tenant').click()")
         wait("the tenant view", lambda: driver.find_elements(By.CSS_SELECTOR, "#tenant-view tr.endpoint"))
-        view = driver.find_element(By.ID, "tenant-view")
-        seen["view_title"] = view.find_element(By.TAG_NAME, "h2").text
-        seen["view_endpoints"] = [
-            {"health": r.find_element(By.CSS_SELECTOR, ".health").text,
-             "last_error": r.find_element(By.CSS_SELECTOR, ".last-error").text,
-             "endpoint": r.find_elements(By.TAG_NAME, "td")[0].text}
-            for r in view.find_elements(By.CSS_SELECTOR, "tr.endpoint")]
+        seen["view_title"] = driver.execute_script("return document.querySelector('#tenant-view h2').innerText.trim()")
+        seen["view_endpoints"] = driver.execute_script(
+            "return [...document.querySelectorAll('#tenant-view tr.endpoint')].map(r => ({"
+            "health: r.querySelector('.health').innerText.trim(),"
+            "last_error: r.querySelector('.last-error').innerText.trim(),"
+            "endpoint: r.querySelector('td').innerText.trim()}))")
         seen["view_migration"] = text("migration")
     seen["color_scheme"] = driver.execute_script(
         "return getComputedStyle(document.documentElement).getPropertyValue('color-scheme').trim()")
