@@ -66,9 +66,12 @@ pub enum MutationError {
     /// The edited config does not validate; nothing was written.
     #[error("the edited config is not valid ({} error(s))", .0.len())]
     Invalid(Vec<ConfigError>),
-    /// The file could not be read or written, or etcd answered nothing.
+    /// The file could not be read or written, or etcd refused the write.
     #[error("{0}")]
     Storage(String),
+    /// etcd cannot be reached: nothing was written; the table in force serves on.
+    #[error("{0}")]
+    StoreUnreachable(String),
     /// The tenant changed in the store (another replica) after this router
     /// read it: nothing was written.
     #[error("{0}")]
@@ -245,7 +248,8 @@ impl Reloader {
             (Write::Etcd { key, value, expected, snapshot }, Some(store)) => {
                 let revision = store.write(&key, value.as_deref(), expected).map_err(|e| match e {
                     StoreError::Conflict { .. } => MutationError::Conflict(e.to_string()),
-                    other => MutationError::Storage(other.to_string()),
+                    StoreError::Unreachable { .. } => MutationError::StoreUnreachable(e.to_string()),
+                    StoreError::Refused(_) => MutationError::Storage(e.to_string()),
                 })?;
                 let report = self.apply(state, next, text, started);
                 store.set_applied(snapshot.with(&key, value, revision));

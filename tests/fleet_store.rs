@@ -1,5 +1,5 @@
 //! Tenants in etcd (`[store] kind = "etcd"`): three real routers on one
-//! real etcd. A change made through any replica's admin API routes on all
+//! real etcd, behind a real HAProxy. A change made through any replica's admin API routes on all
 //! three; two concurrent changes of one tenant: one wins, the other is told
 //! (409), nothing is lost; etcd restarted: the watches resume; a bad value
 //! is refused everywhere with the old table serving; `store import|export`.
@@ -7,6 +7,7 @@
 mod common;
 
 use common::etcd::Etcd;
+use common::haproxy::Haproxy;
 use common::{served_by, wait_until_async, RouterProcess, Upstream};
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,8 @@ async fn a_change_on_one_replica_routes_on_every_replica_within_two_seconds() {
     let dir = tempfile::tempdir().unwrap();
     let etcd = Etcd::start(dir.path()).await;
     let routers = replicas(&etcd, 3);
+    let unified: Vec<_> = routers.iter().map(|r| r.unified).collect();
+    let front = Haproxy::start(dir.path(), &unified).await;
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
 
     let since = Instant::now();
@@ -49,7 +52,12 @@ async fn a_change_on_one_replica_routes_on_every_replica_within_two_seconds() {
         let since = Instant::now();
         let (status, body) = via.admin("PUT", "/api/v1/tenants/acme", Some(&tenant_json("acme", to))).await;
         assert_eq!(status, 200, "change {change}: {body}");
-        took.push(routed_everywhere(&routers, "acme", if change % 2 == 1 { "b" } else { "a" }, since).await);
+        let expected = if change % 2 == 1 { "b" } else { "a" };
+        took.push(routed_everywhere(&routers, "acme", expected, since).await);
+        // Through the balancer, every replica in turn answers from the new table.
+        for read in 0..6 {
+            assert_eq!(served_by(&front.base(), "acme").await.as_deref(), Ok(expected), "change {change}, read {read}");
+        }
     }
     took.sort();
     let (p50, max) = (took[took.len() / 2], took[took.len() - 1]);
@@ -136,6 +144,9 @@ async fn etcd_restarted_the_watches_resume_and_a_bad_value_is_refused_everywhere
         let metrics = reqwest::get(format!("http://{}/metrics", router.admin)).await.unwrap().text().await.unwrap();
         assert!(metrics.contains("mirador_router_store_up 0"), "{metrics}");
     }
+    let (status, body) = routers[1].admin("PUT", "/api/v1/tenants/acme", Some(&tenant_json("acme", &b))).await;
+    assert_eq!(status, 503, "a change with etcd away is refused as unavailable: {body}");
+    assert_eq!(served_by(&routers[1].base("unified"), "acme").await.as_deref(), Ok("a"), "and changed nothing");
     etcd.restart().await;
     let since = Instant::now();
     etcd.put("/fleet/tenants/beta", &format!("[metrics]\nendpoints = [\"{}\"]\n", b.url()));

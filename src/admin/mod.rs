@@ -329,6 +329,7 @@ fn mutation_answer(
         MutationError::Invalid(_) => ErrorKind::BadData,
         MutationError::Storage(_) => ErrorKind::Internal,
         MutationError::Conflict(_) => ErrorKind::Conflict,
+        MutationError::StoreUnreachable(_) => ErrorKind::Unavailable,
     };
     error(kind, e.to_string())
 }

@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod etcd;
 pub mod h2_upstream;
+pub mod haproxy;
 pub mod router;
 pub mod tls;
 pub mod upstream;
