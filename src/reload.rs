@@ -8,7 +8,7 @@
 //! restart and are reported as "restart required", never half-applied. One
 //! mutex serialises reloads and mutations, so no update is lost.
 
-use crate::config::{self, Config, ConfigError, Layer, Section, Source};
+use crate::config::{self, Answers, Config, ConfigError, Layer, Section, Source, Tenant};
 use crate::edge::Edge;
 use crate::metrics::Metrics;
 use crate::routing::{RouteStore, RoutingTable, Shared};
@@ -167,7 +167,8 @@ impl Reloader {
     pub fn reload(&self, trigger: &'static str, from: &str) -> Result<ReloadReport, Vec<ConfigError>> {
         let mut state = self.lock();
         let started = Instant::now();
-        let result = self.read_config().map(|(next, text, snapshot)| {
+        let result = self.read_config(&state.applied.dns.answers).map(|(next, text, snapshot)| {
+            self.count_dns(&next.dns.answers);
             let report = self.apply(&mut state, next, text, started);
             if let (Some(store), Some(snapshot)) = (&self.store, snapshot) {
                 store.set_applied(snapshot);
@@ -182,17 +183,18 @@ impl Reloader {
 
     /// The config as the source and the store hold it now: validated, its
     /// text (the file with the store's tables merged in) and the store's
-    /// snapshot it was read from.
-    fn read_config(&self) -> Result<(Config, String, Option<Snapshot>), Vec<ConfigError>> {
+    /// snapshot it was read from. A `dns` name that fails keeps its
+    /// addresses in `kept`.
+    fn read_config(&self, kept: &Answers) -> Result<(Config, String, Option<Snapshot>), Vec<ConfigError>> {
         let name = self.source.name();
         let text = self.source.read()?;
         let Some(store) = &self.store else {
-            return Ok((config::parse(&name, &text)?, text, None));
+            return Ok((config::parse_keeping(&name, &text, kept)?, text, None));
         };
         let whole = |message: String| ConfigError { file: name.clone(), position: None, key: String::new(), message };
         let snapshot = store.snapshot().map_err(|e| vec![whole(e.to_string())])?;
         let layers = snapshot.layers(store.settings());
-        let next = config::parse_layered(&name, &text, &layers)?;
+        let next = config::parse_layered_keeping(&name, &text, &layers, kept)?;
         let merged = store::merged_document(&text, &layers).map_err(|e| vec![whole(e)])?;
         Ok((next, merged.to_string(), Some(snapshot)))
     }
@@ -235,7 +237,7 @@ impl Reloader {
         edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), MutationError>,
     ) -> Result<ReloadReport, MutationError> {
         let started = Instant::now();
-        let (write, text, next) = self.edited(tenant, outcome, edit)?;
+        let (write, text, next) = self.edited(&state.applied.dns.answers, tenant, outcome, edit)?;
         match (write, &self.store) {
             (Write::File(path), _) => {
                 config::write_atomically(path, &text)
@@ -265,13 +267,15 @@ impl Reloader {
         edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), MutationError>,
     ) -> Result<(Config, Config), MutationError> {
         let state = self.lock();
-        let (_, _, next) = self.edited(tenant, outcome, edit)?;
+        let (_, _, next) = self.edited(&state.applied.dns.answers, tenant, outcome, edit)?;
         Ok((next, state.applied.clone()))
     }
 
-    /// The config file with `edit` applied: its path, text and validated config.
+    /// The config file with `edit` applied: its path, text and validated
+    /// config (a failing `dns` name keeping its addresses in `kept`).
     fn edited(
         &self,
+        kept: &Answers,
         tenant: &str,
         outcome: Outcome,
         edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), MutationError>,
@@ -282,14 +286,14 @@ impl Reloader {
         let on_disk = std::fs::read_to_string(path)
             .map_err(|e| MutationError::Storage(format!("cannot read {}: {e}", path.display())))?;
         if let Some(store) = &self.store {
-            return self.edited_in_store(store, &on_disk, tenant, outcome, edit);
+            return self.edited_in_store(store, &on_disk, kept, tenant, outcome, edit);
         }
         let mut doc: toml_edit::DocumentMut = on_disk
             .parse()
             .map_err(|e| MutationError::Storage(format!("{} is not valid TOML: {e}", path.display())))?;
         edit(&mut doc)?;
         let text = doc.to_string();
-        let next = config::parse(&self.source.name(), &text).map_err(MutationError::Invalid)?;
+        let next = config::parse_keeping(&self.source.name(), &text, kept).map_err(MutationError::Invalid)?;
         if outcome == Outcome::Routes && !next.tenants.get(tenant).is_some_and(|t| t.routes_something()) {
             return Err(MutationError::RoutesNothing(tenant.to_string()));
         }
@@ -303,6 +307,7 @@ impl Reloader {
         &self,
         store: &EtcdStore,
         on_disk: &str,
+        kept: &Answers,
         tenant: &str,
         outcome: Outcome,
         edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), MutationError>,
@@ -322,12 +327,55 @@ impl Reloader {
                 text: text.clone(),
             });
         }
-        let next = config::parse_layered(&self.source.name(), on_disk, &layers).map_err(MutationError::Invalid)?;
+        let next = config::parse_layered_keeping(&self.source.name(), on_disk, &layers, kept)
+            .map_err(MutationError::Invalid)?;
         if outcome == Outcome::Routes && !next.tenants.get(tenant).is_some_and(|t| t.routes_something()) {
             return Err(MutationError::RoutesNothing(tenant.to_string()));
         }
         let expected = snapshot.mod_revision(&key);
         Ok((Write::Etcd { key, value, expected, snapshot }, doc.to_string(), next))
+    }
+
+    /// Resolves the `dns` names in force again. When an address set changed,
+    /// the text in force (as the last reload read it: the file, or the file
+    /// merged with the store's tenants) is parsed again with the new answers
+    /// and applied like a reload: built aside, new endpoints probed, swapped
+    /// once. A name that fails keeps its addresses. `None`: no address changed.
+    pub fn refresh_dns(&self) -> Option<Result<ReloadReport, Vec<ConfigError>>> {
+        let config::Dns { nameservers, answers } = self.lock().applied.dns.clone();
+        if answers.is_empty() {
+            return None;
+        }
+        // Looked up without the lock: a slow DNS server holds up no reload.
+        let started = Instant::now();
+        let now = config::resolve(answers.keys().map(String::as_str), &nameservers, &answers);
+        self.count_dns(&now);
+        let mut state = self.lock();
+        if config::same_addresses(&now, &state.applied.dns.answers) {
+            state.applied.dns.answers = now;
+            return None;
+        }
+        let text = state.text.clone();
+        let result = config::parse_keeping(&self.source.name(), &text, &now)
+            .map(|next| self.apply(&mut state, next, text, started));
+        self.record(&mut state, "dns-refresh", "dns", None, &result);
+        drop(state);
+        self.trim();
+        Some(result)
+    }
+
+    /// Counts a round of `dns` answers and sets how many names fail now.
+    fn count_dns(&self, answers: &Answers) {
+        if let Some(metrics) = self.metrics() {
+            let failed = answers.values().filter(|a| a.error.is_some()).count() as u64;
+            metrics.dns_round(answers.len() as u64 - failed, failed);
+        }
+    }
+
+    /// A tenant in force and the `dns` answers its names were built from.
+    pub fn applied_tenant(&self, id: &str) -> Option<(Arc<Tenant>, Answers)> {
+        let state = self.lock();
+        Some((state.applied.tenants.get(id)?.clone(), state.applied.dns.answers.clone()))
     }
 
     /// Swaps in the table of a validated config parsed from `text`; `started`
@@ -480,6 +528,20 @@ pub fn serve_sighup(mut signals: Signals, reloader: Arc<Reloader>) {
         for _ in signals.forever() {
             let _ = reloader.reload("sighup", "signal");
         }
+    });
+}
+
+/// Resolves the `dns` names in force again every shortest `dns_refresh` of
+/// the config in force, on a thread of its own.
+pub fn refresh_dns_forever(reloader: Arc<Reloader>) {
+    // How long to wait while no deployment lists a name (a reload may add some).
+    const IDLE: Duration = Duration::from_secs(10);
+    let first = reloader.lock().applied.dns.answers.clone();
+    reloader.count_dns(&first);
+    std::thread::spawn(move || loop {
+        let every = reloader.lock().applied.dns_refresh().unwrap_or(IDLE);
+        std::thread::sleep(every);
+        let _ = reloader.refresh_dns();
     });
 }
 
