@@ -4,11 +4,11 @@
 //! SRV records from its config file, read at start, so changing them
 //! restarts it on the same port.
 
-use super::victoria::Process;
+use super::victoria::{spawn_from, Process};
 use super::{free_addr, Wait};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const BINARY: &str = "/usr/sbin/dnsmasq";
@@ -49,16 +49,7 @@ impl Dnsmasq {
             format!("--addn-hosts={}", self.hosts.display()),
             format!("--conf-file={}", self.conf.display()),
         ];
-        let child = Command::new(BINARY)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start {BINARY} ({e}): the Debian package dnsmasq-base (scripts/test installs it)")
-            });
-        self.process = Some(Process(child));
+        self.process = Some(spawn_from(BINARY, &args, "dnsmasq-base"));
         let addr = self.addr;
         Wait::new(format!("dnsmasq on {addr}"), Duration::from_secs(10))
             .every(Duration::from_millis(20))
