@@ -4,11 +4,13 @@
 //! request while one in flight to it completes, no read fails, an unchanged
 //! address keeps its health and its pooled connections, and a DNS outage
 //! keeps the last good set serving with the failure in the metrics and the
-//! health API.
+//! health API. With tenants in etcd, a refresh rebuilds from the file merged
+//! with etcd's tenants, as the last reload did.
 
 mod common;
 
 use common::dnsmasq::Dnsmasq;
+use common::etcd::Etcd;
 use common::*;
 use serde_json::Value;
 use std::collections::HashSet;
@@ -72,6 +74,11 @@ async fn on_one_port(names: &[&str], ips: &[&str]) -> Vec<Upstream> {
     panic!("no port free on all of {ips:?}");
 }
 
+/// Hosts-file lines giving `vm.test` the addresses of `upstreams`.
+fn hosts(upstreams: &[&Upstream]) -> String {
+    upstreams.iter().map(|u| format!("{} vm.test\n", u.addr.ip())).collect()
+}
+
 async fn wait_served(upstreams: &[&Upstream]) {
     Wait::new("every upstream to take a read", Duration::from_secs(10))
         .until(|| upstreams.iter().all(|u| !u.seen().is_empty()))
@@ -120,7 +127,6 @@ async fn a_records_change_under_a_read_loop() {
     let dir = tempfile::tempdir().unwrap();
     let upstreams = on_one_port(&["a", "b", "c"], &["127.0.0.2", "127.0.0.3", "127.0.0.4"]).await;
     let [a, b, c] = &upstreams[..] else { unreachable!() };
-    let hosts = |ups: &[&Upstream]| ups.iter().map(|u| format!("{} vm.test\n", u.addr.ip())).collect::<String>();
     let dns = Dnsmasq::start(dir.path(), &hosts(&[a, b]), "").await;
     let port = a.addr.port();
     let router = RouterProcess::start(&format!(
@@ -224,5 +230,36 @@ async fn srv_answers_change_and_a_dns_outage_keeps_the_last_good_set() {
     assert_eq!(metrics_health(&router).await["dns"][0]["ok"], true);
     let (ok, failed) = reads.finish().await;
     println!("SRV: {ok} reads, {} failed, change to first request on the new target {took:?}", failed.len());
+    assert!(failed.is_empty(), "reads failed: {failed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_with_tenants_in_etcd_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path()).await;
+    let upstreams = on_one_port(&["a", "b"], &["127.0.0.5", "127.0.0.6"]).await;
+    let [a, b] = &upstreams[..] else { unreachable!() };
+    let dns = Dnsmasq::start(dir.path(), &hosts(&[a]), "").await;
+    let port = a.addr.port();
+    etcd.put(
+        "/fleet/tenants/acme",
+        &format!(
+            "[metrics]\ndns = [\"vm.test:{port}\"]\ndns_refresh = \"1s\"\nhealth_check = {{ interval = \"200ms\" }}\n"
+        ),
+    );
+    let store = format!("[store]\nkind = \"etcd\"\nendpoints = [\"{}\"]\nprefix = \"/fleet/\"\n", etcd.url());
+    let router = RouterProcess::builder().tenants(format!("{}{store}", dns.section())).start();
+    let reads = Reads::start(&router.base("unified"));
+    wait_served(&[a]).await;
+
+    let changed = Instant::now();
+    dns.set_hosts(&hosts(&[b]));
+    wait_served(&[b]).await;
+    let took = check_the_swap(changed, b, a);
+    let (status, last) = router.admin_get("/api/v1/reload").await;
+    assert_eq!((status, &last["last"]["trigger"]), (200, &Value::from("dns-refresh")), "{last}");
+    assert_eq!(last["last"]["report"]["changed"], serde_json::json!(["acme"]), "{last}");
+    let (ok, failed) = reads.finish().await;
+    println!("etcd tenant: {ok} reads, {} failed, change to first request on the new address {took:?}", failed.len());
     assert!(failed.is_empty(), "reads failed: {failed:?}");
 }
