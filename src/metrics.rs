@@ -459,12 +459,12 @@ impl Metrics {
         self.jwks_refreshes.with_label_values(&[if success { "success" } else { "failure" }])
     }
 
-    /// Counts one round of lookups of `dns` names: `ok` and `failed` of
-    /// them, the latter failing now.
-    pub fn dns_round(&self, ok: u64, failed: u64) {
+    /// Counts one round of lookups of `dns` names, `ok` and `failed` of
+    /// them; `failing` names of all in force fail now.
+    pub fn dns_round(&self, ok: u64, failed: u64, failing: u64) {
         self.dns_resolutions.with_label_values(&["ok"]).inc_by(ok);
         self.dns_resolutions.with_label_values(&["failed"]).inc_by(failed);
-        self.dns_names_failing.set(failed as i64);
+        self.dns_names_failing.set(failing as i64);
     }
 
     pub fn reload(&self, success: bool) {

@@ -16,6 +16,7 @@ use crate::store::{self, EtcdStore, Snapshot, StoreError};
 use serde::Serialize;
 use signal_hook::consts::SIGHUP;
 use signal_hook::iterator::Signals;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -89,6 +90,8 @@ struct State {
     /// The text `applied` was parsed from.
     text: String,
     last: Option<LastReload>,
+    /// When the DNS refresh last looked each `dns` name up.
+    dns_looked_up: HashMap<String, Instant>,
 }
 
 pub struct Reloader {
@@ -118,7 +121,7 @@ enum Write<'a> {
 
 impl Reloader {
     pub fn new(source: Source, routes: Arc<RouteStore>, shared: Arc<Shared>, applied: Config, text: String) -> Self {
-        let state = Mutex::new(State { applied, text, last: None });
+        let state = Mutex::new(State { applied, text, last: None, dns_looked_up: HashMap::new() });
         Reloader { source, routes, shared, state, trim: None, edge: None, store: None }
     }
 
@@ -168,7 +171,7 @@ impl Reloader {
         let mut state = self.lock();
         let started = Instant::now();
         let result = self.read_config(&state.applied.dns.answers).map(|(next, text, snapshot)| {
-            self.count_dns(&next.dns.answers);
+            self.count_dns(&next.dns.answers, &next.dns.answers);
             let report = self.apply(&mut state, next, text, started);
             if let (Some(store), Some(snapshot)) = (&self.store, snapshot) {
                 store.set_applied(snapshot);
@@ -336,27 +339,46 @@ impl Reloader {
         Ok((Write::Etcd { key, value, expected, snapshot }, doc.to_string(), next))
     }
 
-    /// Resolves the `dns` names in force again. When an address set changed,
-    /// the text in force (as the last reload read it: the file, or the file
-    /// merged with the store's tenants) is parsed again with the new answers
-    /// and applied like a reload: built aside, new endpoints probed, swapped
+    /// Looks up again each `dns` name in force whose `dns_refresh` has
+    /// passed since its last lookup. When an address set changed, the text
+    /// in force (as the last reload read it: the file, or the file merged
+    /// with the store's tenants) is parsed again with the new answers and
+    /// applied like a reload: built aside, new endpoints probed, swapped
     /// once. A name that fails keeps its addresses. `None`: no address changed.
     pub fn refresh_dns(&self) -> Option<Result<ReloadReport, Vec<ConfigError>>> {
-        let config::Dns { nameservers, answers } = self.lock().applied.dns.clone();
-        if answers.is_empty() {
-            return None;
-        }
+        let (nameservers, mut answers, due) = {
+            let mut state = self.lock();
+            let started = Instant::now();
+            let every: Vec<(String, Duration)> =
+                state.applied.dns_refresh().into_iter().map(|(name, every)| (name.to_string(), every)).collect();
+            // A name not looked up here yet was looked up by the load that brought it.
+            let last = &mut state.dns_looked_up;
+            last.retain(|name, _| every.iter().any(|(n, _)| n == name));
+            let due: Vec<String> = every
+                .into_iter()
+                .filter(|(name, every)| started.duration_since(*last.entry(name.clone()).or_insert(started)) >= *every)
+                .map(|(name, _)| name)
+                .collect();
+            if due.is_empty() {
+                return None;
+            }
+            for name in &due {
+                last.insert(name.clone(), started);
+            }
+            (state.applied.dns.nameservers.clone(), state.applied.dns.answers.clone(), due)
+        };
         // Looked up without the lock: a slow DNS server holds up no reload.
         let started = Instant::now();
-        let now = config::resolve(answers.keys().map(String::as_str), &nameservers, &answers);
-        self.count_dns(&now);
+        let looked_up = config::resolve(due.iter().map(String::as_str), &nameservers, &answers);
+        answers.extend(looked_up.iter().map(|(name, answer)| (name.clone(), answer.clone())));
+        self.count_dns(&looked_up, &answers);
         let mut state = self.lock();
-        if config::same_addresses(&now, &state.applied.dns.answers) {
-            state.applied.dns.answers = now;
+        if config::same_addresses(&answers, &state.applied.dns.answers) {
+            state.applied.dns.answers = answers;
             return None;
         }
         let text = state.text.clone();
-        let result = config::parse_keeping(&self.source.name(), &text, &now)
+        let result = config::parse_keeping(&self.source.name(), &text, &answers)
             .map(|next| self.apply(&mut state, next, text, started));
         self.record(&mut state, "dns-refresh", "dns", None, &result);
         drop(state);
@@ -364,11 +386,13 @@ impl Reloader {
         Some(result)
     }
 
-    /// Counts a round of `dns` answers and sets how many names fail now.
-    fn count_dns(&self, answers: &Answers) {
+    /// Counts the lookups of `looked_up` and sets how many names of `all`
+    /// (the answers now in force) fail now.
+    fn count_dns(&self, looked_up: &Answers, all: &Answers) {
         if let Some(metrics) = self.metrics() {
-            let failed = answers.values().filter(|a| a.error.is_some()).count() as u64;
-            metrics.dns_round(answers.len() as u64 - failed, failed);
+            let failed = |answers: &Answers| answers.values().filter(|a| a.error.is_some()).count() as u64;
+            let failed_now = failed(looked_up);
+            metrics.dns_round(looked_up.len() as u64 - failed_now, failed_now, failed(all));
         }
     }
 
@@ -531,16 +555,15 @@ pub fn serve_sighup(mut signals: Signals, reloader: Arc<Reloader>) {
     });
 }
 
-/// Resolves the `dns` names in force again every shortest `dns_refresh` of
-/// the config in force, on a thread of its own.
+/// Looks the `dns` names in force up again, each every `dns_refresh`, on a
+/// thread of its own.
 pub fn refresh_dns_forever(reloader: Arc<Reloader>) {
-    // How long to wait while no deployment lists a name (a reload may add some).
-    const IDLE: Duration = Duration::from_secs(10);
+    // The shortest dns_refresh there may be: no name waits longer than its own.
+    const TICK: Duration = Duration::from_secs(1);
     let first = reloader.lock().applied.dns.answers.clone();
-    reloader.count_dns(&first);
+    reloader.count_dns(&first, &first);
     std::thread::spawn(move || loop {
-        let every = reloader.lock().applied.dns_refresh().unwrap_or(IDLE);
-        std::thread::sleep(every);
+        std::thread::sleep(TICK);
         let _ = reloader.refresh_dns();
     });
 }

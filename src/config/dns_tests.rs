@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::api::Signal;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -28,7 +29,8 @@ fn names_give_primaries_beside_the_fixed_endpoints_each_address_once() {
     assert_eq!(deployment.dns_refresh, Duration::from_secs(10));
     assert_eq!(config.dns.nameservers, ["127.0.0.1:5353".parse::<SocketAddr>().unwrap()]);
     assert_eq!(config.dns.answers.len(), 2);
-    assert_eq!(config.dns_refresh(), Some(Duration::from_secs(10)));
+    let every = Duration::from_secs(10);
+    assert_eq!(config.dns_refresh(), BTreeMap::from([("srv+_vm._tcp.svc", every), ("vm.svc:8428", every)]));
 }
 
 #[test]
@@ -44,7 +46,7 @@ fn a_name_with_no_address_is_refused_and_a_failing_one_serves_its_kept_addresses
     let config = compile("d.toml", text, &kept).unwrap();
     let deployment = config.tenants["acme"].deployment(Signal::Logs).unwrap();
     assert_eq!(deployment.endpoints[0].url, "http://127.0.0.5:9428");
-    assert_eq!(config.dns_refresh(), Some(Duration::from_secs(2)));
+    assert_eq!(config.dns_refresh(), BTreeMap::from([("vl.svc:9428", Duration::from_secs(2))]));
 }
 
 #[test]
@@ -82,4 +84,13 @@ fn a_bad_nameserver_is_refused_at_its_index() {
         errors,
         ["d.toml:2:32: dns.nameservers[1]: \"ns.example:53\" is not a nameserver address; expected ip:port such as 127.0.0.1:53"]
     );
+}
+
+#[test]
+fn a_name_listed_twice_is_looked_up_at_the_shorter_refresh() {
+    let text = "[tenants.a.metrics]\ndns = [\"vm.svc:80\"]\ndns_refresh = \"5s\"\n\n\
+                [tenants.b.logs]\ndns = [\"vm.svc:80\"]\ndns_refresh = \"2s\"\n";
+    let inputs = Inputs::default().with_answer("vm.svc:80", answered(&["127.0.0.2:80"]));
+    let config = compile("d.toml", text, &inputs).unwrap();
+    assert_eq!(config.dns_refresh(), BTreeMap::from([("vm.svc:80", Duration::from_secs(2))]));
 }

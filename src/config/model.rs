@@ -40,12 +40,20 @@ pub struct Dns {
 }
 
 impl Config {
-    /// The shortest `dns_refresh` of the deployments that list names; `None`
-    /// when none does.
-    pub fn dns_refresh(&self) -> Option<Duration> {
+    /// Every `dns` name in force and how often it is looked up again: the
+    /// shortest `dns_refresh` of the deployments (migration targets too)
+    /// that list it.
+    pub fn dns_refresh(&self) -> BTreeMap<&str, Duration> {
         let deployments = self.tenants.values().flat_map(|t| Signal::ALL.into_iter().filter_map(|s| t.deployment(s)));
         let with_target = deployments.flat_map(|d| std::iter::once(d).chain(d.migration.as_deref().map(|m| &m.to)));
-        with_target.filter(|d| !d.dns.is_empty()).map(|d| d.dns_refresh).min()
+        let mut every = BTreeMap::new();
+        for deployment in with_target {
+            for name in &deployment.dns {
+                let at = every.entry(name.as_str()).or_insert(deployment.dns_refresh);
+                *at = (*at).min(deployment.dns_refresh);
+            }
+        }
+        every
     }
 }
 
