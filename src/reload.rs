@@ -558,8 +558,9 @@ pub fn serve_sighup(mut signals: Signals, reloader: Arc<Reloader>) {
 /// Looks the `dns` names in force up again, each every `dns_refresh`, on a
 /// thread of its own.
 pub fn refresh_dns_forever(reloader: Arc<Reloader>) {
-    // The shortest dns_refresh there may be: no name waits longer than its own.
-    const TICK: Duration = Duration::from_secs(1);
+    // A quarter of the shortest dns_refresh there may be: a name is looked
+    // up at most a quarter second after its own refresh has passed.
+    const TICK: Duration = Duration::from_millis(250);
     let first = reloader.lock().applied.dns.answers.clone();
     reloader.count_dns(&first, &first);
     std::thread::spawn(move || loop {
