@@ -203,6 +203,7 @@ fn main() -> ExitCode {
     drop(config);
     release_memory();
     reload::serve_sighup(sighup, reloader.clone());
+    reload::refresh_dns_forever(reloader.clone());
     if watch_config {
         reload::watch_file(reloader, std::time::Duration::from_secs(1));
     }

@@ -104,6 +104,9 @@ pub struct Metrics {
     /// Each TLS listener's certificates' `notAfter`, by listener and subject.
     tls_certificate_expiry: GaugeVec,
     jwks_refreshes: IntCounterVec,
+    /// Lookups of the deployments' `dns` names, by result; and how many fail now.
+    dns_resolutions: IntCounterVec,
+    pub dns_names_failing: prometheus::IntGauge,
     /// Per tenant and signal: what its deployment holds and spends (`usage`).
     usage: [GaugeVec; 6],
     /// Copies of ingest requests for a migration's other deployment.
@@ -326,6 +329,16 @@ impl Metrics {
                 "Reads of the JWKS of [tenancy.jwt] on its refresh interval, by result.",
                 &["result"],
             ),
+            dns_resolutions: counter(
+                "mirador_router_dns_resolutions_total",
+                "Lookups of the deployments' dns names, by result (ok, failed).",
+                &["result"],
+            ),
+            dns_names_failing: prometheus::IntGauge::new(
+                "mirador_router_dns_names_failing",
+                "Deployments' dns names whose latest lookup failed (their last good addresses serve).",
+            )
+            .expect("valid metric"),
             mirror_requests: counter(
                 "mirador_router_mirror_requests_total",
                 "Copies of ingest requests for a migration's other deployment, by result (ok, failed, dropped_queue_full, dropped_too_large).",
@@ -360,6 +373,7 @@ impl Metrics {
             lifecycle: Mutex::new(()),
         };
         metrics.registry.register(Box::new(metrics.last_reload_success.clone())).expect("unique metric");
+        metrics.registry.register(Box::new(metrics.dns_names_failing.clone())).expect("unique metric");
         let build_info =
             IntGaugeVec::new(Opts::new("mirador_router_build_info", "Always 1; the version in a label."), &["version"])
                 .expect("valid metric");
@@ -443,6 +457,14 @@ impl Metrics {
     /// The counter of JWKS refreshes that succeeded (or failed).
     pub fn jwks_refreshes(&self, success: bool) -> IntCounter {
         self.jwks_refreshes.with_label_values(&[if success { "success" } else { "failure" }])
+    }
+
+    /// Counts one round of lookups of `dns` names, `ok` and `failed` of
+    /// them; `failing` names of all in force fail now.
+    pub fn dns_round(&self, ok: u64, failed: u64, failing: u64) {
+        self.dns_resolutions.with_label_values(&["ok"]).inc_by(ok);
+        self.dns_resolutions.with_label_values(&["failed"]).inc_by(failed);
+        self.dns_names_failing.set(failing as i64);
     }
 
     pub fn reload(&self, success: bool) {

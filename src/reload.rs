@@ -8,7 +8,7 @@
 //! restart and are reported as "restart required", never half-applied. One
 //! mutex serialises reloads and mutations, so no update is lost.
 
-use crate::config::{self, Config, ConfigError, Layer, Section, Source};
+use crate::config::{self, Answers, Config, ConfigError, Layer, Section, Source, Tenant};
 use crate::edge::Edge;
 use crate::metrics::Metrics;
 use crate::routing::{RouteStore, RoutingTable, Shared};
@@ -16,6 +16,7 @@ use crate::store::{self, EtcdStore, Snapshot, StoreError};
 use serde::Serialize;
 use signal_hook::consts::SIGHUP;
 use signal_hook::iterator::Signals;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -92,6 +93,8 @@ struct State {
     /// The text `applied` was parsed from.
     text: String,
     last: Option<LastReload>,
+    /// When the DNS refresh last looked each `dns` name up.
+    dns_looked_up: HashMap<String, Instant>,
 }
 
 pub struct Reloader {
@@ -121,7 +124,7 @@ enum Write<'a> {
 
 impl Reloader {
     pub fn new(source: Source, routes: Arc<RouteStore>, shared: Arc<Shared>, applied: Config, text: String) -> Self {
-        let state = Mutex::new(State { applied, text, last: None });
+        let state = Mutex::new(State { applied, text, last: None, dns_looked_up: HashMap::new() });
         Reloader { source, routes, shared, state, trim: None, edge: None, store: None }
     }
 
@@ -170,7 +173,8 @@ impl Reloader {
     pub fn reload(&self, trigger: &'static str, from: &str) -> Result<ReloadReport, Vec<ConfigError>> {
         let mut state = self.lock();
         let started = Instant::now();
-        let result = self.read_config().map(|(next, text, snapshot)| {
+        let result = self.read_config(&state.applied.dns.answers).map(|(next, text, snapshot)| {
+            self.count_dns(&next.dns.answers, &next.dns.answers);
             let report = self.apply(&mut state, next, text, started);
             if let (Some(store), Some(snapshot)) = (&self.store, snapshot) {
                 store.set_applied(snapshot);
@@ -185,17 +189,18 @@ impl Reloader {
 
     /// The config as the source and the store hold it now: validated, its
     /// text (the file with the store's tables merged in) and the store's
-    /// snapshot it was read from.
-    fn read_config(&self) -> Result<(Config, String, Option<Snapshot>), Vec<ConfigError>> {
+    /// snapshot it was read from. A `dns` name that fails keeps its
+    /// addresses in `kept`.
+    fn read_config(&self, kept: &Answers) -> Result<(Config, String, Option<Snapshot>), Vec<ConfigError>> {
         let name = self.source.name();
         let text = self.source.read()?;
         let Some(store) = &self.store else {
-            return Ok((config::parse(&name, &text)?, text, None));
+            return Ok((config::parse_keeping(&name, &text, kept)?, text, None));
         };
         let whole = |message: String| ConfigError { file: name.clone(), position: None, key: String::new(), message };
         let snapshot = store.snapshot().map_err(|e| vec![whole(e.to_string())])?;
         let layers = snapshot.layers(store.settings());
-        let next = config::parse_layered(&name, &text, &layers)?;
+        let next = config::parse_layered_keeping(&name, &text, &layers, kept)?;
         let merged = store::merged_document(&text, &layers).map_err(|e| vec![whole(e)])?;
         Ok((next, merged.to_string(), Some(snapshot)))
     }
@@ -238,7 +243,7 @@ impl Reloader {
         edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), MutationError>,
     ) -> Result<ReloadReport, MutationError> {
         let started = Instant::now();
-        let (write, text, next) = self.edited(tenant, outcome, edit)?;
+        let (write, text, next) = self.edited(&state.applied.dns.answers, tenant, outcome, edit)?;
         match (write, &self.store) {
             (Write::File(path), _) => {
                 config::write_atomically(path, &text)
@@ -269,13 +274,15 @@ impl Reloader {
         edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), MutationError>,
     ) -> Result<(Config, Config), MutationError> {
         let state = self.lock();
-        let (_, _, next) = self.edited(tenant, outcome, edit)?;
+        let (_, _, next) = self.edited(&state.applied.dns.answers, tenant, outcome, edit)?;
         Ok((next, state.applied.clone()))
     }
 
-    /// The config file with `edit` applied: its path, text and validated config.
+    /// The config file with `edit` applied: its path, text and validated
+    /// config (a failing `dns` name keeping its addresses in `kept`).
     fn edited(
         &self,
+        kept: &Answers,
         tenant: &str,
         outcome: Outcome,
         edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), MutationError>,
@@ -286,14 +293,14 @@ impl Reloader {
         let on_disk = std::fs::read_to_string(path)
             .map_err(|e| MutationError::Storage(format!("cannot read {}: {e}", path.display())))?;
         if let Some(store) = &self.store {
-            return self.edited_in_store(store, &on_disk, tenant, outcome, edit);
+            return self.edited_in_store(store, &on_disk, kept, tenant, outcome, edit);
         }
         let mut doc: toml_edit::DocumentMut = on_disk
             .parse()
             .map_err(|e| MutationError::Storage(format!("{} is not valid TOML: {e}", path.display())))?;
         edit(&mut doc)?;
         let text = doc.to_string();
-        let next = config::parse(&self.source.name(), &text).map_err(MutationError::Invalid)?;
+        let next = config::parse_keeping(&self.source.name(), &text, kept).map_err(MutationError::Invalid)?;
         if outcome == Outcome::Routes && !next.tenants.get(tenant).is_some_and(|t| t.routes_something()) {
             return Err(MutationError::RoutesNothing(tenant.to_string()));
         }
@@ -307,6 +314,7 @@ impl Reloader {
         &self,
         store: &EtcdStore,
         on_disk: &str,
+        kept: &Answers,
         tenant: &str,
         outcome: Outcome,
         edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), MutationError>,
@@ -326,12 +334,76 @@ impl Reloader {
                 text: text.clone(),
             });
         }
-        let next = config::parse_layered(&self.source.name(), on_disk, &layers).map_err(MutationError::Invalid)?;
+        let next = config::parse_layered_keeping(&self.source.name(), on_disk, &layers, kept)
+            .map_err(MutationError::Invalid)?;
         if outcome == Outcome::Routes && !next.tenants.get(tenant).is_some_and(|t| t.routes_something()) {
             return Err(MutationError::RoutesNothing(tenant.to_string()));
         }
         let expected = snapshot.mod_revision(&key);
         Ok((Write::Etcd { key, value, expected, snapshot }, doc.to_string(), next))
+    }
+
+    /// Looks up again each `dns` name in force whose `dns_refresh` has
+    /// passed since its last lookup. When an address set changed, the text
+    /// in force (as the last reload read it: the file, or the file merged
+    /// with the store's tenants) is parsed again with the new answers and
+    /// applied like a reload: built aside, new endpoints probed, swapped
+    /// once. A name that fails keeps its addresses. `None`: no address changed.
+    pub fn refresh_dns(&self) -> Option<Result<ReloadReport, Vec<ConfigError>>> {
+        let (nameservers, mut answers, due) = {
+            let mut state = self.lock();
+            let started = Instant::now();
+            let every: Vec<(String, Duration)> =
+                state.applied.dns_refresh().into_iter().map(|(name, every)| (name.to_string(), every)).collect();
+            // A name not looked up here yet was looked up by the load that brought it.
+            let last = &mut state.dns_looked_up;
+            last.retain(|name, _| every.iter().any(|(n, _)| n == name));
+            let due: Vec<String> = every
+                .into_iter()
+                .filter(|(name, every)| started.duration_since(*last.entry(name.clone()).or_insert(started)) >= *every)
+                .map(|(name, _)| name)
+                .collect();
+            if due.is_empty() {
+                return None;
+            }
+            for name in &due {
+                last.insert(name.clone(), started);
+            }
+            (state.applied.dns.nameservers.clone(), state.applied.dns.answers.clone(), due)
+        };
+        // Looked up without the lock: a slow DNS server holds up no reload.
+        let started = Instant::now();
+        let looked_up = config::resolve(due.iter().map(String::as_str), &nameservers, &answers);
+        answers.extend(looked_up.iter().map(|(name, answer)| (name.clone(), answer.clone())));
+        self.count_dns(&looked_up, &answers);
+        let mut state = self.lock();
+        if config::same_addresses(&answers, &state.applied.dns.answers) {
+            state.applied.dns.answers = answers;
+            return None;
+        }
+        let text = state.text.clone();
+        let result = config::parse_keeping(&self.source.name(), &text, &answers)
+            .map(|next| self.apply(&mut state, next, text, started));
+        self.record(&mut state, "dns-refresh", "dns", None, &result);
+        drop(state);
+        self.trim();
+        Some(result)
+    }
+
+    /// Counts the lookups of `looked_up` and sets how many names of `all`
+    /// (the answers now in force) fail now.
+    fn count_dns(&self, looked_up: &Answers, all: &Answers) {
+        if let Some(metrics) = self.metrics() {
+            let failed = |answers: &Answers| answers.values().filter(|a| a.error.is_some()).count() as u64;
+            let failed_now = failed(looked_up);
+            metrics.dns_round(looked_up.len() as u64 - failed_now, failed_now, failed(all));
+        }
+    }
+
+    /// A tenant in force and the `dns` answers its names were built from.
+    pub fn applied_tenant(&self, id: &str) -> Option<(Arc<Tenant>, Answers)> {
+        let state = self.lock();
+        Some((state.applied.tenants.get(id)?.clone(), state.applied.dns.answers.clone()))
     }
 
     /// Swaps in the table of a validated config parsed from `text`; `started`
@@ -484,6 +556,20 @@ pub fn serve_sighup(mut signals: Signals, reloader: Arc<Reloader>) {
         for _ in signals.forever() {
             let _ = reloader.reload("sighup", "signal");
         }
+    });
+}
+
+/// Looks the `dns` names in force up again, each every `dns_refresh`, on a
+/// thread of its own.
+pub fn refresh_dns_forever(reloader: Arc<Reloader>) {
+    // A quarter of the shortest dns_refresh there may be: a name is looked
+    // up at most a quarter second after its own refresh has passed.
+    const TICK: Duration = Duration::from_millis(250);
+    let first = reloader.lock().applied.dns.answers.clone();
+    reloader.count_dns(&first, &first);
+    std::thread::spawn(move || loop {
+        std::thread::sleep(TICK);
+        let _ = reloader.refresh_dns();
     });
 }
 

@@ -1,14 +1,19 @@
 //! `GET /api/v1/tenants/{id}/health`: per signal (per service of a shared
-//! VictoriaMetrics cluster: `insert`, `select`), per endpoint health.
+//! VictoriaMetrics cluster: `insert`, `select`), per endpoint health, and
+//! each `dns` name's addresses and latest lookup.
 
 use super::{error, Answer};
+use crate::api::Signal;
+use crate::config::{Answers, Tenant};
 use crate::reply::ErrorKind;
 use crate::routing::RoutingTable;
 use crate::upstream::{Pool, Role};
 use http::StatusCode;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
-pub(super) fn tenant_health(table: &RoutingTable, id: &str) -> Answer {
+/// `applied`: the tenant in force and the `dns` answers, for its names.
+pub(super) fn tenant_health(table: &RoutingTable, id: &str, applied: Option<(Arc<Tenant>, Answers)>) -> Answer {
     let Some(tenant) = table.tenant(id) else {
         return error(ErrorKind::NotFound, format!("unknown tenant {id:?}"));
     };
@@ -26,7 +31,27 @@ pub(super) fn tenant_health(table: &RoutingTable, id: &str) -> Answer {
             None => shown["endpoints"] = endpoints.into(),
         }
     }
+    if let Some((tenant, answers)) = applied {
+        for signal in Signal::ALL {
+            let Some(deployment) = tenant.deployment(signal) else { continue };
+            if let (false, Some(shown)) = (deployment.dns.is_empty(), signals.get_mut(signal.as_str())) {
+                shown["dns"] = dns(&deployment.dns, &answers).into();
+            }
+        }
+    }
     Answer::Json(StatusCode::OK, json!({ "tenant": id, "signals": signals }))
+}
+
+/// Each name: its addresses in force and whether its latest lookup failed.
+fn dns(names: &[String], answers: &Answers) -> Vec<Value> {
+    names
+        .iter()
+        .map(|name| {
+            let answer = answers.get(name).cloned().unwrap_or_default();
+            let addresses: Vec<String> = answer.addrs.iter().map(ToString::to_string).collect();
+            json!({ "name": name, "addresses": addresses, "ok": answer.error.is_none(), "error": answer.error })
+        })
+        .collect()
 }
 
 fn endpoints(pool: &Pool) -> Vec<Value> {

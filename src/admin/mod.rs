@@ -172,7 +172,9 @@ impl AdminApp {
                     None => error(ErrorKind::NotFound, format!("unknown tenant {id:?}")),
                 }
             }
-            (&Method::GET, ["api", "v1", "tenants", id, "health"]) => health::tenant_health(&self.routes.load(), id),
+            (&Method::GET, ["api", "v1", "tenants", id, "health"]) => {
+                health::tenant_health(&self.routes.load(), id, self.reloader.applied_tenant(id))
+            }
             (&Method::GET, ["api", "v1", "tenants", id, "usage"]) => match self.routes.load().tenant(id) {
                 Some(_) => {
                     let signals: serde_json::Map<String, Value> = self

@@ -1,9 +1,10 @@
 //! A deployment of one tenant's signal: its endpoints (parsed, resolved
 //! through the gathered [`Inputs`], never twice the same, never the router's
-//! own listener), timeouts, attempts, health checks, quotas, upstream
-//! credentials and TLS.
+//! own listener) with the addresses of its `dns` names, timeouts, attempts,
+//! health checks, quotas, upstream credentials and TLS.
 
-use super::check::{count, duration, positive, Problems, UP_TO_AN_HOUR, UP_TO_FIVE_MINUTES};
+use super::check::{count, duration, positive, Bounds, Problems, UP_TO_AN_HOUR, UP_TO_FIVE_MINUTES};
+use super::dns::{DnsName, MAX_DNS_NAMES};
 use super::error::KeyPath;
 use super::inputs::Inputs;
 use super::model::*;
@@ -62,8 +63,11 @@ pub(super) fn deployment(
         migration,
         otlp_grpc_endpoints,
         write_policy,
+        dns,
+        dns_refresh,
     } = raw;
     let mut lists = EndpointLists { path, context, seen: HashSet::new() };
+    let names = dns.unwrap_or_default();
     let tenant = victoria_tenant(account_id, project_id, path, problems);
     let split = [&insert_endpoints, &insert_backup_endpoints, &select_endpoints, &select_backup_endpoints];
     let (endpoints, backup_endpoints, select) = match tenant {
@@ -78,8 +82,15 @@ pub(super) fn deployment(
                     );
                 }
             }
-            let insert = lists.service("insert", insert_endpoints, insert_backup_endpoints, problems);
-            let select = lists.service("select", select_endpoints, select_backup_endpoints, problems);
+            if !names.is_empty() {
+                problems.add(
+                    &path.key("dns"),
+                    "a shared metrics deployment names insert_endpoints and select_endpoints; dns names are for \
+                     endpoints",
+                );
+            }
+            let insert = lists.service("insert", insert_endpoints, insert_backup_endpoints, false, problems);
+            let select = lists.service("select", select_endpoints, select_backup_endpoints, false, problems);
             (insert.endpoints, insert.backup_endpoints, Some(select))
         }
         _ => {
@@ -92,7 +103,14 @@ pub(super) fn deployment(
                     problems.add(&path.key(key), why);
                 }
             }
-            let service = lists.service("", Some(endpoints), Some(backup_endpoints), problems);
+            let mut service = lists.service("", Some(endpoints), Some(backup_endpoints), !names.is_empty(), problems);
+            service.endpoints.extend(lists.discovered(&names, problems));
+            if service.endpoints.len() + service.backup_endpoints.len() > MAX_ENDPOINTS_PER_DEPLOYMENT {
+                problems.add(
+                    &path.key("dns"),
+                    format!("resolves to more than {MAX_ENDPOINTS_PER_DEPLOYMENT} endpoints in one pool"),
+                );
+            }
             (service.endpoints, service.backup_endpoints, None)
         }
     };
@@ -146,8 +164,23 @@ pub(super) fn deployment(
         migration: migration.map(Box::new),
         otlp_grpc_endpoints,
         write_policy: write_policy.unwrap_or_default(),
+        dns_refresh: refresh(dns_refresh.as_deref(), &names, path, problems),
+        dns: names,
     }
 }
+
+/// How often a deployment's `dns` names are resolved again: [`DNS_REFRESH`],
+/// 10 s when not given.
+fn refresh(raw: Option<&str>, names: &[String], path: &KeyPath, problems: &mut Problems) -> Duration {
+    let at = path.key("dns_refresh");
+    if raw.is_some() && names.is_empty() {
+        problems.add(&at, "the deployment lists no dns names to refresh");
+    }
+    duration(raw, Duration::from_secs(10), DNS_REFRESH, &at, problems)
+}
+
+/// The range of `dns_refresh`: a second to an hour.
+pub const DNS_REFRESH: Bounds = (Duration::from_secs(1), Duration::from_secs(3600));
 
 /// Every endpoint URL of a deployment's services.
 fn served_urls<'a>(
@@ -242,11 +275,12 @@ impl EndpointLists<'_> {
         prefix: &str,
         primaries: Option<Vec<String>>,
         backups: Option<Vec<String>>,
+        named: bool,
         problems: &mut Problems,
     ) -> Endpoints {
         let key = |name: &str| if prefix.is_empty() { name.to_string() } else { format!("{prefix}_{name}") };
         let (primaries, backups) = (primaries.unwrap_or_default(), backups.unwrap_or_default());
-        if primaries.is_empty() {
+        if primaries.is_empty() && !named {
             problems.add(&self.path.key(&key("endpoints")), "the deployment lists no endpoints");
         }
         if primaries.len() + backups.len() > MAX_ENDPOINTS_PER_DEPLOYMENT {
@@ -256,6 +290,47 @@ impl EndpointLists<'_> {
             endpoints: self.list(primaries, &key("endpoints"), problems),
             backup_endpoints: self.list(backups, &key("backup_endpoints"), problems),
         }
+    }
+
+    /// The endpoints of `dns` names, from their gathered answers: `http://ip:port`
+    /// each, an address listed already (by `endpoints` or another name) once.
+    fn discovered(&mut self, names: &[String], problems: &mut Problems) -> Vec<Endpoint> {
+        if names.len() > MAX_DNS_NAMES {
+            problems.add(&self.path.key("dns"), format!("at most {MAX_DNS_NAMES} names, got {}", names.len()));
+        }
+        let mut out = Vec::new();
+        for (i, entry) in names.iter().enumerate() {
+            let at = self.path.key("dns").index(i);
+            if let Err(why) = DnsName::parse(entry) {
+                problems.add(&at, why);
+                continue;
+            }
+            let answer = self.context.inputs.answer(entry).cloned().unwrap_or_default();
+            if answer.addrs.is_empty() {
+                let why = answer.error.unwrap_or_else(|| "not looked up".to_string());
+                problems.add(&at, format!("cannot resolve {entry:?}: {why}"));
+            }
+            for addr in answer.addrs {
+                let endpoint = Endpoint {
+                    url: format!("http://{addr}"),
+                    tls: false,
+                    host: addr.ip().to_string(),
+                    port: addr.port(),
+                    addr,
+                };
+                if !self.seen.insert(endpoint.url.clone()) {
+                    continue;
+                }
+                if self.context.own_listeners.iter().any(|l| loops_back(*l, addr)) {
+                    problems.add(
+                        &at,
+                        format!("{entry:?} resolves to {addr}, one of the router's own listeners (a proxy loop)"),
+                    );
+                }
+                out.push(endpoint);
+            }
+        }
+        out
     }
 
     fn list(&mut self, urls: Vec<String>, key: &str, problems: &mut Problems) -> Vec<Endpoint> {

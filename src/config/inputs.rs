@@ -6,6 +6,7 @@
 //! reads these plain values, so it is a pure function of text and inputs
 //! and tests give it inputs of their own ([`Inputs::with_file`], ...).
 
+use super::dns::{self, Answer, Answers};
 use super::raw::{RawConfig, RawDeployment, RawUpstreamAuth, RawUpstreamTls};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -19,6 +20,8 @@ pub struct Inputs {
     env: HashMap<String, String>,
     /// (host, port) → the first address it resolved to.
     addresses: HashMap<(String, u16), SocketAddr>,
+    /// Each `dns` entry → its answer (or the last good one, when it failed).
+    answers: Answers,
     /// The time of the gathering, in seconds since the Unix epoch: what
     /// certificate lifetimes are checked against (0 when not gathered).
     now: i64,
@@ -27,6 +30,12 @@ pub struct Inputs {
 impl Inputs {
     /// Reads every file, variable and host name `raw` refers to.
     pub fn gather(raw: &RawConfig) -> Inputs {
+        Self::gather_keeping(raw, &Answers::new())
+    }
+
+    /// [`Inputs::gather`], where a `dns` name that fails now keeps its
+    /// addresses in `kept` (the answers in force), with the error beside them.
+    pub fn gather_keeping(raw: &RawConfig, kept: &Answers) -> Inputs {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
         let mut inputs = Inputs { now: now.map_or(0, |since| since.as_secs() as i64), ..Inputs::default() };
         if let Some(file) = &raw.admin.token_file {
@@ -61,6 +70,12 @@ impl Inputs {
                 inputs.gather_deployment(deployment);
             }
         }
+        let nameservers: Vec<SocketAddr> = raw.dns.nameservers.iter().filter_map(|n| n.parse().ok()).collect();
+        let deployments = raw.tenants.values().flat_map(|t| [&t.metrics, &t.logs, &t.traces]).flatten();
+        let with_targets = deployments.flat_map(|d| std::iter::once(d).chain(d.migration.as_ref().map(|m| &m.to)));
+        let entries: std::collections::BTreeSet<&str> =
+            with_targets.flat_map(|d| d.dns.iter().flatten()).map(String::as_str).collect();
+        inputs.answers = dns::resolve(entries, &nameservers, kept);
         inputs
     }
 
@@ -139,6 +154,22 @@ impl Inputs {
     pub fn with_address(mut self, host: &str, port: u16, addr: SocketAddr) -> Self {
         self.addresses.insert((host.to_string(), port), addr);
         self
+    }
+
+    /// The same inputs with the `dns` entry `entry` answered by `answer`.
+    pub fn with_answer(mut self, entry: &str, answer: Answer) -> Self {
+        self.answers.insert(entry.to_string(), answer);
+        self
+    }
+
+    /// The answer of a `dns` entry; `None` when it was not looked up.
+    pub(super) fn answer(&self, entry: &str) -> Option<&Answer> {
+        self.answers.get(entry)
+    }
+
+    /// Every answer gathered, for the model to keep.
+    pub(super) fn answers(&self) -> &Answers {
+        &self.answers
     }
 
     /// A file's bytes, or why there are none.

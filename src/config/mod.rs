@@ -9,6 +9,7 @@
 
 mod check;
 mod deployment;
+mod dns;
 mod edge;
 mod error;
 mod inputs;
@@ -22,6 +23,7 @@ mod validate;
 
 pub use check::check_tenant_id;
 pub use deployment::MAX_ENDPOINTS_PER_DEPLOYMENT;
+pub use dns::{resolve, same_addresses, Answer, Answers, DnsName, MAX_DNS_NAMES, MAX_NAMESERVERS};
 pub use error::{ConfigError, KeyPath, Problem};
 pub use inputs::{read_jwks, Inputs};
 pub use jwt::key_set;
@@ -93,9 +95,16 @@ pub fn text_of(file: &str, bytes: Vec<u8>) -> Result<String, ConfigError> {
 /// Parses config text, gathers what it refers to, and validates it; `file`
 /// names the text in errors.
 pub fn parse(file: &str, text: &str) -> Result<Config, Vec<ConfigError>> {
+    parse_keeping(file, text, &Answers::new())
+}
+
+/// [`parse`], where a `dns` name that fails now keeps its addresses in
+/// `kept` (the answers of the config in force): a reload or a refresh during
+/// a DNS outage builds the same pools, where a start-up is refused.
+pub fn parse_keeping(file: &str, text: &str, kept: &Answers) -> Result<Config, Vec<ConfigError>> {
     let locator = error::Locator::new(file, text);
     let raw = parse_raw(&locator, text)?;
-    let inputs = Inputs::gather(&raw);
+    let inputs = Inputs::gather_keeping(&raw, kept);
     validate_raw(&locator, raw, &inputs)
 }
 
@@ -134,6 +143,17 @@ impl Section {
 /// (the file itself may then hold none), and validates the whole. An error
 /// in a layer is placed in that layer: its name, line and column.
 pub fn parse_layered(file: &str, text: &str, layers: &[Layer]) -> Result<Config, Vec<ConfigError>> {
+    parse_layered_keeping(file, text, layers, &Answers::new())
+}
+
+/// [`parse_layered`], with failing `dns` names keeping their addresses in
+/// `kept`, as [`parse_keeping`].
+pub fn parse_layered_keeping(
+    file: &str,
+    text: &str,
+    layers: &[Layer],
+    kept: &Answers,
+) -> Result<Config, Vec<ConfigError>> {
     let locator = error::Locator::new(file, text);
     let mut raw = parse_raw(&locator, text)?;
     let mut errors = Vec::new();
@@ -165,7 +185,7 @@ pub fn parse_layered(file: &str, text: &str, layers: &[Layer]) -> Result<Config,
     if !errors.is_empty() {
         return Err(errors);
     }
-    let inputs = Inputs::gather(&raw);
+    let inputs = Inputs::gather_keeping(&raw, kept);
     validate::validate(raw, &inputs).map_err(|problems| {
         let place = |problem: Problem| {
             let layer = layers.iter().position(|l| {
@@ -217,6 +237,8 @@ pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     result
 }
 
+#[cfg(test)]
+mod dns_tests;
 #[cfg(test)]
 mod store_tests;
 #[cfg(test)]

@@ -26,6 +26,35 @@ pub struct Config {
     /// What is valid but needs an operator's eye (a certificate about to
     /// expire): printed by `--check`, logged at start and on reload.
     pub warnings: Vec<String>,
+    /// DNS discovery: the resolvers and every name's answer in force.
+    pub dns: Dns,
+}
+
+/// `[dns]` and the answers the deployments' `dns` names were built from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dns {
+    /// Empty: the system's resolvers.
+    pub nameservers: Vec<SocketAddr>,
+    /// Every `dns` entry of every deployment (migration targets too).
+    pub answers: super::dns::Answers,
+}
+
+impl Config {
+    /// Every `dns` name in force and how often it is looked up again: the
+    /// shortest `dns_refresh` of the deployments (migration targets too)
+    /// that list it.
+    pub fn dns_refresh(&self) -> BTreeMap<&str, Duration> {
+        let deployments = self.tenants.values().flat_map(|t| Signal::ALL.into_iter().filter_map(|s| t.deployment(s)));
+        let with_target = deployments.flat_map(|d| std::iter::once(d).chain(d.migration.as_deref().map(|m| &m.to)));
+        let mut every = BTreeMap::new();
+        for deployment in with_target {
+            for name in &deployment.dns {
+                let at = every.entry(name.as_str()).or_insert(deployment.dns_refresh);
+                *at = (*at).min(deployment.dns_refresh);
+            }
+        }
+        every
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -372,6 +401,10 @@ pub struct Deployment {
     pub otlp_grpc_endpoints: Vec<Endpoint>,
     /// Ingest to one endpoint or to every primary, and which answers count.
     pub write_policy: WritePolicy,
+    /// Names whose addresses are primaries too (after `endpoints`), as written.
+    pub dns: Vec<String>,
+    /// How often `dns` is resolved again.
+    pub dns_refresh: Duration,
 }
 
 /// A signal's move from its deployment to `to`.

@@ -28,6 +28,17 @@ pub struct RawConfig {
     pub tiers: BTreeMap<String, RawTier>,
     #[serde(default)]
     pub store: RawStore,
+    #[serde(default)]
+    pub dns: RawDns,
+}
+
+/// `[dns]`: where the names of `dns = [...]` are resolved.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    /// `ip:port` of each nameserver; empty: the system's (`/etc/resolv.conf`).
+    #[serde(default)]
+    pub nameservers: Vec<String>,
 }
 
 /// Settings tenants inherit by naming the tier: each key the tenant does
@@ -282,6 +293,10 @@ pub struct RawDeployment {
     pub otlp_grpc_endpoints: Option<Vec<String>>,
     /// Ingest to one endpoint, or to every primary (`all`, `quorum`).
     pub write_policy: Option<WritePolicy>,
+    /// Names whose addresses are primaries too: `name:port` (A/AAAA) or
+    /// `srv+_service._tcp.name` (SRV), re-resolved every `dns_refresh`.
+    pub dns: Option<Vec<String>>,
+    pub dns_refresh: Option<String>,
 }
 
 /// `[tenants.<id>.<signal>.migration]`: the deployment the signal moves to,

@@ -146,7 +146,7 @@ signals = ["metrics", "traces"]
 fn an_unknown_key_is_an_error_at_its_line() {
     assert_eq!(
         errors("[tenants.acme.metrics]\nendpoints = [\"http://127.0.0.1:1\"]\ntimeuot = \"5s\"\n"),
-        ["bad.toml:3:1: tenants.acme.metrics.timeuot: unknown field `timeuot`, expected one of `endpoints`, `backup_endpoints`, `timeout`, `connect_timeout`, `max_attempts`, `retry_ingest`, `namespace`, `health_check`, `quotas`, `upstream_auth`, `tls`, `account_id`, `project_id`, `insert_endpoints`, `insert_backup_endpoints`, `select_endpoints`, `select_backup_endpoints`, `share_tenant_id_with`, `http2`, `migration`, `otlp_grpc_endpoints`, `write_policy`"]
+        ["bad.toml:3:1: tenants.acme.metrics.timeuot: unknown field `timeuot`, expected one of `endpoints`, `backup_endpoints`, `timeout`, `connect_timeout`, `max_attempts`, `retry_ingest`, `namespace`, `health_check`, `quotas`, `upstream_auth`, `tls`, `account_id`, `project_id`, `insert_endpoints`, `insert_backup_endpoints`, `select_endpoints`, `select_backup_endpoints`, `share_tenant_id_with`, `http2`, `migration`, `otlp_grpc_endpoints`, `write_policy`, `dns`, `dns_refresh`"]
     );
 }
 

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub fn validate(raw: RawConfig, inputs: &Inputs) -> Result<Config, Vec<Problem>> {
-    let RawConfig { server, admin, tenancy, health_check, observability, tenants, tiers, store } = raw;
+    let RawConfig { server, admin, tenancy, health_check, observability, tenants, tiers, store, dns } = raw;
     let mut problems = Problems::default();
     let root = KeyPath::root();
 
@@ -29,6 +29,7 @@ pub fn validate(raw: RawConfig, inputs: &Inputs) -> Result<Config, Vec<Problem>>
     let server = server_settings(server, &root.key("server"), inputs, &mut problems, &mut warnings);
     let admin = admin_settings(admin, &root.key("admin"), inputs, &mut problems);
     let store = super::store::store(store, &root.key("store"), inputs, &mut problems);
+    let nameservers = nameservers(dns, &root.key("dns"), &mut problems);
     listeners_distinct(&server, &admin, &mut problems);
     let default_tier = tenancy.default_tier.clone();
     let tenancy = tenancy_settings(tenancy, &root.key("tenancy"), inputs, &mut problems, &mut warnings);
@@ -83,7 +84,28 @@ pub fn validate(raw: RawConfig, inputs: &Inputs) -> Result<Config, Vec<Problem>>
         access_log_query: access_log_query.unwrap_or(false),
         usage_interval: Some(usage_interval).filter(|d| !d.is_zero()),
     };
-    Ok(Config { server, admin, tenancy, health_check, observability, store, tenants: model_tenants, warnings })
+    let dns = Dns { nameservers, answers: inputs.answers().clone() };
+    Ok(Config { server, admin, tenancy, health_check, observability, store, tenants: model_tenants, warnings, dns })
+}
+
+/// `[dns] nameservers`: each an `ip:port`, at most [`super::MAX_NAMESERVERS`].
+fn nameservers(raw: RawDns, path: &KeyPath, problems: &mut Problems) -> Vec<SocketAddr> {
+    let RawDns { nameservers } = raw;
+    let path = path.key("nameservers");
+    if nameservers.len() > super::MAX_NAMESERVERS {
+        problems.add(&path, format!("at most {} nameservers, got {}", super::MAX_NAMESERVERS, nameservers.len()));
+    }
+    let parse = |(i, raw): (usize, &String)| match raw.parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            problems.add(
+                &path.index(i),
+                format!("{raw:?} is not a nameserver address; expected ip:port such as 127.0.0.1:53"),
+            );
+            None
+        }
+    };
+    nameservers.iter().enumerate().filter_map(parse).collect()
 }
 
 fn server_settings(

@@ -146,6 +146,9 @@ impl Pool {
             migration: _,
             otlp_grpc_endpoints,
             write_policy: _,
+            // The names' addresses are in `endpoints` already.
+            dns: _,
+            dns_refresh: _,
         } = deployment;
         let tls_material = TlsMaterial::new(tls.as_ref());
         let make = |endpoint: &Endpoint, role: Role| {
@@ -329,6 +332,8 @@ mod tests {
             migration: None,
             otlp_grpc_endpoints: Vec::new(),
             write_policy: Default::default(),
+            dns: Vec::new(),
+            dns_refresh: Duration::from_secs(10),
         }
     }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod cluster;
+pub mod dnsmasq;
 pub mod etcd;
 pub mod h2_upstream;
 pub mod haproxy;

@@ -38,6 +38,8 @@ pub struct Seen {
     pub peer: SocketAddr,
     /// The body itself, after [`Upstream::keep_bodies`].
     pub body: Option<Bytes>,
+    /// When its body had arrived.
+    pub at: std::time::Instant,
 }
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
@@ -47,6 +49,8 @@ type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 struct Shared {
     seen: Mutex<Vec<Seen>>,
     probes: AtomicU64,
+    /// When the router's first health probe arrived.
+    first_probe: std::sync::OnceLock<std::time::Instant>,
     usage_reads: AtomicU64,
     /// Status of the health endpoint; 200 unless a test says otherwise.
     probe_status: AtomicU16,
@@ -164,6 +168,11 @@ impl Upstream {
         self.shared.probes.load(Ordering::SeqCst)
     }
 
+    /// When the router's first health probe arrived here, if one did.
+    pub fn first_probe_at(&self) -> Option<std::time::Instant> {
+        self.shared.first_probe.get().copied()
+    }
+
     /// Whether every request from now on is read, recorded and then answered
     /// by dropping the connection (health probes are still answered).
     pub fn set_reset_all(&self, reset: bool) {
@@ -235,6 +244,7 @@ async fn handle(
 ) -> Result<Response<BoxBody>, std::io::Error> {
     if req.headers().get("user-agent").is_some_and(|ua| ua == "mirador-router-health-check") {
         shared.probes.fetch_add(1, Ordering::SeqCst);
+        let _ = shared.first_probe.set(std::time::Instant::now());
         let status = shared.probe_status.load(Ordering::SeqCst);
         let body = BodyExt::boxed(Full::new(Bytes::from_static(b"OK")));
         return Ok(Response::builder().status(status).header("x-upstream", &*name).body(body).unwrap());
@@ -291,6 +301,7 @@ async fn handle(
         body_complete,
         peer,
         body: keep.then(|| kept.into()),
+        at: std::time::Instant::now(),
     });
     if let Some(ms) = param("delay_ms") {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// A child process killed on drop.
-pub struct Process(Child);
+pub struct Process(pub Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -17,15 +17,18 @@ impl Drop for Process {
 }
 
 pub fn spawn(binary: &str, args: &[String]) -> Process {
+    spawn_from(binary, args, "victoria-metrics")
+}
+
+/// Starts `binary` of the Debian package `package`, its output discarded.
+pub fn spawn_from(binary: &str, args: &[String], package: &str) -> Process {
     let child = Command::new(binary)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start {binary} ({e}): install the Debian package victoria-metrics (.ci/run does)")
-        });
+        .unwrap_or_else(|e| panic!("cannot start {binary} ({e}): install the Debian package {package} (.ci/run does)"));
     Process(child)
 }
 

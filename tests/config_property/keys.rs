@@ -357,7 +357,35 @@ fn keys() -> Vec<Key> {
                 u(&["gold = { quotas = { rps = 1 } }"], ".gold.quotas.rps"),
             ]),
         ),
-        unknown(Root, "store", "kind = \"etcd\""),
+        // etcd is reached only by tests/fleet_store.rs: here, a store missing its endpoints.
+        choice(Root, "store", &["kind = \"file\""], r(&["kind = \"etcd\""], ".endpoints")),
+        // A name that resolves needs a DNS server (tests/dns.rs): here, names that are none.
+        Key {
+            table: Metrics,
+            name: "dns",
+            valid: None,
+            invalid: cat(vec![
+                r(&["[\"vm.svc\"]", "[\"10.0.0.1:80\"]", "[\"srv+vm.svc\"]", "[\"vm.svc:0\"]"], "[0]"),
+                u(&["\"vm.svc:80\""], ""),
+                u(&["[1]"], "[0]"),
+            ]),
+        },
+        Key {
+            table: Metrics,
+            name: "dns_refresh",
+            valid: None,
+            invalid: refused(&["\"500ms\"", "\"2h\""], Verdict::Refused("")),
+        },
+        choice(
+            Root,
+            "dns",
+            &["nameservers = [\"127.0.0.1:5353\"]", "nameservers = []"],
+            cat(vec![
+                r(&["nameservers = [\"ns.example:53\"]"], ".nameservers[0]"),
+                u(&["nameservers = \"127.0.0.1:53\""], ".nameservers"),
+                u(&["servers = []"], ".servers"),
+            ]),
+        ),
     ]
 }
 
