@@ -5,9 +5,11 @@
 //! stage. No image is built here (no registry for the base images): this is
 //! what can be checked of the recipe without one.
 
+mod common;
+
+use common::facts::reachable_ports;
 use mirador_router::config::Config;
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 
 const CONTAINERFILE: &str = include_str!("../Containerfile");
 
@@ -40,21 +42,6 @@ fn instructions(text: &str) -> Vec<(String, String)> {
 /// A JSON-array (exec form) argument list.
 fn exec_form(rest: &str) -> Option<Vec<String>> {
     serde_json::from_str(rest).ok()
-}
-
-/// The ports a client can reach: every listener of `config` not bound to loopback.
-fn reachable_ports(config: &Config) -> BTreeSet<u16> {
-    let server = &config.server;
-    let listeners: Vec<SocketAddr> = server
-        .listen
-        .iter()
-        .copied()
-        .chain(server.signal_listeners.iter().map(|(_, addr)| *addr))
-        .chain(server.tls.iter().map(|tls| tls.listen))
-        .chain(server.otlp_grpc_listen)
-        .chain(std::iter::once(config.admin.listen))
-        .collect();
-    listeners.iter().filter(|addr| !addr.ip().is_loopback()).map(SocketAddr::port).collect()
 }
 
 /// Everything in `containerfile` that disagrees with the router, one

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod etcd;
+pub mod facts;
 pub mod h2_upstream;
 pub mod router;
 pub mod tls;
