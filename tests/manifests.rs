@@ -83,8 +83,8 @@ fn find<'a>(resources: &'a [Value], kind: &str) -> &'a Value {
 fn pod_inputs(text: &str) -> Inputs {
     let doc: toml::Table = text.parse().expect("TOML");
     let mut inputs = Inputs::default();
-    if let Some(file) = doc.get("admin").and_then(|a| a.get("token_file")).and_then(|f| f.as_str()) {
-        inputs = inputs.with_file(file, "a-long-random-admin-token");
+    if let Some(file) = admin_token_file(text) {
+        inputs = inputs.with_file(&file, "a-long-random-admin-token");
     }
     let mut urls = Vec::new();
     fn collect(value: &toml::Value, urls: &mut Vec<String>) {
@@ -118,11 +118,10 @@ fn problems(resources: &[Value]) -> Vec<String> {
     let Some(container) = containers.iter().find(|c| c["name"] == NAME) else {
         return vec![format!("no container {NAME}")];
     };
-    let config = match mounted_config(resources, pod, container) {
+    let config = &match mounted_config(resources, pod, container) {
         Ok(config) => config,
         Err(why) => return vec![why],
     };
-    let config = &config;
 
     // Ports and probes.
     let port_of = |port: &Value| -> Option<u16> {
@@ -320,12 +319,8 @@ async fn the_fleet_overlay_agrees_with_the_router_and_checks_against_a_real_etcd
         .replace(&admin_token_file(&text).unwrap(), token.to_str().unwrap());
     let path = dir.path().join("mirador-router.toml");
     std::fs::write(&path, local).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mirador-router"))
-        .arg("--config")
-        .arg(&path)
-        .arg("--check")
-        .output()
-        .unwrap();
+    let check = ["--config", path.to_str().unwrap(), "--check"];
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mirador-router")).args(check).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "--check: {stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains(": ok (0 tenants)"), "--check: {stdout}");
