@@ -19,7 +19,7 @@ use pingora::services::listening::Service;
 use std::sync::Arc;
 
 /// Runtimes get this long to wind down after the grace period.
-const RUNTIME_SHUTDOWN_SECONDS: u64 = 1;
+pub const RUNTIME_SHUTDOWN_SECONDS: u64 = 1;
 
 /// Builds (and bootstraps) the server; `upgrade` takes the listening sockets
 /// over from a running instance (Pingora's graceful upgrade).

@@ -23,7 +23,7 @@ fn the_systemd_unit_verifies_cleanly() {
     }
     // Verify it as installed: point its paths at this build and config.
     let dir = tempfile::tempdir().unwrap();
-    let unit = unit.replace("/usr/local/bin/mirador-router", env!("CARGO_BIN_EXE_mirador-router")).replace(
+    let unit = unit.replace("/usr/bin/mirador-router", env!("CARGO_BIN_EXE_mirador-router")).replace(
         "/etc/mirador-router/mirador-router.toml",
         concat!(env!("CARGO_MANIFEST_DIR"), "/conf/mirador-router.toml"),
     );

@@ -94,6 +94,19 @@ pub struct Server {
     pub otlp_grpc_tls: Option<SocketAddr>,
 }
 
+impl Server {
+    /// Every address the router serves clients on: unified, drop-in, TLS
+    /// and OTLP/gRPC listeners (the admin listener is not among them).
+    pub fn listeners(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.listen
+            .iter()
+            .copied()
+            .chain(self.signal_listeners.iter().map(|(_, addr)| *addr))
+            .chain(self.tls.iter().map(|tls| tls.listen))
+            .chain(self.otlp_grpc_listen)
+    }
+}
+
 /// A TLS listener: its certificates (the first the default, the others
 /// chosen by the SNI name against their DNS names), HTTP/2 by ALPN.
 #[derive(Debug, Clone, PartialEq)]

@@ -40,14 +40,7 @@ pub fn validate(raw: RawConfig, inputs: &Inputs) -> Result<Config, Vec<Problem>>
         problems.add(&root.key("tenancy").key("default_tier"), super::tiers::no_such_tier(name, &tiers));
     }
 
-    let own_listeners: Vec<SocketAddr> = server
-        .listen
-        .iter()
-        .copied()
-        .chain(server.signal_listeners.iter().map(|(_, addr)| *addr))
-        .chain(server.tls.iter().map(|tls| tls.listen))
-        .chain(server.otlp_grpc_listen)
-        .collect();
+    let own_listeners: Vec<SocketAddr> = server.listeners().collect();
     let mut model_tenants = BTreeMap::new();
     for (id, mut raw_tenant) in tenants {
         let path = root.key("tenants").key(&id);

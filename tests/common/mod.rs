@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod dnsmasq;
 pub mod etcd;
+pub mod facts;
 pub mod h2_upstream;
 pub mod haproxy;
 pub mod router;
