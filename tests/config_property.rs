@@ -138,8 +138,13 @@ fn lay_out(base: &str, case: &Case, urls: &Urls) -> (Vec<u8>, Expect) {
         });
         let line = found.expect("every setting is in the text").0 + 1;
         // A root table's value is the line under its header: an error inside
-        // it is there (`[tiers]` / `gold = { … }`).
-        let inside = matches!(s.verdict, Verdict::Refused(suffix) | Verdict::Unreadable(suffix) if !suffix.is_empty());
+        // it is there (`[tiers]` / `gold = { … }`); a key it lacks is missed
+        // at the header (`[store]` of kind "etcd" with no `endpoints`).
+        let in_value = |suffix: &str| {
+            let key = suffix.trim_start_matches('.').split(['.', '[']).next().unwrap_or_default();
+            !key.is_empty() && s.value.contains(key)
+        };
+        let inside = matches!(s.verdict, Verdict::Refused(suffix) | Verdict::Unreadable(suffix) if in_value(suffix));
         line + usize::from(s.table == Table::Root && inside)
     };
     match &case.corruption {

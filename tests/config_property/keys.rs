@@ -426,6 +426,8 @@ fn settle(mut settings: Vec<Setting>) -> Vec<Setting> {
     };
     let rate = value(&settings, Table::Quotas, "requests_per_second");
     let read_only = value(&settings, Table::Features, "read_only");
+    let signals = value(&settings, Table::Features, "signals");
+    let dns_listed = settings.iter().any(|s| s.is(Table::Metrics, "dns"));
     let endpoints = value(&settings, Table::Metrics, "endpoints");
     // Whether the deployment lists the primary, which a backup may not repeat.
     let primary_listed = match &endpoints {
@@ -438,8 +440,15 @@ fn settle(mut settings: Vec<Setting>) -> Vec<Setting> {
             setting.verdict = Verdict::Refused("");
         }
         let read_only = matches!(&read_only, Some((value, Verdict::Valid)) if value == "true");
-        if setting.is(Table::Features, "admin_api") && valid && setting.value != "[]" && read_only {
+        // An admin operation must run somewhere: not read-only, and on an
+        // enabled signal (`signals = []` enables none).
+        let no_signals = matches!(&signals, Some((value, Verdict::Valid)) if value == "[]");
+        if setting.is(Table::Features, "admin_api") && valid && setting.value != "[]" && (read_only || no_signals) {
             setting.verdict = Verdict::Refused("");
+        }
+        // Names to resolve stand in for endpoints: `endpoints = []` beside `dns` is no error.
+        if setting.is(Table::Metrics, "endpoints") && setting.value == "[]" && dns_listed {
+            setting.verdict = Verdict::Valid;
         }
         if setting.is(Table::Metrics, "backup_endpoints") && setting.value == "[\"{primary}\"]" {
             setting.verdict = if primary_listed { Verdict::Refused("[0]") } else { Verdict::Valid };
