@@ -5,6 +5,7 @@
 //! watches resume, also for a replica that was away while the revisions it
 //! missed were compacted; a bad value is refused everywhere with the old
 //! table serving; `store import|export`.
+
 mod common;
 
 use common::etcd::Etcd;
