@@ -13,10 +13,19 @@ use common::haproxy::Haproxy;
 use common::{served_by, wait_until_async, RouterProcess, Upstream};
 use std::time::{Duration, Instant};
 
-/// Routers with tenants in `etcd`, under `prefix`.
+/// The `[store]` of a router with its tenants in `etcd`, under `/fleet/`.
+fn store_toml(etcd: &Etcd) -> String {
+    format!("[store]\nkind = \"etcd\"\nendpoints = [\"{}\"]\nprefix = \"/fleet/\"\n", etcd.url())
+}
+
+/// Routers with tenants in `etcd`, under `/fleet/`.
 fn replicas(etcd: &Etcd, n: usize) -> Vec<RouterProcess> {
-    let store = format!("[store]\nkind = \"etcd\"\nendpoints = [\"{}\"]\nprefix = \"/fleet/\"\n", etcd.url());
-    (0..n).map(|_| RouterProcess::builder().tenants(store.clone()).start()).collect()
+    (0..n).map(|_| RouterProcess::builder().tenants(store_toml(etcd)).start()).collect()
+}
+
+/// A tenant's etcd value: its metrics on `upstream`.
+fn tenant_toml(upstream: &Upstream) -> String {
+    format!("[metrics]\nendpoints = [\"{}\"]\n", upstream.url())
 }
 
 fn tenant_json(id: &str, upstream: &Upstream) -> String {
@@ -132,7 +141,7 @@ async fn etcd_restarted_the_watches_resume_and_a_bad_value_is_refused_everywhere
     let mut etcd = Etcd::start(dir.path()).await;
     let routers = replicas(&etcd, 3);
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
-    etcd.put("/fleet/tenants/acme", &format!("[metrics]\nendpoints = [\"{}\"]\n", a.url()));
+    etcd.put("/fleet/tenants/acme", &tenant_toml(&a));
     routed_everywhere(&routers, "acme", "a", Instant::now()).await;
 
     etcd.stop();
@@ -151,7 +160,7 @@ async fn etcd_restarted_the_watches_resume_and_a_bad_value_is_refused_everywhere
     assert_eq!(served_by(&routers[1].base("unified"), "acme").await.as_deref(), Ok("a"), "and changed nothing");
     etcd.restart().await;
     let since = Instant::now();
-    etcd.put("/fleet/tenants/beta", &format!("[metrics]\nendpoints = [\"{}\"]\n", b.url()));
+    etcd.put("/fleet/tenants/beta", &tenant_toml(&b));
     let resumed = routed_everywhere(&routers, "beta", "b", since).await;
     eprintln!("after an etcd restart, a new tenant routed on all 3 replicas {resumed:?} after it was written");
     for router in &routers {
@@ -173,7 +182,7 @@ async fn etcd_restarted_the_watches_resume_and_a_bad_value_is_refused_everywhere
         assert_eq!(served_by(&router.base("unified"), "acme").await.as_deref(), Ok("a"));
     }
     // Fixed: applied everywhere.
-    etcd.put("/fleet/tenants/beta", &format!("[metrics]\nendpoints = [\"{}\"]\n", a.url()));
+    etcd.put("/fleet/tenants/beta", &tenant_toml(&a));
     routed_everywhere(&routers, "beta", "a", Instant::now()).await;
 }
 
@@ -188,18 +197,17 @@ async fn a_replica_back_after_a_compaction_reads_everything_again() {
     let mut etcd = Etcd::start(dir.path()).await;
     let routers = replicas(&etcd, 2);
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
-    let table = |upstream: &Upstream| format!("[metrics]\nendpoints = [\"{}\"]\n", upstream.url());
-    etcd.put("/fleet/tenants/acme", &table(&a));
-    etcd.put("/fleet/tenants/gone", &table(&a));
+    etcd.put("/fleet/tenants/acme", &tenant_toml(&a));
+    etcd.put("/fleet/tenants/gone", &tenant_toml(&a));
     routed_everywhere(&routers, "gone", "a", Instant::now()).await;
 
     routers[1].signal("STOP");
     etcd.restart().await;
     for round in 0..20 {
-        etcd.put("/fleet/tenants/acme", &table(if round % 2 == 0 { &b } else { &a }));
+        etcd.put("/fleet/tenants/acme", &tenant_toml(if round % 2 == 0 { &b } else { &a }));
     }
-    etcd.put("/fleet/tenants/acme", &table(&b));
-    etcd.put("/fleet/tenants/beta", &table(&b));
+    etcd.put("/fleet/tenants/acme", &tenant_toml(&b));
+    etcd.put("/fleet/tenants/beta", &tenant_toml(&b));
     etcd.ctl(&["del", "/fleet/tenants/gone"]);
     let status: serde_json::Value = serde_json::from_str(&etcd.ctl(&["endpoint", "status", "-w", "json"])).unwrap();
     let revision = status[0]["Status"]["header"]["revision"].as_i64().expect("etcd's revision");
@@ -228,11 +236,7 @@ async fn store_import_and_export_move_tenants_between_a_file_and_etcd() {
     let etcd = Etcd::start(dir.path()).await;
     let a = Upstream::start("a").await;
     let config = dir.path().join("router.toml");
-    std::fs::write(
-        &config,
-        format!("[store]\nkind = \"etcd\"\nendpoints = [\"{}\"]\nprefix = \"/fleet/\"\n", etcd.url()),
-    )
-    .unwrap();
+    std::fs::write(&config, store_toml(&etcd)).unwrap();
     let tenants = dir.path().join("tenants.toml");
     let run =
         |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_mirador-router")).args(args).output().unwrap();

@@ -4,7 +4,7 @@
 //! SRV records from its config file, read at start, so changing them
 //! restarts it on the same port.
 
-use super::victoria::{spawn_from, Process};
+use super::victoria::{spawn_from, wait_accepting, Process};
 use super::{free_addr, Wait};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -50,11 +50,7 @@ impl Dnsmasq {
             format!("--conf-file={}", self.conf.display()),
         ];
         self.process = Some(spawn_from(BINARY, &args, "dnsmasq-base"));
-        let addr = self.addr;
-        Wait::new(format!("dnsmasq on {addr}"), Duration::from_secs(10))
-            .every(Duration::from_millis(20))
-            .until(|| std::net::TcpStream::connect(addr).map_err(|e| e.to_string()))
-            .await;
+        wait_accepting("dnsmasq", self.addr).await;
     }
 
     /// Answers `hosts` from now on (the file rewritten, dnsmasq told by SIGHUP).

@@ -2,7 +2,7 @@
 //! `etcdctl` (Debian `etcd-client`) against it: stopped and started again on
 //! the same data directory and ports, as an etcd restart is.
 
-use super::victoria::{spawn, Process};
+use super::victoria::{spawn_from, Process};
 use super::{client, free_addr, Wait};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,7 +40,7 @@ impl Etcd {
             "--logger=zap".into(),
             "--log-level=error".into(),
         ];
-        self.process = Some(spawn("etcd", &args));
+        self.process = Some(spawn_from("etcd", &args, "etcd-server"));
         let http = client();
         let health = format!("{url}/health");
         Wait::new(format!("etcd on {}", self.client), Duration::from_secs(30))

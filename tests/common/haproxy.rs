@@ -1,11 +1,10 @@
-//! A real HAProxy (Debian package `haproxy`) on a loopback port, balancing
-//! round-robin over a fleet of routers as an L4-ish front of a fleet does:
-//! HTTP mode with `balance roundrobin`, one new server per request.
+//! A real HAProxy (Debian package `haproxy`) on a loopback port in front of
+//! a fleet of routers: HTTP mode, `balance roundrobin` and no connection
+//! reuse, so consecutive requests reach the replicas in turn.
 
-use super::victoria::{spawn, Process};
-use super::{free_addr, Wait};
+use super::free_addr;
+use super::victoria::{spawn_from, wait_accepting, Process};
 use std::net::SocketAddr;
-use std::time::Duration;
 
 pub struct Haproxy {
     _process: Process,
@@ -24,15 +23,8 @@ impl Haproxy {
         );
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, config).unwrap();
-        let process = spawn("haproxy", &["-db".into(), "-f".into(), path.display().to_string()]);
-        Wait::new(format!("haproxy on {addr}"), Duration::from_secs(10))
-            .every(Duration::from_millis(20))
-            .until(|| {
-                std::net::TcpStream::connect(addr)
-                    .map(drop)
-                    .map_err(|e| format!("{e} (the Debian package haproxy; scripts/test installs it)"))
-            })
-            .await;
+        let process = spawn_from("haproxy", &["-db".into(), "-f".into(), path.display().to_string()], "haproxy");
+        wait_accepting("haproxy", addr).await;
         Haproxy { _process: process, addr }
     }
 

@@ -32,6 +32,14 @@ pub fn spawn_from(binary: &str, args: &[String], package: &str) -> Process {
     Process(child)
 }
 
+/// Waits until `addr` accepts TCP connections: `what` (a server just started) listens.
+pub async fn wait_accepting(what: &str, addr: SocketAddr) {
+    Wait::new(format!("{what} on {addr}"), Duration::from_secs(10))
+        .every(Duration::from_millis(20))
+        .until(|| std::net::TcpStream::connect(addr).map(drop).map_err(|e| e.to_string()))
+        .await;
+}
+
 pub async fn wait_healthy(addr: SocketAddr) {
     let http = client();
     Wait::new(format!("{addr} to become healthy"), Duration::from_secs(30))
