@@ -350,7 +350,7 @@ impl Reloader {
     /// applied like a reload: built aside, new endpoints probed, swapped
     /// once. A name that fails keeps its addresses. `None`: no address changed.
     pub fn refresh_dns(&self) -> Option<Result<ReloadReport, Vec<ConfigError>>> {
-        let (nameservers, mut answers, due) = {
+        let (nameservers, kept, due) = {
             let mut state = self.lock();
             let started = Instant::now();
             let every: Vec<(String, Duration)> =
@@ -373,10 +373,17 @@ impl Reloader {
         };
         // Looked up without the lock: a slow DNS server holds up no reload.
         let started = Instant::now();
-        let looked_up = config::resolve(due.iter().map(String::as_str), &nameservers, &answers);
-        answers.extend(looked_up.iter().map(|(name, answer)| (name.clone(), answer.clone())));
-        self.count_dns(&looked_up, &answers);
+        let looked_up = config::resolve(due.iter().map(String::as_str), &nameservers, &kept);
         let mut state = self.lock();
+        // Over the answers in force now: a reload while the lookups ran may
+        // have brought newer answers, or dropped names.
+        let mut answers = state.applied.dns.answers.clone();
+        for (name, answer) in &looked_up {
+            if let Some(slot) = answers.get_mut(name) {
+                *slot = answer.clone();
+            }
+        }
+        self.count_dns(&looked_up, &answers);
         if config::same_addresses(&answers, &state.applied.dns.answers) {
             state.applied.dns.answers = answers;
             return None;
