@@ -4,10 +4,11 @@ use clap::{Parser, Subcommand};
 use mirador_router::access_log::{self, AccessLogLayer};
 use mirador_router::activity::{self, Activity};
 use mirador_router::admin::Readings;
-use mirador_router::config::{AccessLogFormat, Source, Store};
+use mirador_router::config::{AccessLogFormat, QuotaBackend, Source, Store};
 use mirador_router::edge::Edge;
 use mirador_router::metrics::Metrics;
 use mirador_router::otlp_grpc;
+use mirador_router::quota::{self, QuotaRegistry};
 use mirador_router::reload::{self, Reloader};
 use mirador_router::routing::{self, RouteStore, Shared};
 use mirador_router::store::{self, EtcdStore};
@@ -144,7 +145,25 @@ fn main() -> ExitCode {
     };
     let metrics = config.observability.metrics.then(Metrics::new);
     let registry = HealthRegistry::new(health_runtime.handle().clone(), metrics.clone());
-    let shared = Arc::new(Shared::new(registry.clone(), metrics.clone()));
+    let mut shared = Shared::new(registry.clone(), metrics.clone());
+    // Global rate quotas: leased from the fleet's Redis on the probes' runtime.
+    if let QuotaBackend::Redis(settings) = &config.quotas {
+        match quota::Redis::connect(settings, health_runtime.handle().clone()) {
+            Ok(redis) => {
+                if let Some(metrics) = &metrics {
+                    for collector in redis.collectors() {
+                        metrics.register(collector);
+                    }
+                }
+                shared = shared.with_quotas(QuotaRegistry::global(redis));
+            }
+            Err(e) => {
+                eprintln!("cannot use Redis for quotas: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let shared = Arc::new(shared);
     let routes = Arc::new(RouteStore::new(reload::build_table(&config, &shared, None)));
     if let Some(metrics) = &metrics {
         routing::watch(metrics, routes.clone());

@@ -140,6 +140,11 @@ impl Reloader {
         self.store.as_ref()
     }
 
+    /// The state of the fleet's Redis, when rate quotas are global.
+    pub fn quota_health(&self) -> Option<crate::quota::QuotaHealth> {
+        self.shared.quotas.redis().map(|redis| redis.health())
+    }
+
     /// Runs `trim` after every reload and mutation, to return the parse's
     /// temporary memory (megabytes for a large config) to the OS; the
     /// binary passes its allocator's collect, the library knows none.
@@ -547,6 +552,9 @@ fn diff(old: &Config, new: &Config) -> ReloadReport {
     }
     if old.store != new.store {
         report.restart_required.push("store");
+    }
+    if old.quotas != new.quotas {
+        report.restart_required.push("quotas");
     }
     report
 }

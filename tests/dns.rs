@@ -98,12 +98,6 @@ fn endpoint_health<'a>(health: &'a Value, url: &str) -> &'a Value {
     endpoints.iter().find(|e| e["endpoint"] == url).unwrap_or_else(|| panic!("no {url} in {health}"))
 }
 
-/// The value of an unlabelled series, or a labelled one written in full.
-async fn scrape(router: &RouterProcess, series: &str) -> Option<f64> {
-    let text = client().get(format!("http://{}/metrics", router.admin)).send().await.ok()?.text().await.ok()?;
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// Checks what a DNS change made at `changed` did: `new` probed before its
 /// first request, `removed` given no request after it; returns the time
 /// from the change to that first request.
@@ -214,13 +208,13 @@ async fn srv_answers_change_and_a_dns_outage_keeps_the_last_good_set() {
     dns.stop();
     Wait::new("dns_names_failing to be 1", Duration::from_secs(10))
         .every(Duration::from_millis(100))
-        .until_async(|| async { scrape(&router, "mirador_router_dns_names_failing").await == Some(1.0) })
+        .until_async(|| async { router.metric("mirador_router_dns_names_failing").await == Some(1.0) })
         .await;
     println!("DNS stopped: the name counted failing after {:?}", down.elapsed());
     let health = metrics_health(&router).await;
     assert_eq!(health["dns"][0]["ok"], false, "{health}");
     assert_eq!(health["dns"][0]["addresses"].as_array().unwrap().len(), 2, "{health}");
-    assert!(scrape(&router, "mirador_router_dns_resolutions_total{result=\"failed\"}").await.unwrap() >= 1.0);
+    assert!(router.metric("mirador_router_dns_resolutions_total{result=\"failed\"}").await.unwrap() >= 1.0);
     let (a_seen, c_seen) = (a.seen().len(), c.seen().len());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(a.seen().len() > a_seen && c.seen().len() > c_seen, "the last good set stopped serving");
@@ -228,7 +222,7 @@ async fn srv_answers_change_and_a_dns_outage_keeps_the_last_good_set() {
     dns.start_again().await;
     Wait::new("dns_names_failing to be 0", Duration::from_secs(10))
         .every(Duration::from_millis(100))
-        .until_async(|| async { scrape(&router, "mirador_router_dns_names_failing").await == Some(0.0) })
+        .until_async(|| async { router.metric("mirador_router_dns_names_failing").await == Some(0.0) })
         .await;
     assert_eq!(metrics_health(&router).await["dns"][0]["ok"], true);
     let (ok, failed) = reads.finish().await;

@@ -9,7 +9,7 @@ mod common;
 
 use common::etcd::Etcd;
 use common::facts::reachable_ports;
-use mirador_router::config::{Config, Inputs, Store};
+use mirador_router::config::{Config, Inputs, QuotaBackend, Store};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -310,6 +310,27 @@ async fn the_fleet_overlay_agrees_with_the_router_and_checks_against_a_real_etcd
         "{endpoint}: not the Service's port"
     );
 
+    // Global quotas name the overlay's Redis Service, and fall back to the
+    // share of the Deployment's replicas.
+    let QuotaBackend::Redis(quotas) = &config.quotas else {
+        panic!("the fleet's quotas are Redis: {:?}", config.quotas)
+    };
+    let redis = url::Url::parse(&quotas.url.0).unwrap();
+    let service = resources
+        .iter()
+        .find(|r| r["kind"] == "Service" && r["metadata"]["name"] == redis.host_str().unwrap())
+        .unwrap_or_else(|| panic!("the Redis URL names no Service of the overlay"));
+    assert!(
+        service["spec"]["ports"].as_array().unwrap().iter().any(|p| p["port"].as_u64() == redis.port().map(u64::from)),
+        "the Redis URL's port is not the Service's"
+    );
+    let router_replicas = resources
+        .iter()
+        .find(|r| r["kind"] == "Deployment" && r["metadata"]["name"] == "mirador-router")
+        .map(|d| d["spec"]["replicas"].as_u64())
+        .unwrap();
+    assert_eq!(router_replicas, Some(u64::from(quotas.expected_replicas)), "expected_replicas is the Deployment's");
+
     let dir = tempfile::tempdir().unwrap();
     let etcd = Etcd::start(dir.path()).await;
     let token = dir.path().join("token");
@@ -434,7 +455,11 @@ fn every_manifest_passes_kubernetes_validate_strict() {
     let report = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "kubernetes-validate --strict: {report}");
     let passed = report.lines().filter(|l| l.contains(" passed for resource ")).count();
-    assert_eq!(passed, 9, "every resource validated: {report}");
+    let resources: usize = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap().lines().filter(|l| l.starts_with("kind: ")).count())
+        .sum();
+    assert_eq!(passed, resources, "every resource validated: {report}");
 
     let dir = tempfile::tempdir().unwrap();
     let drifted = dir.path().join("deployment.yaml");

@@ -105,7 +105,9 @@ impl AdminApp {
                 let tenants = self.routes.load().tenant_count();
                 // The table in force serves while etcd is away: still ready, and said.
                 let store = self.reloader.store().map(|store| store.health());
-                return Answer::Json(StatusCode::OK, json!({"status": "ready", "tenants": tenants, "store": store}));
+                let quotas = self.reloader.quota_health();
+                let ready = json!({"status": "ready", "tenants": tenants, "store": store, "quotas": quotas});
+                return Answer::Json(StatusCode::OK, ready);
             }
             _ => {}
         }

@@ -28,6 +28,8 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// DNS discovery: the resolvers and every name's answer in force.
     pub dns: Dns,
+    /// Where rate quotas are kept: this router or Redis (a restart applies a change).
+    pub quotas: QuotaBackend,
 }
 
 /// `[dns]` and the answers the deployments' `dns` names were built from.
@@ -609,4 +611,26 @@ impl EtcdSettings {
     pub fn tier_key(&self, name: &str) -> String {
         format!("{}tiers/{name}", self.prefix)
     }
+}
+
+/// Where rate quotas are kept.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum QuotaBackend {
+    /// Each router counts its own: a tenant's limit is per replica.
+    #[default]
+    Local,
+    /// One GCRA per tenant (and signal) in Redis, shared by the fleet.
+    Redis(RedisQuotas),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisQuotas {
+    /// `redis://[user:password@]host:port[/db]`; a secret, since it may
+    /// carry the password.
+    pub url: Secret,
+    /// Keys are `<prefix><tenant>` and `<prefix><tenant>/<signal>`.
+    pub prefix: String,
+    /// While Redis is unreachable each router admits rate / this.
+    pub expected_replicas: u32,
+    pub timeout: Duration,
 }

@@ -30,6 +30,8 @@ pub struct RawConfig {
     pub store: RawStore,
     #[serde(default)]
     pub dns: RawDns,
+    #[serde(default)]
+    pub quotas: RawQuotaBackend,
 }
 
 /// `[dns]`: where the names of `dns = [...]` are resolved.
@@ -414,5 +416,26 @@ pub struct RawStore {
     pub password_env: Option<String>,
     pub password_file: Option<String>,
     /// Deadline of each etcd call (connect, read, write).
+    pub timeout: Option<String>,
+}
+
+/// `[quotas]`: where rate quotas are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaBackendKind {
+    #[default]
+    Local,
+    Redis,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuotaBackend {
+    pub backend: Option<QuotaBackendKind>,
+    pub url: Option<String>,
+    pub prefix: Option<String>,
+    /// The fallback while Redis is unreachable is rate / this.
+    pub expected_replicas: Option<i64>,
+    /// Deadline of each Redis call (connect, lease).
     pub timeout: Option<String>,
 }

@@ -70,3 +70,38 @@ fn an_error_in_a_layer_is_placed_in_that_layer_and_tenants_in_the_file_are_refus
     assert_eq!(errors[0].key, "tenants");
     assert!(errors[0].message.contains("`mirador-router store import`"), "{}", errors[0]);
 }
+
+#[test]
+fn quotas_are_local_unless_redis_is_named_and_redis_settings_are_bounded() {
+    let config = compile("a.toml", "", &Inputs::default()).unwrap();
+    assert_eq!(config.quotas, QuotaBackend::Local);
+    let redis = "[quotas]\nbackend = \"redis\"\nurl = \"redis://:hunter2@127.0.0.1:6379/0\"\nexpected_replicas = 3\n";
+    let config = compile("a.toml", redis, &Inputs::default()).unwrap();
+    let QuotaBackend::Redis(settings) = &config.quotas else { panic!("redis expected") };
+    assert_eq!(
+        (settings.prefix.as_str(), settings.expected_replicas, settings.timeout),
+        ("mirador:quota:", 3, std::time::Duration::from_millis(250))
+    );
+    assert!(!format!("{config:?}").contains("hunter2"), "the URL's password is never shown");
+
+    let bad = "[quotas]\nbackend = \"redis\"\nurl = \"rediss://:hunter2@r:6379/x\"\nprefix = \"a b\"\nexpected_replicas = 0\ntimeout = \"1m\"\n";
+    let errors: Vec<String> =
+        compile("b.toml", bad, &Inputs::default()).unwrap_err().iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        errors,
+        [
+            "b.toml:6:1: quotas.timeout: must be at most 10s, got \"1m\"",
+            "b.toml:3:1: quotas.url: is not a Redis URL; expected redis://[user:password@]host:port[/db] (TLS to Redis is not supported)",
+            "b.toml:4:1: quotas.prefix: \"a b\": must be 1 to 256 bytes of printable ASCII without spaces",
+            "b.toml:5:1: quotas.expected_replicas: 0: must be 1 to 1024",
+        ]
+    );
+    assert!(!errors.concat().contains("hunter2"), "the URL's password is never shown");
+    let missing = compile("c.toml", "[quotas]\nbackend = \"redis\"\n", &Inputs::default()).unwrap_err();
+    assert_eq!(missing[0].key, "quotas.url", "{}", missing[0]);
+    let stray = compile("d.toml", "[quotas]\nexpected_replicas = 3\n", &Inputs::default()).unwrap_err();
+    assert_eq!(stray[0].key, "quotas");
+    assert!(stray[0].message.contains("set backend = \"redis\""), "{}", stray[0]);
+    let unknown = compile("e.toml", "[quotas]\nbackend = \"memcached\"\n", &Inputs::default()).unwrap_err();
+    assert_eq!(unknown[0].key, "quotas.backend", "{}", unknown[0]);
+}

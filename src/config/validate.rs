@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub fn validate(raw: RawConfig, inputs: &Inputs) -> Result<Config, Vec<Problem>> {
-    let RawConfig { server, admin, tenancy, health_check, observability, tenants, tiers, store, dns } = raw;
+    let RawConfig { server, admin, tenancy, health_check, observability, tenants, tiers, store, dns, quotas } = raw;
     let mut problems = Problems::default();
     let root = KeyPath::root();
 
@@ -30,6 +30,7 @@ pub fn validate(raw: RawConfig, inputs: &Inputs) -> Result<Config, Vec<Problem>>
     let admin = admin_settings(admin, &root.key("admin"), inputs, &mut problems);
     let store = super::store::store(store, &root.key("store"), inputs, &mut problems);
     let nameservers = nameservers(dns, &root.key("dns"), &mut problems);
+    let quotas = super::quota_backend::quota_backend(quotas, &root.key("quotas"), &mut problems);
     listeners_distinct(&server, &admin, &mut problems);
     let default_tier = tenancy.default_tier.clone();
     let tenancy = tenancy_settings(tenancy, &root.key("tenancy"), inputs, &mut problems, &mut warnings);
@@ -78,7 +79,18 @@ pub fn validate(raw: RawConfig, inputs: &Inputs) -> Result<Config, Vec<Problem>>
         usage_interval: Some(usage_interval).filter(|d| !d.is_zero()),
     };
     let dns = Dns { nameservers, answers: inputs.answers().clone() };
-    Ok(Config { server, admin, tenancy, health_check, observability, store, tenants: model_tenants, warnings, dns })
+    Ok(Config {
+        server,
+        admin,
+        tenancy,
+        health_check,
+        observability,
+        store,
+        tenants: model_tenants,
+        warnings,
+        dns,
+        quotas,
+    })
 }
 
 /// `[dns] nameservers`: each an `ip:port`, at most [`super::MAX_NAMESERVERS`].

@@ -35,6 +35,12 @@ impl Shared {
         Shared { health, quotas: QuotaRegistry::default(), metrics, mirrors }
     }
 
+    /// Rate quotas kept by `quotas` (global, leased from Redis) instead of
+    /// this router alone.
+    pub fn with_quotas(self, quotas: QuotaRegistry) -> Self {
+        Shared { quotas, ..self }
+    }
+
     /// No probes (endpoints taken as healthy) and no metrics: for tests and
     /// benchmarks of routing alone.
     pub fn for_tests() -> Self {

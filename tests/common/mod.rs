@@ -9,6 +9,7 @@ pub mod etcd;
 pub mod facts;
 pub mod h2_upstream;
 pub mod haproxy;
+pub mod redis;
 pub mod router;
 pub mod tls;
 pub mod upstream;

@@ -300,6 +300,14 @@ impl RouterProcess {
         (status, serde_json::from_slice(&response.bytes().await.unwrap()).unwrap())
     }
 
+    /// The value of an unlabelled series on `/metrics`, or of a labelled
+    /// one written in full; `None` when absent or unreachable.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text =
+            super::client().get(format!("http://{}/metrics", self.admin)).send().await.ok()?.text().await.ok()?;
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
     /// Peak resident memory of the router so far, in bytes.
     pub fn peak_rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();

@@ -359,6 +359,17 @@ fn keys() -> Vec<Key> {
         ),
         // etcd is reached only by tests/fleet_store.rs: here, a store missing its endpoints.
         choice(Root, "store", &["kind = \"file\""], r(&["kind = \"etcd\""], ".endpoints")),
+        // Redis is reached only by tests/fleet_quota.rs: here, Redis without its url.
+        choice(
+            Root,
+            "quotas",
+            &["backend = \"local\""],
+            cat(vec![
+                r(&["backend = \"redis\""], ".url"),
+                u(&["backend = \"memcached\""], ".backend"),
+                u(&["replicas = 3"], ".replicas"),
+            ]),
+        ),
         // A name that resolves needs a DNS server (tests/dns.rs): here, names that are none.
         Key {
             table: Metrics,

@@ -5,10 +5,17 @@
 //! in-flight count an atomic whose slot is released by [`InFlight`]'s `Drop`,
 //! so every outcome — answer, upstream error, client disconnect — gives the
 //! slot back. Limit state outlives tables ([`QuotaRegistry`]): a reload that
-//! keeps a tenant's quota keeps its bucket and its in-flight count. Limits
-//! are per router instance.
+//! keeps a tenant's quota keeps its bucket and its in-flight count.
+//!
+//! Rates are per router unless `[quotas] backend = "redis"`: then they are
+//! global, leased from Redis ([`global`]); in-flight limits stay per router.
+
+mod global;
+
+pub use global::{QuotaHealth, Redis};
 
 use crate::config::Quotas;
+use global::GlobalRate;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota};
 use std::collections::HashMap;
@@ -25,8 +32,14 @@ pub enum Exceeded {
     Concurrency,
 }
 
+/// A rate kept by this router, or leased from the fleet's Redis.
+enum Rate {
+    Local(DefaultDirectRateLimiter),
+    Global(Arc<GlobalRate>),
+}
+
 pub struct Limits {
-    rate: Option<DefaultDirectRateLimiter>,
+    rate: Option<Rate>,
     /// The configured rate, for the status page.
     pub requests_per_second: Option<u32>,
     in_flight: AtomicU32,
@@ -44,15 +57,19 @@ impl Drop for InFlight {
 }
 
 impl Limits {
-    /// The limits of `quotas`, or `None` when it sets none.
-    pub fn new(quotas: &Quotas) -> Option<Limits> {
+    /// The limits of `owner` under `quotas` (its rate global when `redis`
+    /// is given), or `None` when `quotas` sets none.
+    pub fn new(owner: &str, quotas: &Quotas, redis: Option<&Arc<Redis>>) -> Option<Limits> {
         let Quotas { requests_per_second, burst, max_concurrent_requests, max_body_bytes } = quotas;
         if requests_per_second.is_none() && max_concurrent_requests.is_none() && max_body_bytes.is_none() {
             return None;
         }
         let rate = requests_per_second.and_then(NonZeroU32::new).map(|rps| {
             let burst = burst.and_then(NonZeroU32::new).unwrap_or(rps);
-            DefaultDirectRateLimiter::direct(Quota::per_second(rps).allow_burst(burst))
+            match redis {
+                Some(redis) => Rate::Global(Arc::new(GlobalRate::new(owner, rps, burst, redis))),
+                None => Rate::Local(DefaultDirectRateLimiter::direct(Quota::per_second(rps).allow_burst(burst))),
+            }
         });
         Some(Limits {
             rate,
@@ -75,12 +92,15 @@ impl Limits {
             }
             None => None,
         };
-        if let Some(rate) = &self.rate {
-            if let Err(not_until) = rate.check() {
-                // `slot` drops here and frees the in-flight place again.
-                return Err(Exceeded::Rate(not_until.wait_time_from(DefaultClock::default().now())));
+        let checked = match &self.rate {
+            None => Ok(()),
+            Some(Rate::Local(rate)) => {
+                rate.check().map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
             }
-        }
+            Some(Rate::Global(rate)) => rate.check(),
+        };
+        // On a refusal `slot` drops here and frees the in-flight place again.
+        checked.map_err(Exceeded::Rate)?;
         Ok(slot)
     }
 
@@ -97,9 +117,21 @@ impl Limits {
 #[derive(Default)]
 pub struct QuotaRegistry {
     limits: Mutex<HashMap<(String, Quotas), Weak<Limits>>>,
+    /// Where global rates are leased; `None`: rates are this router's.
+    redis: Option<Arc<Redis>>,
 }
 
 impl QuotaRegistry {
+    /// Limits whose rates are global, leased from `redis`.
+    pub fn global(redis: Arc<Redis>) -> Self {
+        QuotaRegistry { limits: Mutex::default(), redis: Some(redis) }
+    }
+
+    /// The fleet's Redis, when rates are global.
+    pub fn redis(&self) -> Option<&Arc<Redis>> {
+        self.redis.as_ref()
+    }
+
     /// The limits of `owner` (a tenant id, or `tenant/signal`) under `quotas`.
     pub fn limits(&self, owner: &str, quotas: &Quotas) -> Option<Arc<Limits>> {
         let mut limits = self.limits.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -108,7 +140,7 @@ impl QuotaRegistry {
             return Some(known);
         }
         limits.retain(|_, l| l.strong_count() > 0);
-        let fresh = Arc::new(Limits::new(quotas)?);
+        let fresh = Arc::new(Limits::new(owner, quotas, self.redis.as_ref())?);
         limits.insert(key, Arc::downgrade(&fresh));
         Some(fresh)
     }
@@ -119,7 +151,7 @@ mod tests {
     use super::*;
 
     fn limits(quotas: Quotas) -> Arc<Limits> {
-        Arc::new(Limits::new(&quotas).unwrap())
+        Arc::new(Limits::new("acme", &quotas, None).unwrap())
     }
 
     #[test]
