@@ -106,14 +106,21 @@ async fn a_graceful_upgrade_refuses_no_connection() {
         served_before,
         failures.len()
     );
-    // No connect is ever refused: the listening sockets never close.
+    // No connect is ever refused: the listening sockets never close. (A
+    // connect error is hyper's `Error(Connect, ..)`; "ConnectionReset"
+    // names a connection that was made, so the test matches the kind.)
     let refused: Vec<&String> =
-        failures.iter().filter(|f| f.contains("ConnectionRefused") || f.contains("Connect")).collect();
+        failures.iter().filter(|f| f.contains("ConnectionRefused") || f.contains("Error(Connect")).collect();
     assert!(refused.is_empty(), "refused connections: {refused:?}");
     // Pingora's graceful shutdown drops a connection the old process accepted
     // but had not read a request from yet (pingora-proxy handle_new_request):
-    // at most a handful of such requests see the connection close unanswered.
-    let other: Vec<&String> = failures.iter().filter(|f| !f.contains("IncompleteMessage")).collect();
+    // at most a handful of such requests see the connection close unanswered
+    // — closed (IncompleteMessage), or reset when the request's bytes were
+    // already in its receive buffer (the kernel answers a close with unread
+    // data by RST: ConnectionReset on sending the request).
+    let dropped_unread =
+        |f: &&String| f.contains("IncompleteMessage") || (f.contains("SendRequest") && f.contains("ConnectionReset"));
+    let other: Vec<&String> = failures.iter().filter(|f| !dropped_unread(f)).collect();
     assert!(other.is_empty(), "failures other than a dropped unread connection: {other:?}");
     assert!(failures.len() * 100 < ok, "{} of {ok} requests failed", failures.len());
 }
