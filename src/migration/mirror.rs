@@ -1,6 +1,10 @@
 //! Copies of ingest requests for another deployment: a bounded queue per
-//! tenant, signal and target, drained by a worker off the request path that
-//! retries with backoff until the target takes each copy.
+//! tenant, signal and target. A mirrored request's copy is sent at once from
+//! the Pingora worker that took the request, after its answer (its I/O in
+//! the worker's own poll: a copy handed to another thread cost a wake-up and
+//! a context switch per event, a quarter of the mirrored request's CPU); a
+//! copy the target cannot take yet goes to the queue's retries, drained by a
+//! worker off the request path with backoff until the target takes it.
 //!
 //! The queue is bounded twice, in copies (`mirror_queue`) and in bytes
 //! (`mirror_queue_bytes`, counting copies queued and being sent); a copy
@@ -31,8 +35,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, Semaphore};
 
-/// Copies one queue sends at once.
+/// Retried copies one queue sends at once.
 const CONCURRENCY: usize = 4;
+/// First attempts one queue has out at once from the workers; past it, a
+/// copy waits its turn in the retries (a slow target is not given a
+/// connection per request).
+const FIRST_ATTEMPTS: usize = 256;
 /// A copy not delivered within this long is given up (counted `failed`).
 pub const MAX_AGE: Duration = Duration::from_secs(3600);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -96,6 +104,10 @@ pub struct MirrorQueue {
     tx: mpsc::Sender<Copy>,
     /// Copies queued or being sent, at most.
     capacity: usize,
+    /// Whether a worker drains the queue (else nothing is sent: tests of
+    /// routing alone).
+    drained: bool,
+    first_attempts: Arc<Semaphore>,
     state: Arc<State>,
 }
 
@@ -123,35 +135,64 @@ impl MirrorQueue {
         (now_ms().saturating_sub(since)) as f64 / 1000.0
     }
 
-    /// Queues `copy`, or drops it (counted) when it does not fit.
+    /// Sends `copy` now, from the runtime of the caller (the worker that
+    /// took the request), counted in the queue's bounds while it is out; a
+    /// copy the target cannot take yet goes on to the retries. Off a
+    /// runtime, or with [`FIRST_ATTEMPTS`] out, it is queued. Drops it
+    /// (counted) when it does not fit.
+    pub fn send(&self, copy: Copy) -> Result<(), Dropped> {
+        let (Ok(runtime), true) = (Handle::try_current(), self.drained) else { return self.push(copy) };
+        let Ok(slot) = self.first_attempts.clone().try_acquire_owned() else { return self.push(copy) };
+        self.admit(&copy)?;
+        let (state, retries) = (self.state.clone(), self.tx.clone());
+        runtime.spawn(async move {
+            let outcome = attempt(&state, &copy).await;
+            drop(slot);
+            match outcome {
+                Err(Retry(why)) => {
+                    tracing::debug!(tenant = &*state.tenant, request_id = copy.request_id, why, "mirror copy retried");
+                    // Counted in the bounds already, so the channel has room.
+                    if let Err(mpsc::error::TrySendError::Full(copy) | mpsc::error::TrySendError::Closed(copy)) =
+                        retries.try_send(copy)
+                    {
+                        settle(&state, &copy, Err("the retry queue is gone".into()));
+                    }
+                }
+                Ok(delivered) => settle(&state, &copy, delivered),
+            }
+        });
+        Ok(())
+    }
+
+    /// Queues `copy` for the retries (a fan-out's failed copy, tried once
+    /// already), or drops it (counted) when it does not fit.
     pub fn push(&self, copy: Copy) -> Result<(), Dropped> {
+        self.admit(&copy)?;
+        if let Err(mpsc::error::TrySendError::Full(copy) | mpsc::error::TrySendError::Closed(copy)) =
+            self.tx.try_send(copy)
+        {
+            release(&self.state, &copy);
+            return Err(self.dropped(Dropped::QueueFull, &copy.request_id));
+        }
+        Ok(())
+    }
+
+    /// Counts `copy` in the bounds (copies waiting and being sent), or
+    /// drops it when it does not fit.
+    fn admit(&self, copy: &Copy) -> Result<(), Dropped> {
         let state = &self.state;
         let size = copy.body.len() as u64;
         let counts = &state.counts;
-        // Both bounds count copies waiting and copies being sent.
         let bytes = counts.queued_bytes.fetch_add(size, Ordering::AcqRel) + size;
         let copies = counts.queued.fetch_add(1, Ordering::AcqRel) + 1;
-        let undo = || {
-            counts.queued_bytes.fetch_sub(size, Ordering::AcqRel);
-            counts.queued.fetch_sub(1, Ordering::AcqRel);
-        };
+        if let Some(m) = &state.metrics {
+            m.queued.inc();
+        }
         if bytes > state.max_bytes.load(Ordering::Relaxed) || copies > self.capacity as u64 {
-            undo();
+            release(state, copy);
             return Err(self.dropped(Dropped::QueueFull, &copy.request_id));
         }
-        let id = copy.request_id.clone();
-        match self.tx.try_send(copy) {
-            Ok(()) => {
-                if let Some(m) = &state.metrics {
-                    m.queued.inc();
-                }
-                Ok(())
-            }
-            Err(_) => {
-                undo();
-                Err(self.dropped(Dropped::QueueFull, &id))
-            }
-        }
+        Ok(())
     }
 
     /// Counts and logs a copy that is not made.
@@ -177,6 +218,16 @@ impl MirrorQueue {
             "mirror copy dropped"
         );
         why
+    }
+}
+
+/// `copy` leaves the bounds: delivered, given up or dropped.
+fn release(state: &State, copy: &Copy) {
+    let counts = &state.counts;
+    counts.queued.fetch_sub(1, Ordering::AcqRel);
+    counts.queued_bytes.fetch_sub(copy.body.len() as u64, Ordering::AcqRel);
+    if let Some(m) = &state.metrics {
+        m.queued.dec();
     }
 }
 
@@ -241,7 +292,13 @@ impl MirrorRegistry {
         if let Some(runtime) = &self.runtime {
             runtime.spawn(drain(rx, state.clone()));
         }
-        let queue = Arc::new(MirrorQueue { tx, capacity: target.capacity, state });
+        let queue = Arc::new(MirrorQueue {
+            tx,
+            capacity: target.capacity,
+            drained: self.runtime.is_some(),
+            first_attempts: Arc::new(Semaphore::new(FIRST_ATTEMPTS)),
+            state,
+        });
         queues.insert(key, Arc::downgrade(&queue));
         queue
     }
@@ -263,12 +320,6 @@ async fn drain(mut rx: mpsc::Receiver<Copy>, state: Arc<State>) {
         let state = state.clone();
         tokio::spawn(async move {
             deliver(&state, &copy).await;
-            let counts = &state.counts;
-            counts.queued.fetch_sub(1, Ordering::AcqRel);
-            counts.queued_bytes.fetch_sub(copy.body.len() as u64, Ordering::AcqRel);
-            if let Some(m) = &state.metrics {
-                m.queued.dec();
-            }
             drop(slot);
         });
     }
@@ -276,37 +327,39 @@ async fn drain(mut rx: mpsc::Receiver<Copy>, state: Arc<State>) {
     let _ = slots.acquire_many(CONCURRENCY as u32).await;
 }
 
-/// Sends one copy until the target takes or refuses it, or it is too old.
+/// A copy the target cannot take yet, and why.
+struct Retry(String);
+
+/// One attempt at `copy`: delivered (`Ok(Ok)`), refused for good by the
+/// target (`Ok(Err)`, a 4xx other than 429), or to retry.
+async fn attempt(state: &State, copy: &Copy) -> Result<Result<(), String>, Retry> {
+    let pool = state.target.load_full();
+    let Pick::Endpoint(index) = pool.select(Tried::default()) else {
+        return Err(Retry("no healthy endpoint".into()));
+    };
+    let sent =
+        Sent { agent: AGENT, method: copy.method.as_str(), path: &copy.path, headers: &copy.headers, body: &copy.body };
+    match tokio::time::timeout(pool.timeout, pool.send(connector(), index, sent, 64 << 10)).await {
+        Ok(Ok((status, _))) if (200..300).contains(&status) => Ok(Ok(())),
+        Ok(Ok((status, body))) if status != 429 && (400..500).contains(&status) => {
+            Ok(Err(format!("answered {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]))))
+        }
+        Ok(Ok((status, _))) => Err(Retry(format!("answered {status}"))),
+        Ok(Err(e)) => Err(Retry(e)),
+        Err(_) => Err(Retry(format!("no answer within {:?}", pool.timeout))),
+    }
+}
+
+/// Sends one retried copy until the target takes or refuses it, or it is
+/// too old.
 async fn deliver(state: &State, copy: &Copy) {
     let queued_ms = now_ms().saturating_sub(copy.queued_at.elapsed().as_millis() as u64);
     let _ = state.counts.oldest_ms.compare_exchange(0, queued_ms, Ordering::AcqRel, Ordering::Relaxed);
     let mut backoff = FIRST_BACKOFF;
     let outcome = loop {
-        let pool = state.target.load_full();
-        let why = match pool.select(Tried::default()) {
-            Pick::Endpoint(index) => {
-                let sent = Sent {
-                    agent: AGENT,
-                    method: copy.method.as_str(),
-                    path: &copy.path,
-                    headers: &copy.headers,
-                    body: &copy.body,
-                };
-                let answer = tokio::time::timeout(pool.timeout, pool.send(connector(), index, sent, 64 << 10)).await;
-                match answer {
-                    Ok(Ok((status, _))) if (200..300).contains(&status) => break Ok(()),
-                    Ok(Ok((status, body))) if status != 429 && (400..500).contains(&status) => {
-                        break Err(format!(
-                            "answered {status}: {}",
-                            String::from_utf8_lossy(&body[..body.len().min(200)])
-                        ))
-                    }
-                    Ok(Ok((status, _))) => format!("answered {status}"),
-                    Ok(Err(e)) => e,
-                    Err(_) => format!("no answer within {:?}", pool.timeout),
-                }
-            }
-            Pick::NoneHealthy | Pick::Exhausted => "no healthy endpoint".to_string(),
+        let why = match attempt(state, copy).await {
+            Ok(delivered) => break delivered,
+            Err(Retry(why)) => why,
         };
         if copy.queued_at.elapsed() >= MAX_AGE {
             break Err(format!("not delivered within {MAX_AGE:?}: {why}"));
@@ -318,6 +371,18 @@ async fn deliver(state: &State, copy: &Copy) {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     };
+    settle(state, copy, outcome);
+    // The next copy in line is younger; it sets its own age when sent.
+    if state.counts.oldest_ms.compare_exchange(queued_ms, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+        if let Some(m) = &state.metrics {
+            m.oldest_seconds.set(0.0);
+        }
+    }
+}
+
+/// Counts what became of `copy` (and logs a failure), and lets it leave
+/// the bounds.
+fn settle(state: &State, copy: &Copy, outcome: Result<(), String>) {
     let counts = &state.counts;
     match outcome {
         Ok(()) => {
@@ -334,10 +399,5 @@ async fn deliver(state: &State, copy: &Copy) {
             tracing::warn!(tenant = &*state.tenant, signal = %state.signal, request_id = copy.request_id, why, "mirror copy failed");
         }
     }
-    // The next copy in line is younger; it sets its own age when sent.
-    if counts.oldest_ms.compare_exchange(queued_ms, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-        if let Some(m) = &state.metrics {
-            m.oldest_seconds.set(0.0);
-        }
-    }
+    release(state, copy);
 }

@@ -162,7 +162,7 @@ impl Migrating {
                     return;
                 }
                 let Pending { method, path, headers, body } = copy;
-                let _ = queue.push(Copy::new(method, path, headers, body.whole(), request_id));
+                let _ = queue.send(Copy::new(method, path, headers, body.whole(), request_id));
             }
             Migrating::Shadow { shadow, read, answer } => {
                 if status != Some(200) || read.body.over || answer.over {
