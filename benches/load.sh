@@ -145,6 +145,17 @@ http {
 }
 EOF
 taskset -c 0 nginx -c "$WORK/proxy.conf" &
+# nginx with its `mirror` directive (a fire-and-forget subrequest of every
+# request, to the backend's second address): the peer of mirador-mirror, for
+# what one copy of each POST costs a proxy. GETs are answered by the mirror
+# location itself (a subrequest, no upstream), so only its POST is a copy.
+sed -e "s|$WORK/proxy.pid|$WORK/proxy-mirror.pid|; s|127.0.0.1:18630|127.0.0.1:18635|" \
+    -e "s|^  upstream backend .*|&\n  upstream mirror_target { server $BACKEND_SELECT; keepalive 128; }|" \
+    -e 's|^      proxy_pass http://backend;|      mirror /mirror;\n&|' \
+    -e "s|^  server {|&\n    location = /mirror {\n      internal;\n      if (\$request_method != POST) { return 204; }\n      proxy_pass http://mirror_target\$request_uri;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }|" \
+    "$WORK/proxy.conf" > "$WORK/proxy-mirror.conf"
+grep -q 'mirror /mirror;' "$WORK/proxy-mirror.conf"
+taskset -c 0 nginx -c "$WORK/proxy-mirror.conf" &
 cat > "$WORK/haproxy.cfg" <<EOF
 global
   nbthread 1
@@ -166,12 +177,13 @@ taskset -c 0 haproxy -f "$WORK/haproxy.cfg" > "$WORK/haproxy.log" 2>&1 &
 HAPROXY_PID=$!
 
 wait_up() { for _ in $(seq 200); do curl -s -o /dev/null -H 'X-Tenant-ID: bench' "http://$1/api/v1/query" && return; sleep 0.05; done; echo "no $1" >&2; exit 1; }
-for addr in "$BACKEND" 127.0.0.1:18610 127.0.0.1:18650 127.0.0.1:18660 127.0.0.1:18680 127.0.0.1:18690 127.0.0.1:18620 127.0.0.1:18630 127.0.0.1:18640; do wait_up "$addr"; done
+for addr in "$BACKEND" 127.0.0.1:18610 127.0.0.1:18650 127.0.0.1:18660 127.0.0.1:18680 127.0.0.1:18690 127.0.0.1:18620 127.0.0.1:18630 127.0.0.1:18635 127.0.0.1:18640; do wait_up "$addr"; done
 if [ "$MIRADOR_BASE_PID" != 0 ]; then wait_up 127.0.0.1:18670; fi
 NGINX_PROXY_PID=$(pgrep -P "$(cat "$WORK/proxy.pid")" | head -1)
+NGINX_MIRROR_PID=$(pgrep -P "$(cat "$WORK/proxy-mirror.pid")" | head -1)
 
-declare -A PORT=([mirador]=18610 [mirador-ws]=18650 [mirador-nometrics]=18660 [mirador-base]=18670 [mirador-shared]=18680 [mirador-mirror]=18690 [floor]=18620 [nginx]=18630 [haproxy]=18640)
-declare -A PID=([mirador]=$MIRADOR_PID [mirador-ws]=$MIRADOR_WS_PID [mirador-nometrics]=$MIRADOR_NM_PID [mirador-base]=$MIRADOR_BASE_PID [mirador-shared]=$MIRADOR_SHARED_PID [mirador-mirror]=$MIRADOR_MIRROR_PID [floor]=$FLOOR_PID [nginx]=$NGINX_PROXY_PID [haproxy]=$HAPROXY_PID)
+declare -A PORT=([mirador]=18610 [mirador-ws]=18650 [mirador-nometrics]=18660 [mirador-base]=18670 [mirador-shared]=18680 [mirador-mirror]=18690 [floor]=18620 [nginx]=18630 [nginx-mirror]=18635 [haproxy]=18640)
+declare -A PID=([mirador]=$MIRADOR_PID [mirador-ws]=$MIRADOR_WS_PID [mirador-nometrics]=$MIRADOR_NM_PID [mirador-base]=$MIRADOR_BASE_PID [mirador-shared]=$MIRADOR_SHARED_PID [mirador-mirror]=$MIRADOR_MIRROR_PID [floor]=$FLOOR_PID [nginx]=$NGINX_PROXY_PID [nginx-mirror]=$NGINX_MIRROR_PID [haproxy]=$HAPROXY_PID)
 cat > "$WORK/post.lua" <<'EOF'
 wrk.method = "POST"
 wrk.body = string.rep("x", 4096)
@@ -208,7 +220,8 @@ run() { # proxy scenario round
 # references). Variants for A/Bs: mirador-ws (Pingora's work stealing on),
 # mirador-nometrics (`[observability] metrics = false`), mirador-shared (the
 # tenant on a shared cluster: every path rewritten to its cluster form),
-# mirador-mirror (the tenant's metrics in migration phase mirror):
+# mirador-mirror (the tenant's metrics in migration phase mirror; its peer:
+# nginx-mirror, nginx with `mirror`):
 #   PROXIES="mirador mirador-nometrics" benches/load.sh 10 4
 read -r -a ORDER <<< "${PROXIES:-mirador floor nginx haproxy}"
 for round in $(seq "$ROUNDS"); do
@@ -225,10 +238,10 @@ rss() { [ "$1" != 0 ] && awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status
 echo "machine: $(nproc) CPUs, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs); ${SECONDS_PER_RUN}s x ${ROUNDS} rounds per cell"
 echo
 awk -v hz="$TICKS" -v rss_mirador="$(rss "$MIRADOR_PID")" -v rss_ws="$(rss "$MIRADOR_WS_PID")" -v rss_nm="$(rss "$MIRADOR_NM_PID")" -v rss_base="$(rss "$MIRADOR_BASE_PID")" -v rss_shared="$(rss "$MIRADOR_SHARED_PID")" -v rss_mirror="$(rss "$MIRADOR_MIRROR_PID")" -v rss_floor="$(rss "$FLOOR_PID")" \
-    -v rss_nginx="$(rss "$NGINX_PROXY_PID")" -v rss_haproxy="$(rss "$HAPROXY_PID")" -v proxies="${ORDER[*]}" '
+    -v rss_nginx="$(rss "$NGINX_PROXY_PID")" -v rss_nginx_mirror="$(rss "$NGINX_MIRROR_PID")" -v rss_haproxy="$(rss "$HAPROXY_PID")" -v proxies="${ORDER[*]}" '
   { req[$2" "$1] += $4; ticks[$2" "$1] += $5; rps[$2" "$1] = rps[$2" "$1] " " $6; p50[$2" "$1] = p50[$2" "$1] " " $7; p99[$2" "$1] = p99[$2" "$1] " " $8; if ($9 != "ok") err[$2" "$1] = err[$2" "$1] " " $9 }
   END {
-    rssof["mirador"] = rss_mirador; rssof["mirador-ws"] = rss_ws; rssof["mirador-nometrics"] = rss_nm; rssof["mirador-base"] = rss_base; rssof["mirador-shared"] = rss_shared; rssof["mirador-mirror"] = rss_mirror; rssof["floor"] = rss_floor; rssof["nginx"] = rss_nginx; rssof["haproxy"] = rss_haproxy
+    rssof["mirador"] = rss_mirador; rssof["mirador-ws"] = rss_ws; rssof["mirador-nometrics"] = rss_nm; rssof["mirador-base"] = rss_base; rssof["mirador-shared"] = rss_shared; rssof["mirador-mirror"] = rss_mirror; rssof["floor"] = rss_floor; rssof["nginx"] = rss_nginx; rssof["nginx-mirror"] = rss_nginx_mirror; rssof["haproxy"] = rss_haproxy
     split("small big post", scenarios, " "); n = split(proxies, list, " ")
     printf "%-8s %-17s %-24s %-20s %-20s %10s %9s %9s %8s\n", "scenario", "proxy", "req/s (rounds)", "p50 (rounds)", "p99 (rounds)", "cpu us/req", "x nginx", "x floor", "rss MiB"
     for (s = 1; s <= 3; s++) {
