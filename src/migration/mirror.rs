@@ -152,10 +152,8 @@ impl MirrorQueue {
                 Err(Retry(why)) => {
                     tracing::debug!(tenant = &*state.tenant, request_id = copy.request_id, why, "mirror copy retried");
                     // Counted in the bounds already, so the channel has room.
-                    if let Err(mpsc::error::TrySendError::Full(copy) | mpsc::error::TrySendError::Closed(copy)) =
-                        retries.try_send(copy)
-                    {
-                        settle(&state, &copy, Err("the retry queue is gone".into()));
+                    if let Err(refused) = retries.try_send(copy) {
+                        settle(&state, &refused.into_inner(), Err("the retry queue is gone".into()));
                     }
                 }
                 Ok(delivered) => settle(&state, &copy, delivered),
@@ -168,13 +166,11 @@ impl MirrorQueue {
     /// already), or drops it (counted) when it does not fit.
     pub fn push(&self, copy: Copy) -> Result<(), Dropped> {
         self.admit(&copy)?;
-        if let Err(mpsc::error::TrySendError::Full(copy) | mpsc::error::TrySendError::Closed(copy)) =
-            self.tx.try_send(copy)
-        {
+        self.tx.try_send(copy).map_err(|refused| {
+            let copy = refused.into_inner();
             release(&self.state, &copy);
-            return Err(self.dropped(Dropped::QueueFull, &copy.request_id));
-        }
-        Ok(())
+            self.dropped(Dropped::QueueFull, &copy.request_id)
+        })
     }
 
     /// Counts `copy` in the bounds (copies waiting and being sent), or
