@@ -7,7 +7,7 @@
 # Loopback only. Backends: one nginx worker serving a ~100-byte 200, a 16 KiB
 # file, and a 204 sink for POSTs. Every proxy runs with one worker/thread,
 # pinned alone on CPU 0; wrk (1 thread, 64 connections) and the backends share
-# CPU 1. Three scenarios: small GET, 16 KiB GET, 4 KiB POST. Proxies take
+# CPU 1. Three scenarios: small GET, 16 KiB GET, 4 KiB POST (a remote write). Proxies take
 # turns, the order flipped every round. Reported per proxy and scenario: req/s,
 # p50, p99, the proxy's CPU time per request (from /proc/<pid>/stat over the
 # run — on 2 CPUs req/s saturates, so this is the figure to compare), its
@@ -25,7 +25,7 @@ command -v wrk >/dev/null || need+=(wrk)
 if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-cargo build --release --quiet --bin mirador-router --example floor
+cargo build --release --quiet --bin mirador-router --example floor --example remote_write_body
 WORK=$(mktemp -d)
 chmod 755 "$WORK"
 trap 'kill $(jobs -p) 2>/dev/null || true; sleep 0.3; rm -rf "$WORK"' EXIT
@@ -184,11 +184,18 @@ NGINX_MIRROR_PID=$(pgrep -P "$(cat "$WORK/proxy-mirror.pid")" | head -1)
 
 declare -A PORT=([mirador]=18610 [mirador-ws]=18650 [mirador-nometrics]=18660 [mirador-base]=18670 [mirador-shared]=18680 [mirador-mirror]=18690 [floor]=18620 [nginx]=18630 [nginx-mirror]=18635 [haproxy]=18640)
 declare -A PID=([mirador]=$MIRADOR_PID [mirador-ws]=$MIRADOR_WS_PID [mirador-nometrics]=$MIRADOR_NM_PID [mirador-base]=$MIRADOR_BASE_PID [mirador-shared]=$MIRADOR_SHARED_PID [mirador-mirror]=$MIRADOR_MIRROR_PID [floor]=$FLOOR_PID [nginx]=$NGINX_PROXY_PID [nginx-mirror]=$NGINX_MIRROR_PID [haproxy]=$HAPROXY_PID)
-cat > "$WORK/post.lua" <<'EOF'
+# The POST: a Prometheus remote write of ~4 KiB (317 series of a node
+# exporter's shape, snappy-compressed), as vmagent sends it.
+target/release/examples/remote_write_body 4096 > "$WORK/post.bin" 2>/dev/null
+cat > "$WORK/post.lua" <<EOF
 wrk.method = "POST"
-wrk.body = string.rep("x", 4096)
+local f = assert(io.open("$WORK/post.bin", "rb"))
+wrk.body = f:read("*a")
+f:close()
 wrk.headers["X-Tenant-ID"] = "bench"
-wrk.headers["Content-Type"] = "text/plain"
+wrk.headers["Content-Type"] = "application/x-protobuf"
+wrk.headers["Content-Encoding"] = "snappy"
+wrk.headers["X-Prometheus-Remote-Write-Version"] = "0.1.0"
 EOF
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICKS=$(getconf CLK_TCK)
@@ -223,9 +230,11 @@ run() { # proxy scenario round
 # mirador-mirror (the tenant's metrics in migration phase mirror; its peer:
 # nginx-mirror, nginx with `mirror`):
 #   PROXIES="mirador mirador-nometrics" benches/load.sh 10 4
+# SCENARIOS="post" runs a subset of the scenarios (default: small big post).
 read -r -a ORDER <<< "${PROXIES:-mirador floor nginx haproxy}"
+read -r -a SCENARIO_LIST <<< "${SCENARIOS:-small big post}"
 for round in $(seq "$ROUNDS"); do
-  for scenario in small big post; do
+  for scenario in "${SCENARIO_LIST[@]}"; do
     order=("${ORDER[@]}")
     if [ $(( round % 2 )) -eq 0 ]; then
       order=(); for (( i=${#ORDER[@]}-1; i>=0; i-- )); do order+=("${ORDER[$i]}"); done
@@ -238,13 +247,13 @@ rss() { [ "$1" != 0 ] && awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status
 echo "machine: $(nproc) CPUs, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs); ${SECONDS_PER_RUN}s x ${ROUNDS} rounds per cell"
 echo
 awk -v hz="$TICKS" -v rss_mirador="$(rss "$MIRADOR_PID")" -v rss_ws="$(rss "$MIRADOR_WS_PID")" -v rss_nm="$(rss "$MIRADOR_NM_PID")" -v rss_base="$(rss "$MIRADOR_BASE_PID")" -v rss_shared="$(rss "$MIRADOR_SHARED_PID")" -v rss_mirror="$(rss "$MIRADOR_MIRROR_PID")" -v rss_floor="$(rss "$FLOOR_PID")" \
-    -v rss_nginx="$(rss "$NGINX_PROXY_PID")" -v rss_nginx_mirror="$(rss "$NGINX_MIRROR_PID")" -v rss_haproxy="$(rss "$HAPROXY_PID")" -v proxies="${ORDER[*]}" '
+    -v rss_nginx="$(rss "$NGINX_PROXY_PID")" -v rss_nginx_mirror="$(rss "$NGINX_MIRROR_PID")" -v rss_haproxy="$(rss "$HAPROXY_PID")" -v proxies="${ORDER[*]}" -v scenario_list="${SCENARIO_LIST[*]}" '
   { req[$2" "$1] += $4; ticks[$2" "$1] += $5; rps[$2" "$1] = rps[$2" "$1] " " $6; p50[$2" "$1] = p50[$2" "$1] " " $7; p99[$2" "$1] = p99[$2" "$1] " " $8; if ($9 != "ok") err[$2" "$1] = err[$2" "$1] " " $9 }
   END {
     rssof["mirador"] = rss_mirador; rssof["mirador-ws"] = rss_ws; rssof["mirador-nometrics"] = rss_nm; rssof["mirador-base"] = rss_base; rssof["mirador-shared"] = rss_shared; rssof["mirador-mirror"] = rss_mirror; rssof["floor"] = rss_floor; rssof["nginx"] = rss_nginx; rssof["nginx-mirror"] = rss_nginx_mirror; rssof["haproxy"] = rss_haproxy
-    split("small big post", scenarios, " "); n = split(proxies, list, " ")
+    ns = split(scenario_list, scenarios, " "); n = split(proxies, list, " ")
     printf "%-8s %-17s %-24s %-20s %-20s %10s %9s %9s %8s\n", "scenario", "proxy", "req/s (rounds)", "p50 (rounds)", "p99 (rounds)", "cpu us/req", "x nginx", "x floor", "rss MiB"
-    for (s = 1; s <= 3; s++) {
+    for (s = 1; s <= ns; s++) {
       nginx_cpu = req[scenarios[s]" nginx"] ? ticks[scenarios[s]" nginx"] / hz * 1e6 / req[scenarios[s]" nginx"] : 0
       floor_cpu = req[scenarios[s]" floor"] ? ticks[scenarios[s]" floor"] / hz * 1e6 / req[scenarios[s]" floor"] : 0
       for (p = 1; p <= n; p++) {
@@ -264,8 +273,9 @@ if [[ " ${ORDER[*]} " == *" mirador-mirror "* ]]; then
 import json, sys
 m = json.load(sys.stdin)["migrations"]["metrics"]["mirror"]
 posts, seconds = int(sys.argv[1]), float(sys.argv[2])
-ok, full, failed, queued = m["ok"], m["dropped_queue_full"], m["failed"], m["queued"]
-print(f"mirror: {posts} POSTs answered, {ok} copies delivered ({ok / seconds:.0f}/s over the POST runs), "
+ok, full, failed, queued, sent = m["ok"], m["dropped_queue_full"], m["failed"], m["queued"], m["sent"]
+print(f"mirror: {posts} POSTs answered, {ok} copies delivered ({ok / seconds:.0f}/s over the POST runs) "
+      f"in {sent} requests ({ok / max(sent, 1):.1f} copies each), "
       f"{full} dropped (queue full), {failed} failed, {queued} still queued")
 ' "$posts" "$(( SECONDS_PER_RUN * ROUNDS ))"
 fi

@@ -111,6 +111,7 @@ pub struct Metrics {
     usage: [GaugeVec; 6],
     /// Copies of ingest requests for a migration's other deployment.
     mirror_requests: IntCounterVec,
+    mirror_sent: IntCounterVec,
     mirror_queue: IntGaugeVec,
     mirror_oldest: GaugeVec,
     shadow_comparisons: IntCounterVec,
@@ -141,6 +142,7 @@ pub struct MirrorMetrics {
     pub failed: IntCounter,
     pub dropped_queue_full: IntCounter,
     pub dropped_too_large: IntCounter,
+    pub sent: IntCounter,
     pub queued: prometheus::IntGauge,
     pub oldest_seconds: Gauge,
 }
@@ -344,6 +346,11 @@ impl Metrics {
                 "Copies of ingest requests for a migration's other deployment, by result (ok, failed, dropped_queue_full, dropped_too_large).",
                 &["tenant", "signal", "result"],
             ),
+            mirror_sent: counter(
+                "mirador_router_mirror_sent_total",
+                "Requests sent to a migration's other deployment: a copy alone, or copies joined into one request.",
+                &["tenant", "signal"],
+            ),
             mirror_queue: {
                 let opts = Opts::new("mirador_router_mirror_queue", "Copies queued or being sent to a migration's other deployment.");
                 let vec = IntGaugeVec::new(opts, &["tenant", "signal"]).expect("valid metric");
@@ -443,6 +450,7 @@ impl Metrics {
             failed: result("failed"),
             dropped_queue_full: result("dropped_queue_full"),
             dropped_too_large: result("dropped_too_large"),
+            sent: self.mirror_sent.with_label_values(&[tenant, signal.as_str()]),
             queued: self.mirror_queue.with_label_values(&[tenant, signal.as_str()]),
             oldest_seconds: self.mirror_oldest.with_label_values(&[tenant, signal.as_str()]),
         }
@@ -495,6 +503,7 @@ impl Metrics {
             for result in ["match", "mismatch", "error"] {
                 let _ = self.shadow_comparisons.remove_label_values(&[tenant, signal.as_str(), result]);
             }
+            let _ = self.mirror_sent.remove_label_values(&labels);
             let _ = self.mirror_queue.remove_label_values(&labels);
             let _ = self.mirror_oldest.remove_label_values(&labels);
         }

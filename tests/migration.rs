@@ -6,18 +6,12 @@
 
 mod common;
 
+use common::remote_write::{self, Series};
 use common::victoria::{force_flush, start_victoria_metrics, start_vmagent};
 use common::*;
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::hash::Hasher;
-use std::time::{Duration, Instant};
-
-fn hash(body: &[u8]) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    hasher.write(body);
-    hasher.finish()
-}
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 async fn migration(router: &RouterProcess, tenant: &str) -> Value {
     let (status, body) = router.admin_get(&format!("/api/v1/tenants/{tenant}/migration")).await;
@@ -42,6 +36,7 @@ async fn mirrored_writes_arrive_as_sent_and_a_queue_outlives_a_30s_outage_of_the
     let from = Upstream::start("from").await;
     let to = Upstream::start("to").await;
     let to_addr = to.addr;
+    to.keep_bodies();
     let router = RouterProcess::start(&format!(
         "[health_check]\ninterval = \"250ms\"\n\
          [tenants.acme.metrics]\nendpoints = [\"{}\"]\n\
@@ -51,16 +46,19 @@ async fn mirrored_writes_arrive_as_sent_and_a_queue_outlives_a_30s_outage_of_the
         to.url()
     ));
 
-    // Writes: answered by `from`, copied to `to` as sent.
+    // Writes: answered by `from`, copied to `to` as sent (copies that meet
+    // at the target's lane travel joined, so what is compared is lines).
     let bodies: Vec<String> = (0..20).map(|i| format!("mirrored{{n=\"{i}\"}} {i}\n")).collect();
     for body in &bodies {
         assert_eq!(write(&router, "acme", body.clone()).await.0, 200);
     }
-    Wait::new("20 copies at the target", Duration::from_secs(10)).until(|| to.seen().len() >= 20).await;
+    Wait::new("20 copies at the target", Duration::from_secs(10)).until(|| lines(&to.seen()).len() >= 20).await;
     let copies = to.seen();
-    assert_eq!(copies.len(), 20, "one copy per write");
-    let sent: HashSet<u64> = bodies.iter().map(|b| hash(b.as_bytes())).collect();
-    assert_eq!(copies.iter().map(|c| c.body_hash).collect::<HashSet<_>>(), sent, "the bodies as sent");
+    assert_eq!(
+        lines(&copies),
+        bodies.iter().map(|b| b.trim_end().to_string()).collect::<Vec<_>>(),
+        "each line once, in order"
+    );
     for copy in &copies {
         assert_eq!((copy.method.as_str(), copy.path_and_query.as_str()), ("POST", "/api/v1/import/prometheus"));
         assert_eq!(copy.headers["user-agent"], "mirador-router-mirror");
@@ -86,7 +84,7 @@ async fn mirrored_writes_arrive_as_sent_and_a_queue_outlives_a_30s_outage_of_the
     assert_eq!(refused.status(), 400);
     assert_eq!(write(&router, "acme", "x".repeat(5000)).await.0, 200, "too large to copy, still served");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(to.seen().len(), 20, "a read, a refused write or an oversized body was copied");
+    assert_eq!(lines(&to.seen()).len(), 20, "a read, a refused write or an oversized body was copied");
     let status = migration(&router, "acme").await;
     assert_eq!(status["metrics"]["phase"], "mirror");
     assert_eq!(status["metrics"]["mirror"]["ok"], 20, "{status}");
@@ -99,7 +97,7 @@ async fn mirrored_writes_arrive_as_sent_and_a_queue_outlives_a_30s_outage_of_the
         before.push(write(&router, "acme", format!("before{{n=\"{i}\"}} 1\n")).await.1);
     }
     // Wait for the last of those copies before the target goes.
-    Wait::new("the copies before the outage", Duration::from_secs(10)).until(|| to.seen().len() >= 120).await;
+    Wait::new("the copies before the outage", Duration::from_secs(10)).until(|| lines(&to.seen()).len() >= 120).await;
     let outage = Instant::now();
     to.kill();
     drop(to);
@@ -134,6 +132,7 @@ async fn mirrored_writes_arrive_as_sent_and_a_queue_outlives_a_30s_outage_of_the
     let oldest = migration(&router, "acme").await["metrics"]["mirror"]["oldest_seconds"].as_f64().unwrap();
     assert!(oldest >= 25.0, "the oldest copy's age is shown: {oldest}");
     let back = Upstream::serve("to-again", tokio::net::TcpListener::bind(to_addr).await.unwrap());
+    back.keep_bodies();
     let status = Wait::new("the queue to drain", Duration::from_secs(30))
         .every(Duration::from_millis(200))
         .until_async(|| async {
@@ -143,10 +142,145 @@ async fn mirrored_writes_arrive_as_sent_and_a_queue_outlives_a_30s_outage_of_the
         .await;
     assert_eq!(status["metrics"]["mirror"]["ok"], 120 + 50, "{status}");
     assert_eq!(status["metrics"]["mirror"]["failed"], 0, "{status}");
-    let delivered: HashSet<u64> = back.seen().iter().map(|c| c.body_hash).collect();
-    let first_fifty: HashSet<u64> = queued_bodies[..50].iter().map(|b| hash(b.as_bytes())).collect();
+    let mut delivered = lines(&back.seen());
+    delivered.sort();
+    let mut first_fifty: Vec<String> = queued_bodies[..50].iter().map(|b| b.trim_end().to_string()).collect();
+    first_fifty.sort();
     assert_eq!(delivered, first_fifty, "exactly the copies that fit, each once");
-    assert_eq!(back.seen().len(), 50);
+}
+
+/// The lines of the bodies `seen`, in the order they arrived.
+fn lines(seen: &[common::upstream::Seen]) -> Vec<String> {
+    let text = |c: &common::upstream::Seen| String::from_utf8(c.body.clone().unwrap().to_vec()).unwrap();
+    seen.iter().flat_map(|c| text(c).lines().map(str::to_string).collect::<Vec<_>>()).collect()
+}
+
+/// Copies that meet at the target's lane travel joined: clients write
+/// remote write (snappy) and Prometheus text at once through the router to
+/// a real VictoriaMetrics `to`; every sample arrives, in fewer requests
+/// than copies, none refused. Then a joined request the target refuses
+/// (one copy's protobuf is not a WriteRequest) is sent again copy by copy,
+/// so only that copy fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_copies_join_into_fewer_requests_and_a_refused_one_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let from = Upstream::start("from").await;
+    let (_to, to) = start_victoria_metrics(dir.path(), "to").await;
+    let router = RouterProcess::start(&format!(
+        "[tenants.acme.metrics]\nendpoints = [\"{}\"]\n\
+         [tenants.acme.metrics.migration]\nto = {{ endpoints = [\"http://{to}\"] }}\nphase = \"mirror\"\n",
+        from.url()
+    ));
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64 - 60_000;
+    let settled = |total: u64| {
+        let router = &router;
+        async move {
+            Wait::new("every copy settled", Duration::from_secs(30))
+                .every(Duration::from_millis(200))
+                .until_async(|| async {
+                    let m = migration(router, "acme").await["metrics"]["mirror"].clone();
+                    (m["ok"].as_u64().unwrap() + m["failed"].as_u64().unwrap() == total).then_some(m)
+                })
+                .await
+        }
+    };
+
+    // Remote write alone, all good: joined, and every joined request taken.
+    let per_client = 40;
+    let good_rw = burst(&router, 16, per_client, "rw", 0, 0, now_ms).await;
+    assert_eq!(good_rw, 16 * per_client);
+    let mirror = settled(good_rw as u64).await;
+    assert_eq!(mirror["failed"], 0, "{mirror}");
+    let sent = mirror["sent"].as_u64().unwrap();
+    println!("{good_rw} remote-write copies in {sent} requests to the target");
+    assert!(sent < good_rw as u64, "no copies were joined: {mirror}");
+    assert!(!router.log().contains("joined mirror copies refused"), "{}", router.log());
+
+    // Remote write with every 10th copy bad, and Prometheus text, at once.
+    let (rw, text) = tokio::join!(
+        burst(&router, 16, per_client, "rw", 10, 16 * per_client, now_ms),
+        burst(&router, 16, per_client, "text", 0, 0, now_ms)
+    );
+    let bad = 16 * per_client / 10;
+    assert_eq!((rw, text), (16 * per_client - bad, 16 * per_client));
+    let mirror = settled((good_rw + rw + bad + text) as u64).await;
+    assert_eq!(mirror["failed"], bad as u64, "only the bad copies failed: {mirror}");
+    router.wait_for_log("joined mirror copies refused; sent one by one", 1);
+    router.wait_for_log("mirror copy failed", bad);
+
+    force_flush(to).await;
+    let text = Wait::new("every sample on the target", Duration::from_secs(15))
+        .until_async(|| async {
+            let rw_held = samples_on(to, "joined_rw").await;
+            let text_held = samples_on(to, "joined_text").await;
+            (rw_held.len() == good_rw + rw && text_held.len() == text).then_some(text_held)
+        })
+        .await;
+    assert!(text.iter().all(|(_, ts)| *ts == now_ms), "timestamps as sent");
+}
+
+/// `clients` clients at once, each writing `per_client` requests of `kind`
+/// (`rw`: remote write of one series `joined_rw`, every `bad_every`th one
+/// not a WriteRequest; `text`: one line of `joined_text`), series numbered
+/// from `first`. Every write must be answered 200. The good writes made.
+async fn burst(
+    router: &RouterProcess,
+    clients: usize,
+    per_client: usize,
+    kind: &'static str,
+    bad_every: usize,
+    first: usize,
+    now_ms: i64,
+) -> usize {
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let base = router.base("unified");
+        tasks.push(tokio::spawn(async move {
+            let mut good = 0;
+            for i in 0..per_client {
+                let n = (first + c * per_client + i).to_string();
+                let bad = bad_every > 0 && i % bad_every == bad_every - 1;
+                let request = if kind == "rw" {
+                    let body = if bad {
+                        // A snappy block whose protobuf is not a WriteRequest.
+                        snap::raw::Encoder::new().compress_vec(b"\x0a\xff\xff\xff").unwrap()
+                    } else {
+                        let labels = [("n", n.as_str())];
+                        remote_write::body(&[Series {
+                            name: "joined_rw",
+                            labels: &labels,
+                            value: 1.0,
+                            timestamp_ms: now_ms,
+                        }])
+                    };
+                    client()
+                        .post(format!("{base}/api/v1/write"))
+                        .header("Content-Encoding", "snappy")
+                        .header("Content-Type", "application/x-protobuf")
+                        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                        .body(body)
+                } else {
+                    client()
+                        .post(format!("{base}/api/v1/import/prometheus"))
+                        .body(format!("joined_text{{n=\"{n}\"}} 1 {now_ms}"))
+                };
+                let answer = request
+                    .header("X-Tenant-ID", "acme")
+                    .header("X-Request-Id", format!("r{kind}{n}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(answer.status(), 200, "from answers every write");
+                good += usize::from(!bad);
+            }
+            good
+        }));
+    }
+    let mut good = 0;
+    for task in tasks {
+        good += task.await.unwrap();
+    }
+    good
 }
 
 /// Samples of `names` at 10 fixed minutes ending at `end` (seconds), in the

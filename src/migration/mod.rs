@@ -17,10 +17,12 @@
 //! request path but the copy of the body's chunks.
 
 mod compare;
+mod join;
 mod mirror;
 mod shadow;
 
 pub use compare::{normalise, same_answer, Normalised};
+pub use join::Format;
 pub use mirror::{connector, Copy, Counts, Dropped, MirrorQueue, MirrorRegistry, Target, MAX_AGE};
 pub use shadow::{Mismatch, Replay, Shadow, ShadowCounts, MAX_ANSWER};
 
@@ -153,6 +155,7 @@ fn queue_status(queue: &MirrorQueue) -> Value {
         "oldest_seconds": queue.oldest_seconds(),
         "ok": get(&c.ok),
         "failed": get(&c.failed),
+        "sent": get(&c.sent),
         "dropped_queue_full": get(&c.dropped_queue_full),
         "dropped_too_large": get(&c.dropped_too_large),
     })

@@ -6,7 +6,7 @@
 //! it answered 200.
 
 use crate::api::{cluster_form, Access, Classified};
-use crate::migration::{copied_headers, Copy, Dropped, MirrorQueue, Replay, Shadow, MAX_ANSWER};
+use crate::migration::{copied_headers, Copy, Dropped, Format, MirrorQueue, Replay, Shadow, MAX_ANSWER};
 use crate::routing::TenantRoute;
 use crate::upstream::Pool;
 use bytes::{Bytes, BytesMut};
@@ -26,6 +26,8 @@ pub struct Pending {
     path: String,
     headers: Vec<(HeaderName, http::HeaderValue)>,
     body: Body,
+    /// How a copy joins others ([`crate::migration::Format`]).
+    format: Option<Format>,
 }
 
 /// Chunks kept up to a bound; past it, nothing is kept.
@@ -83,11 +85,15 @@ pub fn migrating(
     tenant_header: &HeaderName,
 ) -> Option<Box<Migrating>> {
     let migration = route.migration(classified.signal)?;
-    let pending = |target: &Pool, max: u64| Pending {
-        method: request.method.clone(),
-        path: target_path(target, classified, request),
-        headers: copied_headers(request, tenant_header),
-        body: Body::new(max),
+    let pending = |target: &Pool, max: u64| {
+        let headers = copied_headers(request, tenant_header);
+        Pending {
+            method: request.method.clone(),
+            path: target_path(target, classified, request),
+            format: Format::of(classified.endpoint.pattern, &headers),
+            headers,
+            body: Body::new(max),
+        }
     };
     match classified.access {
         Access::Ingest => {
@@ -161,14 +167,14 @@ impl Migrating {
                     queue.dropped(Dropped::TooLarge, &request_id);
                     return;
                 }
-                let Pending { method, path, headers, body } = copy;
-                let _ = queue.send(Copy::new(method, path, headers, body.whole(), request_id));
+                let Pending { method, path, headers, body, format } = copy;
+                let _ = queue.send(Copy::new(method, path, headers, body.whole(), request_id).joining(format));
             }
             Migrating::Shadow { shadow, read, answer } => {
                 if status != Some(200) || read.body.over || answer.over {
                     return;
                 }
-                let Pending { method, path, headers, body } = read;
+                let Pending { method, path, headers, body, .. } = read;
                 let replay = Replay { method, path, headers, body: body.whole(), request_id };
                 shadow.replay(replay, answer.whole().to_vec(), encoding);
             }

@@ -32,7 +32,7 @@ impl Pool {
         path: &str,
         max_bytes: usize,
     ) -> Result<String, String> {
-        let sent = Sent { agent, method: "GET", path, headers: &[], body: &[] };
+        let sent = Sent { agent, method: "GET", path, headers: &[], body: &bytes::Bytes::new() };
         let (status, body) = self.send(connector, index, sent, max_bytes).await?;
         if status != 200 {
             return Err(format!("{path} answered {status}"));
@@ -67,7 +67,7 @@ impl Pool {
             request.insert_header("AccountID", account.clone()).map_err(e)?;
             request.insert_header("ProjectID", project.clone()).map_err(e)?;
         }
-        let body = bytes::Bytes::copy_from_slice(body);
+        let body = body.clone();
         let answer = self.post(connector, index, request, body, max_bytes).await.map_err(|f| f.error.to_string())?;
         Ok((answer.status, answer.body))
     }
@@ -81,7 +81,7 @@ pub struct Sent<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub headers: &'a [(http::HeaderName, http::HeaderValue)],
-    pub body: &'a [u8],
+    pub body: &'a bytes::Bytes,
 }
 
 /// The endpoint's answer to a [`Pool::post`].

@@ -10,6 +10,7 @@ pub mod facts;
 pub mod h2_upstream;
 pub mod haproxy;
 pub mod redis;
+pub mod remote_write;
 pub mod router;
 pub mod tls;
 pub mod upstream;
