@@ -11,8 +11,8 @@
 //! a copy arriving at an idle lane is sent at once, alone; copies arriving
 //! while the lane's request is out are joined into its next one. Nothing
 //! waits on a timer, so a quiet tenant's copies go one by one as before and
-//! a busy tenant's share an HTTP exchange — on a saturated router about a
-//! tenth of a copy each. A joined request the target refuses (4xx) is sent
+//! a busy tenant's share an HTTP exchange (benches/load.sh's saturating
+//! remote writes: 55 copies per request). A joined request the target refuses (4xx) is sent
 //! again copy by copy, so one bad copy fails alone; one the target cannot
 //! take yet sends its copies to the retries, each on its own.
 //!
