@@ -168,9 +168,11 @@ impl MirrorQueue {
 
     /// Sends `copy` now, from the runtime of the caller (the worker that
     /// took the request), counted in the queue's bounds while it is out; a
-    /// copy the target cannot take yet goes on to the retries. Off a
-    /// runtime, or with [`FIRST_ATTEMPTS`] out, it is queued. Drops it
-    /// (counted) when it does not fit.
+    /// copy the target cannot take yet goes on to the retries. A copy that
+    /// joins others ([`join`]) waits in its lane while the lane's request
+    /// is out, and goes in the next one. Off a runtime, or with
+    /// [`FIRST_ATTEMPTS`] out, it is queued. Drops it (counted) when it
+    /// does not fit.
     pub fn send(&self, copy: Copy) -> Result<(), Dropped> {
         let (Ok(runtime), true) = (Handle::try_current(), self.drained) else { return self.push(copy) };
         let joinable = copy.format.and_then(|f| join::joinable(f, &copy.method, &copy.path, &copy.headers, &copy.body));

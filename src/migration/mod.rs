@@ -22,7 +22,7 @@ mod mirror;
 mod shadow;
 
 pub use compare::{normalise, same_answer, Normalised};
-pub use join::Format;
+pub use join::{join, joinable, snappy_block, Format, Joinable, Part};
 pub use mirror::{connector, Copy, Counts, Dropped, MirrorQueue, MirrorRegistry, Target, MAX_AGE};
 pub use shadow::{Mismatch, Replay, Shadow, ShadowCounts, MAX_ANSWER};
 
