@@ -190,12 +190,7 @@ pub fn join<'a>(format: Format, bodies: impl Iterator<Item = (&'a Bytes, Part)> 
             let total: u64 = bodies.clone().map(|(_, part)| part.weight).sum();
             let mut out =
                 BytesMut::with_capacity(5 + bodies.clone().map(|(b, part)| b.len() - part.skip).sum::<usize>());
-            let mut rest = total;
-            while rest >= 0x80 {
-                out.put_u8((rest as u8 & 0x7f) | 0x80);
-                rest >>= 7;
-            }
-            out.put_u8(rest as u8);
+            prost::encoding::encode_varint(total, &mut out);
             for (body, part) in bodies {
                 out.put_slice(&body[part.skip..]);
             }

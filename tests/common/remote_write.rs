@@ -11,18 +11,12 @@ pub struct Series<'a> {
     pub timestamp_ms: i64,
 }
 
-fn varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push(n as u8 | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
+use prost::encoding::encode_varint as varint;
 
 /// Field `field` of wire type 2 (length-delimited) holding `bytes`.
 fn delimited(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
-    varint(out, field << 3 | 2);
-    varint(out, bytes.len() as u64);
+    varint(field << 3 | 2, out);
+    varint(bytes.len() as u64, out);
     out.extend_from_slice(bytes);
 }
 
@@ -39,8 +33,8 @@ pub fn write_request(series: &[Series]) -> Vec<u8> {
         }
         let mut sample = vec![1 << 3 | 1];
         sample.extend_from_slice(&s.value.to_le_bytes());
-        varint(&mut sample, 2 << 3);
-        varint(&mut sample, s.timestamp_ms as u64);
+        varint(2 << 3, &mut sample);
+        varint(s.timestamp_ms as u64, &mut sample);
         delimited(&mut ts, 2, &sample);
         delimited(&mut request, 1, &ts);
     }
